@@ -1,0 +1,33 @@
+"""CompleteFunction: job-table stream records for terminal transitions → documents and artifacts → delivered."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.data_classes.dynamo_db_stream_event import DynamoDBRecord
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from vlmwatch import runtime
+
+logger = Logger(service="vlmwatch-complete")
+metrics = Metrics(namespace="vlmwatch", service="complete")
+tracer = Tracer(service="vlmwatch-complete")
+processor = BatchProcessor(event_type=EventType.DynamoDBStreams)
+
+
+@tracer.capture_method
+def handle_record(record: DynamoDBRecord) -> None:
+    job_id = record.dynamodb.keys["job_id"]  # type: ignore[union-attr]
+    logger.append_keys(job_id=job_id)
+    if runtime.deliverer().deliver(job_id) is not None:
+        metrics.add_metric(name="Delivered", unit=MetricUnit.Count, value=1)
+
+
+@logger.inject_lambda_context(clear_state=True)
+@metrics.log_metrics
+@tracer.capture_lambda_handler
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return process_partial_response(event=event, record_handler=handle_record, processor=processor, context=context)

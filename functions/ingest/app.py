@@ -1,0 +1,44 @@
+"""IngestFunction: S3 "object created" events (via SQS, or direct) → jobs → VLM Run executions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from vlmwatch import runtime
+from vlmwatch.events import refs_from_body
+
+logger = Logger(service="vlmwatch-ingest")
+metrics = Metrics(namespace="vlmwatch", service="ingest")
+tracer = Tracer(service="vlmwatch-ingest")
+processor = BatchProcessor(event_type=EventType.SQS)
+
+
+@tracer.capture_method
+def accept_body(body: str | dict[str, Any]) -> None:
+    """Accept every object in one message; raising marks the message failed (it will be retried)."""
+    for ref in refs_from_body(body):
+        logger.append_keys(bucket=ref.bucket, key=ref.key)
+        outcome = runtime.ingestor().accept(ref)
+        metrics.add_metric(name=f"Ingest{outcome.value.title()}", unit=MetricUnit.Count, value=1)
+
+
+def handle_record(record: SQSRecord) -> None:
+    accept_body(record.body)
+
+
+@logger.inject_lambda_context(clear_state=True)
+@metrics.log_metrics
+@tracer.capture_lambda_handler
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    records = event.get("Records") or []
+    if records and records[0].get("eventSource") == "aws:s3":
+        # Wired directly to a bucket notification: S3 retries the whole event if we raise.
+        accept_body(event)
+        return {"accepted": len(records)}
+    return process_partial_response(event=event, record_handler=handle_record, processor=processor, context=context)

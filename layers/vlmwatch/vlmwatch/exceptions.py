@@ -1,0 +1,68 @@
+"""Everything vlmwatch raises.
+
+    VlmwatchError
+    ├── ConfigError                  settings or routing rules are invalid (fail at cold start)
+    ├── SourceObjectMissingError     the S3 object named by an event no longer exists
+    ├── UnsupportedEventError        a message that is not an S3 event in a shape we know
+    └── VlmRunError                  anything that went wrong talking to VLM Run
+        ├── VlmRunUnavailableError   transport failure or 5xx; safe to retry later
+        ├── VlmRunRateLimitedError   429; retry after ``retry_after`` seconds
+        ├── VlmRunRejectedError      other 4xx; retrying the same request will not help
+        └── VlmRunAmbiguousSubmitError  a POST may or may not have created an execution
+"""
+
+from __future__ import annotations
+
+
+class VlmwatchError(Exception):
+    """Base for everything vlmwatch raises."""
+
+
+class ConfigError(VlmwatchError):
+    """Raised at cold start when settings or routing rules do not validate."""
+
+
+class SourceObjectMissingError(VlmwatchError):
+    """Raised when the object an event names cannot be found in the input bucket."""
+
+    def __init__(self, bucket: str, key: str) -> None:
+        super().__init__(f"s3://{bucket}/{key} does not exist (deleted before it was processed?)")
+        self.bucket = bucket
+        self.key = key
+
+
+class VlmRunError(VlmwatchError):
+    """Base for failures talking to the VLM Run API."""
+
+    def __init__(self, message: str, *, status_code: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status_code = status_code
+
+
+class VlmRunUnavailableError(VlmRunError):
+    """Raised on a transport failure or a 5xx that is safe to retry (the request had no side effect)."""
+
+
+class VlmRunRateLimitedError(VlmRunError):
+    """Raised on HTTP 429; ``retry_after`` is the server's hint in seconds (or our backoff)."""
+
+    def __init__(self, message: str, *, retry_after: float) -> None:
+        super().__init__(message, status_code=429)
+        self.retry_after = retry_after
+
+
+class VlmRunRejectedError(VlmRunError):
+    """Raised on a 4xx other than 429: the request itself is wrong (bad agent, bad key, bad input)."""
+
+
+class VlmRunAmbiguousSubmitError(VlmRunError):
+    """Raised when ``POST /agent/execute`` failed after the request may have reached the server.
+
+    The API has no idempotency key, so the caller must not re-send: it records the attempt and
+    reconciles later against the executions list.
+    """
+
+
+class UnsupportedEventError(VlmwatchError):
+    """Raised when a message is neither an S3 notification nor an S3 EventBridge event."""

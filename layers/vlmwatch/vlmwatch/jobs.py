@@ -1,0 +1,350 @@
+"""The job table: one row per object version, and the only place a job's status changes.
+
+Every status change is a conditional write whose condition lists the statuses it may come from,
+so an update that arrives late (a slow poll, a replayed webhook, a redelivered message) loses the
+race instead of moving the job backwards.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from decimal import Decimal
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+
+from boto3.dynamodb.conditions import Attr, Key
+from botocore.exceptions import ClientError
+from pydantic import BaseModel, field_validator
+
+from vlmwatch.routing import Route
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb.service_resource import Table
+
+IN_FLIGHT_INDEX = "InFlightByNextPoll"
+EXECUTION_INDEX = "ByExecutionId"
+
+
+class Status(StrEnum):
+    RECEIVED = "received"
+    SUBMITTED = "submitted"
+    ENQUEUED = "enqueued"
+    PENDING = "pending"
+    RUNNING = "running"
+    PAUSED = "paused"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    TIMED_OUT = "timed_out"
+    DELIVERED = "delivered"
+    SKIPPED = "skipped"
+
+
+# Statuses of equal rank may replace each other (running <-> paused, enqueued <-> pending);
+# a lower rank may never replace a higher one.
+RANK: dict[Status, int] = {
+    Status.RECEIVED: 0,
+    Status.SUBMITTED: 1,
+    Status.ENQUEUED: 2,
+    Status.PENDING: 2,
+    Status.RUNNING: 3,
+    Status.PAUSED: 3,
+    Status.COMPLETED: 4,
+    Status.FAILED: 4,
+    Status.TIMED_OUT: 4,
+    Status.DELIVERED: 5,
+    Status.SKIPPED: 5,
+}
+IN_FLIGHT = frozenset({Status.SUBMITTED, Status.ENQUEUED, Status.PENDING, Status.RUNNING, Status.PAUSED})
+TERMINAL = frozenset({Status.COMPLETED, Status.FAILED, Status.TIMED_OUT})
+FINAL = frozenset({Status.DELIVERED, Status.SKIPPED})
+
+
+def allowed_from(target: Status) -> list[Status]:
+    """The statuses a job may be in for a write of ``target`` to succeed."""
+    rank = RANK[target]
+    if rank == RANK[Status.COMPLETED]:
+        # A terminal outcome is decided once: completed never turns into timed_out.
+        return [s for s in Status if RANK[s] < rank]
+    if target in (Status.DELIVERED,):
+        return sorted(TERMINAL)
+    if target in (Status.SKIPPED,):
+        return [Status.RECEIVED]
+    same_rank_ok = rank in (2, 3)
+    return [s for s in Status if RANK[s] < rank or (same_rank_ok and RANK[s] == rank)]
+
+
+def job_id_for(bucket: str, key: str, version: str) -> str:
+    """Stable id for one object version; also a valid Step Functions execution name (<= 80 chars)."""
+    return hashlib.sha256(f"{bucket}\n{key}\n{version}".encode()).hexdigest()[:40]
+
+
+class Job(BaseModel):
+    """A row of the job table."""
+
+    model_config = {"extra": "ignore"}
+
+    job_id: str
+    bucket: str
+    key: str
+    version_id: str | None = None
+    etag: str | None = None
+    size: int | None = None
+    content_type: str | None = None
+    route: Route | None = None
+    status: Status
+    outcome: Status | None = None
+    remote_status: str | None = None
+    execution_id: str | None = None
+    attempts: int = 0
+    poll_count: int = 0
+    next_poll_at: int | None = None
+    deadline_at: int | None = None
+    submit_started_at: int | None = None
+    error: str | None = None
+    skip_reason: str | None = None
+    result_uri: str | None = None
+    error_uri: str | None = None
+    usage: dict[str, Any] | None = None
+    created_at: int
+    updated_at: int
+    submitted_at: int | None = None
+    finished_at: int | None = None
+    delivered_at: int | None = None
+
+    @field_validator("route", "usage", mode="before")
+    @classmethod
+    def _from_json(cls, value: Any) -> Any:
+        return json.loads(value) if isinstance(value, str) else value
+
+    @classmethod
+    def from_item(cls, item: dict[str, Any]) -> Job:
+        return cls.model_validate({k: _plain(v) for k, v in item.items()})
+
+    def to_item(self) -> dict[str, Any]:
+        data = self.model_dump(mode="json", exclude_none=True)
+        # Nested JSON (schemas with floats) is stored as a string: DynamoDB wants Decimals otherwise.
+        for name in ("route", "usage"):
+            if name in data:
+                data[name] = json.dumps(data[name], separators=(",", ":"), sort_keys=True)
+        return data
+
+    @property
+    def source_uri(self) -> str:
+        return f"s3://{self.bucket}/{self.key}"
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    return value
+
+
+class JobStore:
+    """Conditional reads and writes on the job table.
+
+    Args:
+        table: a boto3 DynamoDB ``Table`` resource.
+        shards: how many partitions the in-flight index is spread over.
+        clock: seconds since the epoch; injected for tests.
+    """
+
+    def __init__(self, table: Table, *, shards: int = 1, ttl_days: int = 30, clock: Any = time.time) -> None:
+        self._table = table
+        self._shards = shards
+        self._ttl_seconds = ttl_days * 86400
+        self._clock = clock
+
+    def now(self) -> int:
+        return int(self._clock())
+
+    def _shard(self, job_id: str) -> str:
+        return f"s{int(job_id[:8], 16) % self._shards}"
+
+    # -- reads ---------------------------------------------------------------------------------
+
+    def get(self, job_id: str) -> Job | None:
+        item = self._table.get_item(Key={"job_id": job_id}, ConsistentRead=True).get("Item")
+        return Job.from_item(item) if item else None
+
+    def find_by_execution(self, execution_id: str) -> Job | None:
+        items = self._table.query(
+            IndexName=EXECUTION_INDEX, KeyConditionExpression=Key("execution_id").eq(execution_id), Limit=1
+        ).get("Items", [])
+        return self.get(items[0]["job_id"]) if items else None
+
+    def due(self, now: int, limit: int) -> list[Job]:
+        """Jobs whose next poll is due, oldest first. Reads only the sparse in-flight index."""
+        jobs: list[Job] = []
+        for shard in range(self._shards):
+            kwargs: dict[str, Any] = {
+                "IndexName": IN_FLIGHT_INDEX,
+                "KeyConditionExpression": Key("poll_shard").eq(f"s{shard}") & Key("next_poll_at").lte(now),
+                "Limit": limit,
+            }
+            while len(jobs) < limit:
+                page = self._table.query(**kwargs)
+                jobs.extend(Job.from_item(item) for item in page.get("Items", []))
+                if "LastEvaluatedKey" not in page:
+                    break
+                kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        jobs.sort(key=lambda j: j.next_poll_at or 0)
+        return jobs[:limit]
+
+    # -- writes --------------------------------------------------------------------------------
+
+    def create(self, job: Job) -> bool:
+        """Insert a new job; False if a job with this id already exists (a duplicate event)."""
+        item = job.to_item()
+        if job.status in FINAL:
+            item["expires_at"] = job.updated_at + self._ttl_seconds
+        try:
+            self._table.put_item(Item=item, ConditionExpression=Attr("job_id").not_exists())
+        except ClientError as exc:
+            if _conditional_failed(exc):
+                return False
+            raise
+        return True
+
+    def claim_submit(self, job_id: str) -> bool:
+        """Take the right to call ``POST /agent/execute`` for this job.
+
+        Set once and never cleared on an ambiguous failure: a second claimer (a redelivered message,
+        a concurrent duplicate) loses, so at most one request can be in flight per job.
+        """
+        now = self.now()
+        return self._update(
+            job_id,
+            "SET submit_started_at = :now, updated_at = :now, attempts = if_not_exists(attempts, :zero) + :one",
+            {":now": now, ":zero": 0, ":one": 1, ":received": Status.RECEIVED.value},
+            "#status = :received AND attribute_not_exists(submit_started_at)",
+        )
+
+    def release_submit(self, job_id: str, error: str | None = None) -> bool:
+        """Give the claim back after a failure that provably created nothing (429, no connection)."""
+        values: dict[str, Any] = {":now": self.now(), ":received": Status.RECEIVED.value}
+        expr = "REMOVE submit_started_at SET updated_at = :now"
+        if error:
+            expr += ", #error = :error"
+            values[":error"] = error
+        return self._update(job_id, expr, values, "#status = :received")
+
+    def mark_ambiguous(self, job_id: str, error: str, reconcile_at: int) -> bool:
+        """Record a submit that may have created an execution; the poller reconciles it."""
+        return self._update(
+            job_id,
+            "SET #error = :error, next_poll_at = :at, poll_shard = :shard, updated_at = :now",
+            {
+                ":error": error,
+                ":at": reconcile_at,
+                ":shard": self._shard(job_id),
+                ":now": self.now(),
+                ":received": Status.RECEIVED.value,
+            },
+            "#status = :received AND attribute_exists(submit_started_at)",
+        )
+
+    def mark_submitted(
+        self, job_id: str, execution_id: str, remote_status: str, *, next_poll_at: int, deadline_at: int
+    ) -> bool:
+        now = self.now()
+        return self.transition(
+            job_id,
+            Status.SUBMITTED,
+            set_fields={
+                "execution_id": execution_id,
+                "remote_status": remote_status,
+                "submitted_at": now,
+                "next_poll_at": next_poll_at,
+                "deadline_at": deadline_at,
+                "poll_shard": self._shard(job_id),
+            },
+            remove_fields=("submit_started_at", "error"),
+        )
+
+    def reschedule(self, job_id: str, next_poll_at: int, *, expect_next_poll_at: int | None = None,
+                   error: str | None = None, count_poll: bool = False) -> bool:
+        """Move a job's next poll; with ``expect_next_poll_at`` this is the poller's claim."""
+        values: dict[str, Any] = {":at": next_poll_at, ":now": self.now()}
+        expr = "SET next_poll_at = :at, updated_at = :now"
+        cond = "attribute_exists(poll_shard)"
+        if expect_next_poll_at is not None:
+            cond += " AND next_poll_at = :seen"
+            values[":seen"] = expect_next_poll_at
+        if error is not None:
+            expr += ", last_poll_error = :err"
+            values[":err"] = error
+        if count_poll:
+            expr += ", poll_count = if_not_exists(poll_count, :zero) + :one"
+            values.update({":zero": 0, ":one": 1})
+        return self._update(job_id, expr, values, cond, names={})
+
+    def transition(
+        self,
+        job_id: str,
+        target: Status,
+        *,
+        set_fields: dict[str, Any] | None = None,
+        remove_fields: tuple[str, ...] = (),
+        count_poll: bool = False,
+    ) -> bool:
+        """Move a job to ``target`` if, and only if, that is not a step backwards.
+
+        Returns False when the condition lost (the job is already as far or further along, or
+        gone): a late or duplicate update, which callers treat as a no-op rather than an error.
+        """
+        now = self.now()
+        fields: dict[str, Any] = {**(set_fields or {}), "status": target.value, "updated_at": now}
+        removes = list(remove_fields)
+        if target in TERMINAL:
+            fields.setdefault("finished_at", now)
+            fields["outcome"] = target.value
+            removes += ["poll_shard", "next_poll_at"]
+        if target in FINAL:
+            fields["expires_at"] = now + self._ttl_seconds
+            removes += ["poll_shard", "next_poll_at"]
+        names = {f"#f{i}": name for i, name in enumerate(fields)}
+        values = {f":v{i}": value for i, value in enumerate(fields.values())}
+        expr = "SET " + ", ".join(f"#f{i} = :v{i}" for i in range(len(fields)))
+        if count_poll:
+            expr += ", poll_count = if_not_exists(poll_count, :zero) + :one"
+            values.update({":zero": 0, ":one": 1})
+        removes = [r for r in dict.fromkeys(removes) if r not in fields]
+        if removes:
+            # Through placeholders: some attribute names (e.g. "error") may be reserved words.
+            names.update({f"#r{i}": name for i, name in enumerate(removes)})
+            expr += " REMOVE " + ", ".join(f"#r{i}" for i in range(len(removes)))
+        allowed = allowed_from(target)
+        for i, status in enumerate(allowed):
+            values[f":from{i}"] = status.value
+        cond = f"#status IN ({', '.join(f':from{i}' for i in range(len(allowed)))})"
+        return self._update(job_id, expr, values, cond, names=names)
+
+    def _update(
+        self, job_id: str, expr: str, values: dict[str, Any], cond: str, *, names: dict[str, str] | None = None
+    ) -> bool:
+        all_names = {**(names or {})}
+        if "#status" in cond or "#status" in expr:
+            all_names["#status"] = "status"
+        if "#error" in expr:
+            all_names["#error"] = "error"
+        kwargs: dict[str, Any] = {
+            "Key": {"job_id": job_id},
+            "UpdateExpression": expr,
+            "ConditionExpression": f"attribute_exists(job_id) AND ({cond})",
+            "ExpressionAttributeValues": values,
+        }
+        if all_names:
+            kwargs["ExpressionAttributeNames"] = all_names
+        try:
+            self._table.update_item(**kwargs)
+        except ClientError as exc:
+            if _conditional_failed(exc):
+                return False
+            raise
+        return True
+
+
+def _conditional_failed(exc: ClientError) -> bool:
+    return exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"

@@ -1,0 +1,134 @@
+"""Routing: decide what runs on an object (an agent, or an inline prompt) or that nothing does.
+
+Rules are checked in order; the first match wins. Object metadata ``x-amz-meta-vlmrun-agent``
+overrides the rules, so a producer can pick the agent per file.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from typing import Any
+
+from pydantic import BaseModel, Field, RootModel, model_validator
+
+AGENT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]*(:[A-Za-z0-9._-]+)?$")
+METADATA_AGENT_KEY = "vlmrun-agent"
+
+
+class Route(BaseModel):
+    """What runs on one object. Exactly one of ``agent`` and ``prompt`` is set."""
+
+    model_config = {"frozen": True}
+
+    rule: str
+    agent: str | None = None
+    prompt: str | None = None
+    json_schema: dict[str, Any] | None = None
+    model: str | None = None
+
+    @model_validator(mode="after")
+    def _one_target(self) -> Route:
+        if bool(self.agent) == bool(self.prompt):
+            raise ValueError(f"route {self.rule!r}: set exactly one of 'agent' and 'prompt'")
+        if self.agent and not AGENT_NAME.match(self.agent):
+            raise ValueError(f"route {self.rule!r}: agent {self.agent!r} is not 'name' or 'name:version'")
+        if self.json_schema is not None and not self.prompt:
+            raise ValueError(f"route {self.rule!r}: 'json_schema' only applies to an inline 'prompt'")
+        return self
+
+
+class Skip(BaseModel):
+    """Nothing runs on this object, on purpose; ``reason`` says why."""
+
+    model_config = {"frozen": True}
+
+    rule: str | None
+    reason: str
+
+
+class Rule(BaseModel):
+    """One routing rule. Empty match fields match everything."""
+
+    model_config = {"extra": "forbid"}
+
+    name: str = Field(min_length=1)
+    prefix: str = ""
+    suffixes: list[str] = Field(default_factory=list)
+    content_types: list[str] = Field(default_factory=list)
+    agent: str | None = None
+    prompt: str | None = None
+    json_schema: dict[str, Any] | None = None
+    model: str | None = None
+    skip: bool = False
+    reason: str | None = None
+
+    @model_validator(mode="after")
+    def _target(self) -> Rule:
+        if self.skip:
+            if self.agent or self.prompt:
+                raise ValueError(f"rule {self.name!r}: a 'skip' rule cannot also name an agent or prompt")
+        else:
+            self.route()  # validates agent/prompt/json_schema now, at cold start
+        return self
+
+    def matches(self, key: str, content_type: str | None) -> bool:
+        if self.prefix and not key.startswith(self.prefix):
+            return False
+        if self.suffixes and not key.lower().endswith(tuple(s.lower() for s in self.suffixes)):
+            return False
+        if self.content_types:
+            ctype = (content_type or "").split(";")[0].strip().lower()
+            if not any(fnmatch.fnmatchcase(ctype, pattern.lower()) for pattern in self.content_types):
+                return False
+        return True
+
+    def route(self) -> Route:
+        return Route(
+            rule=self.name, agent=self.agent, prompt=self.prompt, json_schema=self.json_schema, model=self.model
+        )
+
+
+class RuleSet(RootModel[list[Rule]]):
+    """Ordered routing rules, validated as a whole (names must be unique)."""
+
+    root: list[Rule] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique(self) -> RuleSet:
+        names = [rule.name for rule in self.root]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"duplicate rule names: {', '.join(dupes)}")
+        return self
+
+    def resolve(
+        self,
+        key: str,
+        content_type: str | None,
+        metadata: dict[str, str] | None = None,
+        *,
+        default: Route | None = None,
+    ) -> Route | Skip:
+        """Pick the route for an object.
+
+        Args:
+            key: the decoded object key.
+            content_type: the object's Content-Type, if known.
+            metadata: user metadata without the ``x-amz-meta-`` prefix (as boto3 returns it).
+            default: what runs when no rule matches.
+        """
+        override = (metadata or {}).get(METADATA_AGENT_KEY)
+        if override:
+            if not AGENT_NAME.match(override):
+                return Skip(rule="metadata", reason=f"x-amz-meta-{METADATA_AGENT_KEY} {override!r} is not a valid agent name")
+            base = default.model if default else None
+            return Route(rule="metadata", agent=override, model=base)
+        for rule in self.root:
+            if rule.matches(key, content_type):
+                if rule.skip:
+                    return Skip(rule=rule.name, reason=rule.reason or f"matched skip rule {rule.name!r}")
+                return rule.route()
+        if default is not None:
+            return default
+        return Skip(rule=None, reason="no routing rule matches and no default agent or prompt is configured")

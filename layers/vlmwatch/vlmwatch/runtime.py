@@ -1,0 +1,102 @@
+"""Process-wide wiring: settings, AWS clients and the VLM Run client, each built once on first use
+and reused across invocations. Tests call :func:`reset` or :func:`use` to swap parts out."""
+
+from __future__ import annotations
+
+import functools
+import os
+from typing import TYPE_CHECKING, Any
+
+import boto3
+import httpx
+
+from vlmwatch.delivery import Deliverer
+from vlmwatch.ingest import Ingestor
+from vlmwatch.jobs import JobStore
+from vlmwatch.output import OutputWriter
+from vlmwatch.settings import Settings
+from vlmwatch.tracking import Tracker
+from vlmwatch.vlmrun import VlmRunClient
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+_overrides: dict[str, Any] = {}
+
+
+def use(*, settings: Settings | None = None, transport: httpx.BaseTransport | None = None,
+        api_key: str | None = None, clock: Callable[[], float] | None = None) -> None:
+    """Inject parts (tests, the local runner) and drop everything built so far."""
+    reset()
+    _overrides.update({k: v for k, v in
+                       {"settings": settings, "transport": transport, "api_key": api_key, "clock": clock}.items()
+                       if v is not None})
+
+
+def reset() -> None:
+    """Forget every cached object (and overrides), as a fresh Lambda container would."""
+    _overrides.clear()
+    for fn in (settings, _boto, job_store, vlmrun_client, api_key, ingestor, tracker, deliverer, output_writer):
+        fn.cache_clear()
+
+
+@functools.cache
+def settings() -> Settings:
+    return _overrides.get("settings") or Settings.from_env(os.environ)
+
+
+@functools.cache
+def _boto(service: str) -> Any:
+    return boto3.client(service)
+
+
+def s3() -> Any:
+    return _boto("s3")
+
+
+@functools.cache
+def job_store() -> JobStore:
+    cfg = settings()
+    table = boto3.resource("dynamodb").Table(cfg.jobs_table)
+    return JobStore(table, shards=cfg.poll_shards, ttl_days=cfg.result_ttl_days,
+                    **({"clock": _overrides["clock"]} if "clock" in _overrides else {}))
+
+
+@functools.cache
+def api_key() -> str:
+    if "api_key" in _overrides:
+        return _overrides["api_key"]
+    # Imported here: only functions that talk to VLM Run pay for the parameters utility.
+    from aws_lambda_powertools.utilities import parameters
+
+    cfg = settings()
+    value = parameters.get_secret(cfg.api_key_secret, max_age=cfg.secret_max_age_seconds)
+    return str(value).strip()
+
+
+@functools.cache
+def vlmrun_client() -> VlmRunClient:
+    return VlmRunClient(settings().vlmrun_base_url, api_key(), transport=_overrides.get("transport"))
+
+
+@functools.cache
+def output_writer() -> OutputWriter:
+    cfg = settings()
+    return OutputWriter(s3(), cfg.output_bucket, cfg.output_prefix)
+
+
+@functools.cache
+def ingestor() -> Ingestor:
+    return Ingestor(settings(), job_store(), s3(), vlmrun_client)
+
+
+@functools.cache
+def tracker() -> Tracker:
+    return Tracker(settings(), job_store(), vlmrun_client, ingestor())
+
+
+@functools.cache
+def deliverer() -> Deliverer:
+    cfg = settings()
+    events = _boto("events") if cfg.event_bus_name else None
+    return Deliverer(job_store(), output_writer(), vlmrun_client, events, cfg.event_bus_name)

@@ -1,0 +1,125 @@
+"""Runtime settings, read once per process from the Lambda environment."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+
+from vlmwatch.exceptions import ConfigError
+from vlmwatch.routing import RuleSet
+
+# Environment variable → field name. Kept explicit so the template and this file can be diffed by eye.
+_ENV = {
+    "JOBS_TABLE_NAME": "jobs_table",
+    "INPUT_BUCKET": "input_bucket",
+    "OUTPUT_BUCKET": "output_bucket",
+    "OUTPUT_PREFIX": "output_prefix",
+    "ROUTING_RULES": "routing_rules",
+    "DEFAULT_AGENT_NAME": "default_agent",
+    "DEFAULT_PROMPT": "default_prompt",
+    "DEFAULT_JSON_SCHEMA": "default_json_schema",
+    "VLMRUN_MODEL": "model",
+    "VLMRUN_BASE_URL": "vlmrun_base_url",
+    "VLMRUN_API_KEY_SECRET": "api_key_secret",
+    "VLMRUN_ENVIRONMENT": "vlmrun_environment",
+    "INPUT_MODE": "input_mode",
+    "PRESIGN_TTL_SECONDS": "presign_ttl_seconds",
+    "POLL_BASE_SECONDS": "poll_base_seconds",
+    "POLL_CAP_SECONDS": "poll_cap_seconds",
+    "JOB_DEADLINE_SECONDS": "job_deadline_seconds",
+    "POLLER_CONCURRENCY": "poller_concurrency",
+    "POLLER_MAX_JOBS": "poller_max_jobs",
+    "POLL_SHARDS": "poll_shards",
+    "CALLBACK_URL": "callback_url",
+    "WEBHOOK_SECRET": "webhook_secret",
+    "EVENT_BUS_NAME": "event_bus_name",
+    "RESULT_TTL_DAYS": "result_ttl_days",
+    "SECRET_MAX_AGE_SECONDS": "secret_max_age_seconds",
+}
+
+
+class Settings(BaseModel):
+    """Everything a handler needs to know about its deployment. Validated once, at cold start."""
+
+    model_config = {"frozen": True, "extra": "forbid"}
+
+    jobs_table: str
+    output_bucket: str
+    input_bucket: str | None = None
+    output_prefix: str = ""
+    routing_rules: RuleSet = Field(default_factory=RuleSet)
+    default_agent: str | None = None
+    default_prompt: str | None = None
+    default_json_schema: dict[str, Any] | None = None
+    model: str = "vlmrun-orion-1:auto"
+    vlmrun_base_url: str = "https://api.vlm.run/v1"
+    api_key_secret: str = "vlmwatch/vlmrun-api-key"
+    vlmrun_environment: Literal["dev", "staging", "prod"] = "prod"
+    # "url": VLM Run fetches a presigned S3 GET URL; "upload": the bytes go through the files API.
+    input_mode: Literal["url", "upload"] = "url"
+    # Batch executions can sit in a queue before VLM Run fetches the file: an hour, not minutes.
+    presign_ttl_seconds: int = Field(3600, ge=60, le=7 * 24 * 3600)
+    poll_base_seconds: int = Field(10, ge=1)
+    poll_cap_seconds: int = Field(300, ge=1)
+    job_deadline_seconds: int = Field(3600, ge=60)
+    poller_concurrency: int = Field(4, ge=1, le=64)
+    poller_max_jobs: int = Field(100, ge=1)
+    poll_shards: int = Field(1, ge=1, le=32)
+    callback_url: str | None = None
+    webhook_secret: str | None = None
+    event_bus_name: str | None = "default"
+    result_ttl_days: int = Field(30, ge=1)
+    secret_max_age_seconds: int = Field(300, ge=0)
+
+    @field_validator("routing_rules", mode="before")
+    @classmethod
+    def _rules_from_json(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return RuleSet.model_validate_json(value or "[]")
+        if isinstance(value, list):
+            return RuleSet.model_validate(value)
+        return value
+
+    @field_validator("default_json_schema", mode="before")
+    @classmethod
+    def _schema_from_json(cls, value: Any) -> Any:
+        return json.loads(value) if isinstance(value, str) else value
+
+    @field_validator("output_prefix")
+    @classmethod
+    def _prefix_ends_with_slash(cls, value: str) -> str:
+        value = value.strip("/")
+        return f"{value}/" if value else ""
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        if self.default_agent and self.default_prompt:
+            raise ValueError("set DEFAULT_AGENT_NAME or DEFAULT_PROMPT, not both")
+        if self.poll_cap_seconds < self.poll_base_seconds:
+            raise ValueError("POLL_CAP_SECONDS must be >= POLL_BASE_SECONDS")
+        return self
+
+    @property
+    def webhooks_enabled(self) -> bool:
+        return bool(self.callback_url)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Settings:
+        """Build settings from environment variables; empty values count as unset.
+
+        Raises:
+            ConfigError: naming every variable that does not validate.
+        """
+        data = {field: env[name] for name, field in _ENV.items() if env.get(name, "") != ""}
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            reverse = {field: name for name, field in _ENV.items()}
+            problems = "; ".join(
+                f"{reverse.get(str(err['loc'][0]), err['loc'][0]) if err['loc'] else 'settings'}: {err['msg']}"
+                for err in exc.errors()
+            )
+            raise ConfigError(f"invalid vlmwatch configuration: {problems}") from exc

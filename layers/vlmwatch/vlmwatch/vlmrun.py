@@ -1,0 +1,354 @@
+"""A small VLM Run API client: explicit timeouts, a swappable transport, and a retry policy that
+never duplicates an execution.
+
+* GETs are retried on transport errors, 5xx and 429 (honouring ``Retry-After``), with capped
+  exponential backoff and jitter, a few times at most: a Lambda has a clock.
+* ``POST /agent/execute`` is retried only when the server provably did not act on it: a 429, or a
+  connection that was never established. A timeout, a dropped connection or a 5xx after the body was
+  sent raises :class:`VlmRunAmbiguousSubmitError`; the caller records it and reconciles.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any, Literal
+
+import httpx
+from pydantic import BaseModel, Field, ValidationError
+
+from vlmwatch.exceptions import (
+    VlmRunAmbiguousSubmitError,
+    VlmRunError,
+    VlmRunRateLimitedError,
+    VlmRunRejectedError,
+    VlmRunUnavailableError,
+)
+
+logger = logging.getLogger(__name__)
+
+RemoteStatus = Literal["enqueued", "pending", "running", "paused", "completed", "failed"]
+DEFAULT_TIMEOUT = httpx.Timeout(15.0, connect=3.0)
+# Artifacts can be videos: allow a longer read, same connect budget.
+ARTIFACT_TIMEOUT = httpx.Timeout(120.0, connect=3.0)
+
+
+class Usage(BaseModel):
+    model_config = {"extra": "allow"}
+
+    elements_processed: int | None = None
+    element_type: str | None = None
+    credits_used: float | None = None
+    steps: int | None = None
+    message: str | None = None
+    duration_seconds: float | None = None
+
+
+class Execution(BaseModel):
+    """An agent execution as ``POST /agent/execute`` and ``GET /agent/executions/{id}`` return it."""
+
+    model_config = {"extra": "allow"}
+
+    id: str
+    name: str | None = None
+    status: RemoteStatus
+    created_at: datetime | None = None
+    completed_at: datetime | None = None
+    response: Any = None
+    usage: Usage | None = None
+    error: Any = None
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in ("completed", "failed")
+
+    def error_message(self) -> str:
+        """The best human explanation VLM Run gave for a failure."""
+        for candidate in (self.error, (self.response or {}).get("error") if isinstance(self.response, dict) else None):
+            if isinstance(candidate, str) and candidate:
+                return candidate
+            if isinstance(candidate, dict):
+                msg = candidate.get("message") or candidate.get("detail")
+                if msg:
+                    return str(msg)
+        if self.usage and self.usage.message:
+            return self.usage.message
+        return f"execution {self.id} ended with status {self.status} and no error message"
+
+
+class ArtifactItem(BaseModel):
+    model_config = {"extra": "allow"}
+
+    object_id: str
+    filename: str | None = None
+    source: str | None = None
+
+
+class ArtifactList(BaseModel):
+    namespace_id: str | None = None
+    items: list[ArtifactItem] = Field(default_factory=list)
+
+
+class FileInfo(BaseModel):
+    model_config = {"extra": "allow"}
+
+    id: str
+    filename: str | None = None
+    bytes: int | None = None
+    public_url: str | None = None
+
+
+class PresignedUpload(BaseModel):
+    model_config = {"extra": "allow"}
+
+    id: str
+    url: str
+    content_type: str | None = None
+
+
+class Artifact(BaseModel):
+    object_id: str
+    content: bytes
+    content_type: str
+
+
+def error_message(response: httpx.Response) -> str:
+    """Extract the API's message from ``{"error": {"message"}}`` or FastAPI's ``{"detail": ...}``."""
+    try:
+        body = response.json()
+    except ValueError:
+        text = response.text.strip()
+        return text[:500] if text else f"HTTP {response.status_code}"
+    if isinstance(body, dict):
+        err = body.get("error")
+        if isinstance(err, dict) and err.get("message"):
+            return str(err["message"])
+        if isinstance(err, str):
+            return err
+        detail = body.get("detail")
+        if isinstance(detail, str):
+            return detail
+        if isinstance(detail, list) and detail:
+            return "; ".join(str(d.get("msg", d)) if isinstance(d, dict) else str(d) for d in detail)
+    return f"HTTP {response.status_code}"
+
+
+def retry_after_seconds(response: httpx.Response, default: float) -> float:
+    value = response.headers.get("Retry-After")
+    if value is None:
+        return default
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return default  # HTTP-date form: not worth parsing for a hint
+
+
+class VlmRunClient:
+    """Client for the VLM Run API.
+
+    Args:
+        base_url: e.g. ``https://api.vlm.run/v1``.
+        api_key: bearer token.
+        timeout: per-request timeouts; every request has one.
+        transport: an ``httpx.BaseTransport`` to swap the network out (tests, the emulator).
+        max_attempts: tries per idempotent request, including the first.
+        max_wait: the longest single backoff this client will sleep in-process; a longer
+            ``Retry-After`` is raised to the caller, who can defer the work instead of idling.
+        sleep: injected for tests.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        *,
+        timeout: httpx.Timeout = DEFAULT_TIMEOUT,
+        transport: httpx.BaseTransport | None = None,
+        max_attempts: int = 3,
+        backoff_base: float = 0.5,
+        max_wait: float = 5.0,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self._http = httpx.Client(
+            base_url=base_url.rstrip("/") + "/",
+            headers={"Authorization": f"Bearer {api_key}", "User-Agent": "vlmwatch/1"},
+            timeout=timeout,
+            transport=transport,
+        )
+        self._max_attempts = max_attempts
+        self._backoff_base = backoff_base
+        self._max_wait = max_wait
+        self._sleep = sleep
+        self.requests_sent = 0
+
+    def close(self) -> None:
+        self._http.close()
+
+    # -- executions ---------------------------------------------------------------------------
+
+    def execute(self, body: dict[str, Any]) -> Execution:
+        """Start an agent execution (``POST /agent/execute``).
+
+        Raises:
+            VlmRunRateLimitedError: 429 after the in-process retries; nothing was created.
+            VlmRunUnavailableError: could not connect; nothing was created.
+            VlmRunRejectedError: a 4xx; the request is wrong.
+            VlmRunAmbiguousSubmitError: the server may have created it; do not re-send blindly.
+        """
+        for attempt in range(1, self._max_attempts + 1):
+            try:
+                response = self._send("POST", "agent/execute", json=body)
+            except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+                # The request never left: retrying cannot duplicate anything.
+                if attempt == self._max_attempts:
+                    raise VlmRunUnavailableError(f"cannot connect to VLM Run: {exc}") from exc
+                self._sleep(self._backoff(attempt))
+                continue
+            except httpx.TransportError as exc:
+                raise VlmRunAmbiguousSubmitError(
+                    f"POST agent/execute failed after the request was sent ({type(exc).__name__}: {exc})"
+                ) from exc
+            if response.status_code == 429:
+                wait = retry_after_seconds(response, self._backoff(attempt))
+                if attempt == self._max_attempts or wait > self._max_wait:
+                    raise VlmRunRateLimitedError(f"rate limited: {error_message(response)}", retry_after=wait)
+                self._sleep(wait)
+                continue
+            if response.status_code >= 500:
+                raise VlmRunAmbiguousSubmitError(
+                    f"POST agent/execute returned HTTP {response.status_code}: {error_message(response)}",
+                    status_code=response.status_code,
+                )
+            self._raise_for_4xx(response)
+            return self._parse(response, Execution)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def get_execution(self, execution_id: str) -> Execution:
+        return self._parse(self._get(f"agent/executions/{execution_id}"), Execution)
+
+    def list_executions(self, *, skip: int = 0, limit: int = 50) -> list[Execution]:
+        response = self._get("agent/executions", params={"skip": skip, "limit": limit})
+        data = response.json()
+        items = data.get("items", data.get("data", [])) if isinstance(data, dict) else data
+        try:
+            return [Execution.model_validate(item) for item in items]
+        except ValidationError as exc:
+            raise VlmRunError(f"unexpected executions list from VLM Run: {exc}") from exc
+
+    # -- artifacts ----------------------------------------------------------------------------
+
+    def list_artifacts(self, execution_id: str) -> ArtifactList:
+        return self._parse(self._get("artifacts/list", params={"execution_id": execution_id}), ArtifactList)
+
+    def get_artifact(self, execution_id: str, object_id: str) -> Artifact:
+        response = self._get(
+            "artifacts", params={"execution_id": execution_id, "object_id": object_id}, timeout=ARTIFACT_TIMEOUT
+        )
+        ctype = response.headers.get("Content-Type", "application/octet-stream").split(";")[0].strip()
+        return Artifact(object_id=object_id, content=response.content, content_type=ctype)
+
+    # -- files --------------------------------------------------------------------------------
+
+    def upload_file(self, filename: str, content: bytes, content_type: str) -> FileInfo:
+        """Upload through ``POST /files?purpose=assistants`` (multipart).
+
+        An upload is not an execution: a duplicate costs storage, never credits, so transport
+        failures here are retried like GETs.
+        """
+        response = self._with_retries(
+            lambda: self._send(
+                "POST",
+                "files",
+                params={"purpose": "assistants"},
+                files={"file": (filename, content, content_type)},
+                timeout=ARTIFACT_TIMEOUT,
+            )
+        )
+        return self._parse(response, FileInfo)
+
+    def upload_file_presigned(self, filename: str, content: bytes, content_type: str) -> FileInfo:
+        """The presigned flow for large files: get a URL, PUT the bytes, verify."""
+        grant = self._parse(
+            self._with_retries(
+                lambda: self._send("POST", "files/presigned-url", json={"filename": filename, "purpose": "assistants"})
+            ),
+            PresignedUpload,
+        )
+        put = self._with_retries(lambda: self._put_presigned(grant, content, content_type))
+        if put.status_code >= 300:
+            raise VlmRunUnavailableError(f"presigned upload PUT failed: HTTP {put.status_code}", status_code=put.status_code)
+        return self._parse(self._get(f"files/verify-upload/{grant.id}"), FileInfo)
+
+    def _put_presigned(self, grant: PresignedUpload, content: bytes, content_type: str) -> httpx.Response:
+        request = self._http.build_request(
+            "PUT", grant.url, content=content, headers={"Content-Type": grant.content_type or content_type},
+            timeout=ARTIFACT_TIMEOUT,
+        )
+        # The URL carries its own authorisation; our API key must not travel to a storage host.
+        del request.headers["Authorization"]
+        self.requests_sent += 1
+        return self._http.send(request)
+
+    # -- plumbing -----------------------------------------------------------------------------
+
+    def _send(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        self.requests_sent += 1
+        return self._http.request(method, url, **kwargs)
+
+    def _get(self, url: str, **kwargs: Any) -> httpx.Response:
+        return self._with_retries(lambda: self._send("GET", url, **kwargs))
+
+    def _with_retries(self, call: Callable[[], httpx.Response]) -> httpx.Response:
+        """Run an idempotent request, retrying transport errors, 5xx and 429."""
+        for attempt in range(1, self._max_attempts + 1):
+            last = attempt == self._max_attempts
+            try:
+                response = call()
+            except httpx.TransportError as exc:
+                if last:
+                    raise VlmRunUnavailableError(f"VLM Run unreachable: {type(exc).__name__}: {exc}") from exc
+                self._sleep(self._backoff(attempt))
+                continue
+            if response.status_code == 429:
+                wait = retry_after_seconds(response, self._backoff(attempt))
+                if last or wait > self._max_wait:
+                    raise VlmRunRateLimitedError(f"rate limited: {error_message(response)}", retry_after=wait)
+                self._sleep(wait)
+                continue
+            if response.status_code >= 500:
+                if last:
+                    raise VlmRunUnavailableError(
+                        f"VLM Run returned HTTP {response.status_code}: {error_message(response)}",
+                        status_code=response.status_code,
+                    )
+                self._sleep(self._backoff(attempt))
+                continue
+            self._raise_for_4xx(response)
+            return response
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _backoff(self, attempt: int) -> float:
+        # Full jitter: spreads retries of many callers hitting the same limit.
+        return random.uniform(0, min(self._max_wait, self._backoff_base * 2 ** (attempt - 1)))
+
+    @staticmethod
+    def _raise_for_4xx(response: httpx.Response) -> None:
+        if 400 <= response.status_code < 500:
+            raise VlmRunRejectedError(
+                f"VLM Run rejected {response.request.method} {response.request.url.path}: "
+                f"HTTP {response.status_code}: {error_message(response)}",
+                status_code=response.status_code,
+            )
+
+    @staticmethod
+    def _parse[M: BaseModel](response: httpx.Response, model: type[M]) -> M:
+        try:
+            return model.model_validate_json(response.content)
+        except ValidationError as exc:
+            raise VlmRunError(
+                f"unexpected response from VLM Run for {response.request.url.path}: {exc}",
+                status_code=response.status_code,
+            ) from exc
