@@ -16,7 +16,9 @@ from vlmwatch.events import refs_from_body
 logger = Logger(service="vlmwatch-ingest")
 metrics = Metrics(namespace="vlmwatch", service="ingest")
 tracer = Tracer(service="vlmwatch-ingest")
-processor = BatchProcessor(event_type=EventType.SQS)
+# A batch in which every record failed (say, all rate limited) is still a partial-batch response:
+# SQS retries exactly the reported messages either way, and the function does not count as errored.
+processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
 
 
 @tracer.capture_method

@@ -8,6 +8,7 @@ import os
 from typing import TYPE_CHECKING, Any
 
 import boto3
+from botocore.config import Config
 import httpx
 
 from vlmwatch.delivery import Deliverer
@@ -36,7 +37,7 @@ def use(*, settings: Settings | None = None, transport: httpx.BaseTransport | No
 def reset() -> None:
     """Forget every cached object (and overrides), as a fresh Lambda container would."""
     _overrides.clear()
-    for fn in (settings, _boto, job_store, vlmrun_client, api_key, ingestor, tracker, deliverer, output_writer):
+    for fn in (settings, _boto, s3, job_store, vlmrun_client, api_key, ingestor, tracker, deliverer, output_writer):
         fn.cache_clear()
 
 
@@ -50,8 +51,10 @@ def _boto(service: str) -> Any:
     return boto3.client(service)
 
 
+@functools.cache
 def s3() -> Any:
-    return _boto("s3")
+    # SigV4 explicitly: presigned URLs must work in every region and carry no long-lived key id.
+    return boto3.client("s3", config=Config(signature_version="s3v4", s3={"addressing_style": "virtual"}))
 
 
 @functools.cache

@@ -142,7 +142,8 @@ class Tracker:
         target = Status(execution.status)
         fields: dict[str, object] = {"remote_status": execution.status}
         if execution.usage is not None:
-            fields["usage"] = execution.usage.model_dump(exclude_none=True)
+            # As JSON text: DynamoDB rejects Python floats, and usage is informational only.
+            fields["usage"] = execution.usage.model_dump_json(exclude_none=True)
         if target == Status.FAILED:
             fields["error"] = execution.error_message()
         if target not in TERMINAL:

@@ -1,0 +1,210 @@
+"""Provision what ``template.yaml`` declares, on moto (in-process ``mock_aws`` or a moto server).
+
+Read from the template, not restated here: buckets (versioning, EventBridge notifications), queues
+and their redrive policies, the job table (keys, indexes, stream, TTL), and the EventBridge rule
+with its pattern and targets. Intrinsic functions are resolved with the parameter defaults (or
+overrides), which is all this template uses them for. ``tests/integration/test_provision.py``
+checks the two stay in step.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import boto3
+import yaml
+
+TEMPLATE = Path(__file__).resolve().parents[2] / "template.yaml"
+
+
+class _CfnLoader(yaml.SafeLoader):
+    """YAML loader that turns ``!Ref x`` into ``{"Ref": x}`` and ``!Sub``/``!GetAtt``/... into ``Fn::*``."""
+
+
+def _tag(loader: _CfnLoader, suffix: str, node: yaml.Node) -> Any:
+    if isinstance(node, yaml.ScalarNode):
+        value: Any = loader.construct_scalar(node)
+    elif isinstance(node, yaml.SequenceNode):
+        value = loader.construct_sequence(node, deep=True)
+    else:
+        value = loader.construct_mapping(node, deep=True)
+    if suffix == "Ref":
+        return {"Ref": value}
+    if suffix == "GetAtt" and isinstance(value, str):
+        value = value.split(".", 1)
+    return {f"Fn::{suffix}": value}
+
+
+_CfnLoader.add_multi_constructor("!", _tag)
+
+
+def load_template(path: Path = TEMPLATE) -> dict[str, Any]:
+    with path.open() as fh:
+        return yaml.load(fh, Loader=_CfnLoader)  # noqa: S506 - SafeLoader subclass
+
+
+@dataclass
+class Stack:
+    """Physical names of what was provisioned, by logical id."""
+
+    region: str
+    parameters: dict[str, str]
+    buckets: dict[str, str] = field(default_factory=dict)
+    queues: dict[str, str] = field(default_factory=dict)  # logical id -> queue URL
+    queue_arns: dict[str, str] = field(default_factory=dict)
+    table: str = ""
+    stream_arn: str = ""
+    rules: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def input_bucket(self) -> str:
+        return self.buckets["InputBucket"]
+
+    @property
+    def output_bucket(self) -> str:
+        return self.buckets["OutputBucket"]
+
+    @property
+    def ingest_queue_url(self) -> str:
+        return self.queues["IngestQueue"]
+
+    def environment(self) -> dict[str, str]:
+        """The functions' environment as the template's Globals declare it, resolved for this stack."""
+        template = load_template()
+        variables = template["Globals"]["Function"]["Environment"]["Variables"]
+        return {name: str(self._resolve(value)) for name, value in variables.items()}
+
+    def _resolve(self, value: Any) -> Any:
+        return _Resolver(self).resolve(value)
+
+
+class _Resolver:
+    def __init__(self, stack: Stack) -> None:
+        self._stack = stack
+
+    def resolve(self, value: Any) -> Any:
+        s = self._stack
+        if isinstance(value, dict) and len(value) == 1:
+            (name, arg), = value.items()
+            if name == "Ref":
+                if arg in s.parameters:
+                    return s.parameters[arg]
+                if arg in s.buckets:
+                    return s.buckets[arg]
+                if arg in s.queues:
+                    return s.queues[arg]
+                if arg == "JobsTable":
+                    return s.table
+                if arg.startswith("AWS::"):
+                    return {"AWS::Region": s.region, "AWS::AccountId": "123456789012", "AWS::Partition": "aws"}[arg]
+                return arg
+            if name == "Fn::GetAtt":
+                logical, attr = arg
+                if attr == "Arn" and logical in s.queue_arns:
+                    return s.queue_arns[logical]
+                if attr == "Arn" and logical in s.buckets:
+                    return f"arn:aws:s3:::{s.buckets[logical]}"
+                if attr == "StreamArn":
+                    return s.stream_arn
+                if logical in s.rules:
+                    return s.rules[logical]
+                raise KeyError(f"cannot resolve !GetAtt {logical}.{attr} locally")
+            if name == "Fn::Sub":
+                text = arg if isinstance(arg, str) else arg[0]
+                return re.sub(r"\$\{([^}]+)\}", lambda m: str(self.resolve(
+                    {"Fn::GetAtt": m.group(1).split(".", 1)} if "." in m.group(1) else {"Ref": m.group(1)})), text)
+        if isinstance(value, dict):
+            return {k: self.resolve(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self.resolve(v) for v in value]
+        return value
+
+
+def provision(*, region: str = "us-east-1", parameters: dict[str, str] | None = None,
+              endpoint_url: str | None = None, template_path: Path = TEMPLATE) -> Stack:
+    """Create the template's storage, queues, table and ingest rule; return their names."""
+    template = load_template(template_path)
+    params = {name: str(spec.get("Default", "")) for name, spec in template.get("Parameters", {}).items()}
+    params.update(parameters or {})
+    stack = Stack(region=region, parameters=params)
+    resolver = _Resolver(stack)
+    suffix = uuid.uuid4().hex[:8]
+    kw: dict[str, Any] = {"region_name": region}
+    if endpoint_url:
+        kw["endpoint_url"] = endpoint_url
+    s3 = boto3.client("s3", **kw)
+    sqs = boto3.client("sqs", **kw)
+    ddb = boto3.client("dynamodb", **kw)
+    events = boto3.client("events", **kw)
+    resources: dict[str, dict[str, Any]] = template["Resources"]
+
+    def of_type(kind: str) -> list[tuple[str, dict[str, Any]]]:
+        return [(k, v.get("Properties", {})) for k, v in resources.items() if v["Type"] == kind]
+
+    for logical, props in of_type("AWS::S3::Bucket"):
+        name = f"vlmwatch-{logical.lower()}-{suffix}"
+        s3.create_bucket(Bucket=name)
+        if props.get("VersioningConfiguration", {}).get("Status") == "Enabled":
+            s3.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": "Enabled"})
+        if props.get("BucketEncryption"):
+            # CloudFormation says ServerSideEncryptionByDefault where the API says ApplyServerSideEncryptionByDefault.
+            rules = [{"ApplyServerSideEncryptionByDefault": r["ServerSideEncryptionByDefault"],
+                      **({"BucketKeyEnabled": r["BucketKeyEnabled"]} if "BucketKeyEnabled" in r else {})}
+                     for r in props["BucketEncryption"]["ServerSideEncryptionConfiguration"]]
+            s3.put_bucket_encryption(Bucket=name, ServerSideEncryptionConfiguration={"Rules": rules})
+        if props.get("NotificationConfiguration", {}).get("EventBridgeConfiguration", {}).get("EventBridgeEnabled"):
+            s3.put_bucket_notification_configuration(
+                Bucket=name, NotificationConfiguration={"EventBridgeConfiguration": {}})
+        stack.buckets[logical] = name
+
+    # Dead-letter queues first: the others' redrive policies point at them.
+    queues = of_type("AWS::SQS::Queue")
+    queues.sort(key=lambda q: "RedrivePolicy" in q[1])
+    for logical, props in queues:
+        attrs = {"VisibilityTimeout": str(props.get("VisibilityTimeout", 30)),
+                 "MessageRetentionPeriod": str(props.get("MessageRetentionPeriod", 345600))}
+        if "RedrivePolicy" in props:
+            policy = resolver.resolve(props["RedrivePolicy"])
+            attrs["RedrivePolicy"] = json.dumps(policy)
+        url = sqs.create_queue(QueueName=f"vlmwatch-{logical}-{suffix}", Attributes=attrs)["QueueUrl"]
+        stack.queues[logical] = url
+        stack.queue_arns[logical] = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])[
+            "Attributes"]["QueueArn"]
+
+    for logical, props in of_type("AWS::DynamoDB::Table"):
+        name = f"vlmwatch-{logical}-{suffix}"
+        args: dict[str, Any] = {
+            "TableName": name,
+            "BillingMode": props.get("BillingMode", "PAY_PER_REQUEST"),
+            "AttributeDefinitions": props["AttributeDefinitions"],
+            "KeySchema": props["KeySchema"],
+        }
+        if props.get("GlobalSecondaryIndexes"):
+            args["GlobalSecondaryIndexes"] = props["GlobalSecondaryIndexes"]
+        if props.get("StreamSpecification"):
+            args["StreamSpecification"] = {"StreamEnabled": True, **props["StreamSpecification"]}
+        if props.get("SSESpecification"):
+            args["SSESpecification"] = {"Enabled": props["SSESpecification"].get("SSEEnabled", False)}
+        description = ddb.create_table(**args)["TableDescription"]
+        ttl = props.get("TimeToLiveSpecification")
+        if ttl:
+            ddb.update_time_to_live(TableName=name, TimeToLiveSpecification=ttl)
+        stack.table = name
+        stack.stream_arn = description.get("LatestStreamArn", "")
+
+    for logical, props in of_type("AWS::Events::Rule"):
+        if "EventPattern" not in props:
+            continue
+        name = f"vlmwatch-{logical}-{suffix}"
+        pattern = resolver.resolve(props["EventPattern"])
+        arn = events.put_rule(Name=name, EventPattern=json.dumps(pattern), State="ENABLED")["RuleArn"]
+        stack.rules[logical] = arn
+        targets = [{"Id": t["Id"], "Arn": resolver.resolve(t["Arn"])} for t in props.get("Targets", [])]
+        if targets:
+            events.put_targets(Rule=name, Targets=targets)
+    return stack

@@ -1,0 +1,110 @@
+"""Shared fixtures: moto for AWS, the VLM Run emulator for VLM Run (in-process, real HTTP layer)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlparse
+
+import boto3
+import httpx
+import pytest
+from moto import mock_aws
+
+from vlmwatch import runtime
+from vlmwatch.settings import Settings
+from vlmwatch_local.emulator import Emulator, EmulatorConfig
+from vlmwatch_local.loops import LocalAws
+from vlmwatch_local.provision import Stack, provision
+
+EVENTS = Path(__file__).resolve().parents[1] / "events"
+REGION = "us-east-1"
+
+
+def load_event(name: str) -> dict[str, Any]:
+    return json.loads((EVENTS / name).read_text())
+
+
+@pytest.fixture(autouse=True)
+def _isolated(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """No real credentials, no real endpoints, a fresh runtime for every test."""
+    for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    # moto does not route botocore's account-id endpoints for DynamoDB Streams (see PITFALLS).
+    monkeypatch.setenv("AWS_ACCOUNT_ID_ENDPOINT_MODE", "disabled")
+    monkeypatch.setenv("POWERTOOLS_TRACE_DISABLED", "1")
+    runtime.reset()
+    yield
+    runtime.reset()
+
+
+@pytest.fixture
+def aws() -> Iterator[None]:
+    with mock_aws():
+        yield
+
+
+@pytest.fixture
+def stack(aws: None) -> Stack:
+    return provision(region=REGION)
+
+
+def fetch_from_moto(url: str) -> tuple[bytes, str | None]:
+    """Follow a presigned S3 URL inside ``mock_aws`` (the emulator cannot reach moto over HTTP here)."""
+    parsed = urlparse(url)
+    host = parsed.netloc.split(":")[0]
+    if host.endswith(".s3.amazonaws.com"):
+        bucket, key = host.removesuffix(".s3.amazonaws.com"), unquote(parsed.path.lstrip("/"))
+    else:
+        bucket, _, key = unquote(parsed.path.lstrip("/")).partition("/")
+    params: dict[str, Any] = {"Bucket": bucket, "Key": key}
+    version = parse_qs(parsed.query).get("versionId")
+    if version:
+        params["VersionId"] = version[0]
+    obj = boto3.client("s3", region_name=REGION).get_object(**params)
+    return obj["Body"].read(), obj.get("ContentType")
+
+
+@pytest.fixture
+def emulator() -> Emulator:
+    return Emulator(EmulatorConfig(), fetch=fetch_from_moto)
+
+
+def make_settings(stack: Stack, **overrides: Any) -> Settings:
+    env = stack.environment()
+    env.update({k: (json.dumps(v) if not isinstance(v, str) else v) for k, v in overrides.items()})
+    return Settings.from_env(env)
+
+
+@pytest.fixture
+def clock():
+    from helpers import Clock
+
+    return Clock(1_800_000_000)
+
+
+@pytest.fixture
+def wire(stack: Stack, emulator: Emulator, clock):
+    """Point the runtime at the stack and the emulator; call again with env overrides to reconfigure."""
+
+    def _wire(transport: httpx.BaseTransport | None = None, **env: Any) -> Settings:
+        env.setdefault("DEFAULT_AGENT_NAME", "doc-extractor:v1")
+        settings = make_settings(stack, **env)
+        runtime.use(settings=settings, transport=transport or httpx.WSGITransport(app=emulator.app),
+                    api_key=emulator.config.api_key, clock=clock)
+        return settings
+
+    return _wire
+
+
+@pytest.fixture
+def local(stack: Stack, wire, clock) -> LocalAws:
+    wire()
+    local = LocalAws(stack)
+    local.clock = clock  # type: ignore[attr-defined]
+    return local

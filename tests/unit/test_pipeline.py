@@ -1,0 +1,304 @@
+"""The real handlers, driven with real event shapes, against moto and the VLM Run emulator."""
+
+from __future__ import annotations
+
+import json
+
+import boto3
+import httpx
+import pytest
+from helpers import PDF_BYTES, Clock, drop, jobs, output_keys, read_json, with_bucket
+
+from conftest import load_event
+from vlmwatch import runtime
+from vlmwatch.jobs import Status
+from vlmwatch_local.loops import LocalAws
+
+
+def executions_started(emulator) -> int:
+    return emulator.requests["POST /v1/agent/execute"]
+
+
+def run_until_settled(local: LocalAws, clock: Clock, rounds: int = 20) -> None:
+    """Turn every loop, moving time on so polls come due, until every job is delivered or skipped."""
+    for _ in range(rounds):
+        local.step()
+        if jobs(local.stack) and all(j["status"] in ("delivered", "skipped") for j in jobs(local.stack)):
+            return
+        clock.advance(600)
+
+
+@pytest.fixture
+def clocked(stack, wire, clock):
+    """The local stack with a clock the test controls (poll timing, deadlines)."""
+
+    def _make(**env) -> tuple[LocalAws, Clock]:
+        wire(**env)
+        return LocalAws(stack), clock
+
+    return _make
+
+
+def test_dropped_file_starts_exactly_one_routed_execution(stack, wire, emulator):
+    rules = [{"name": "invoices", "prefix": "invoices/", "suffixes": [".pdf"], "agent": "invoice-extractor:v2"},
+             {"name": "notes", "suffixes": [".txt"], "prompt": "Summarise this note.",
+              "json_schema": {"type": "object", "properties": {"summary": {"type": "string"}}},
+              "model": "vlmrun-orion-1:fast"}]
+    wire(ROUTING_RULES=rules)
+    local = LocalAws(stack)
+    drop(stack, "invoices/2026/inv-1.pdf", PDF_BYTES, "application/pdf")
+    drop(stack, "notes/todo.txt", b"buy milk\n")
+
+    assert local.pump_ingest() == 2
+
+    assert executions_started(emulator) == 2
+    bodies = {e.request["inputs"]["file"]["file_url"].split("?")[0].rsplit("/", 1)[-1]: e.request
+              for e in emulator.executions.values()}
+    pdf, txt = bodies["inv-1.pdf"], bodies["todo.txt"]
+    assert pdf["name"] == "invoice-extractor:v2" and "config" not in pdf
+    assert txt["name"] is None
+    assert txt["config"] == {"prompt": "Summarise this note.",
+                             "json_schema": {"type": "object", "properties": {"summary": {"type": "string"}}}}
+    assert txt["model"] == "vlmrun-orion-1:fast"
+    for body in (pdf, txt):
+        assert body["batch"] is True
+        assert body["metadata"]["allow_training"] is False
+        assert body["inputs"]["file"]["type"] == "input_file"
+        assert "X-Amz-Signature" in body["inputs"]["file"]["file_url"]  # a presigned GET, not a public URL
+    assert {j["status"] for j in jobs(stack)} == {"submitted"}
+
+
+def test_same_event_twice_and_redelivered_batch_start_one_execution_each(stack, local, emulator):
+    versions = [drop(stack, f"batch/file-{i}.txt", f"file {i}".encode()) for i in range(3)]
+    sample = load_event("ingest-eventbridge-sqs.json")
+    records = []
+    for i, version in enumerate(versions):
+        one = with_bucket(sample, stack.input_bucket, key=f"batch/file-{i}.txt", version=version)["Records"][0]
+        one["messageId"] = f"m-{i}"
+        records.append(one)
+    batch = {"Records": records}
+
+    first = local.invoke("ingest", batch)
+    again = local.invoke("ingest", batch)  # the whole batch redelivered
+    single = local.invoke("ingest", {"Records": [records[0]]})  # one event delivered a third time
+
+    assert first == again == single == {"batchItemFailures": []}
+    assert executions_started(emulator) == 3
+    assert len(jobs(stack)) == 3
+
+
+def test_event_shapes_direct_and_s3_via_sqs_are_accepted(stack, local, emulator):
+    key = "invoices/march 2026+draft ü.pdf"
+    version = drop(stack, key, PDF_BYTES, "application/pdf")
+    via_sqs = with_bucket(load_event("ingest-s3-sqs.json"), stack.input_bucket, version=version)
+    direct = with_bucket(load_event("ingest-s3-direct.json"), stack.input_bucket, version=version)
+
+    assert local.invoke("ingest", via_sqs) == {"batchItemFailures": []}
+    assert local.invoke("ingest", direct) == {"accepted": 1}
+
+    assert executions_started(emulator) == 1  # the same object version, whatever the wiring
+    (job,) = jobs(stack)
+    assert job["key"] == key
+
+
+@pytest.mark.parametrize("shape", ["eventbridge", "s3-notification"])
+def test_key_with_spaces_plus_and_unicode_round_trips_to_output(stack, local, emulator, shape, clock):
+    key = "docs/a b+c ü €.txt"
+    if shape == "eventbridge":
+        drop(stack, key, b"unicode keys work\n")  # S3 -> EventBridge -> SQS, through moto
+    else:
+        version = drop(stack, key, b"unicode keys work\n")
+        local.invoke("ingest", with_bucket(load_event("ingest-s3-sqs.json"), stack.input_bucket,
+                                           key="docs/a+b%2Bc+%C3%BC+%E2%82%AC.txt", version=version))
+    run_until_settled(local, clock)
+
+    keys = output_keys(stack)
+    assert f"results/{key}.json" in keys
+    document = read_json(stack, f"results/{key}.json")
+    assert document["source"]["key"] == key
+    assert document["response"]["file"]["text"] == "unicode keys work"
+
+
+def test_completed_execution_delivers_artifacts_then_result_document(stack, local, emulator, clock):
+    puts: list[str] = []
+    runtime.s3().meta.events.register("provide-client-params.s3.PutObject", lambda params, **_: puts.append(params["Key"]))
+    drop(stack, "reports/q3.pdf", PDF_BYTES, "application/pdf")
+
+    run_until_settled(local, clock)
+
+    (job,) = jobs(stack)
+    assert job["status"] == "delivered" and job["outcome"] == "completed"
+    artifact_keys = [k for k in puts if ".artifacts/" in k]
+    assert len(artifact_keys) == 2
+    assert any(k.endswith(".png") and "/img_" in k for k in artifact_keys)
+    assert any(k.endswith(".pdf") and "/doc_" in k for k in artifact_keys)
+    assert puts[-1] == "results/reports/q3.pdf.json"  # written last
+    assert puts.index("results/reports/q3.pdf.json") > max(puts.index(k) for k in artifact_keys)
+
+    document = read_json(stack, "results/reports/q3.pdf.json")
+    assert document["schema"] == "vlmwatch.result/v1"
+    assert document["source"]["bucket"] == stack.input_bucket
+    assert document["source"]["content_type"] == "application/pdf"
+    assert document["ran"]["agent"] == "doc-extractor:v1"
+    assert document["execution"]["status"] == "completed"
+    assert document["response"]["file"]["pages"] == 1
+    assert sorted(a["object_id"][:4] for a in document["artifacts"]) == ["doc_", "img_"]
+    s3 = boto3.client("s3")
+    for artifact in document["artifacts"]:
+        bucket, _, key = artifact["s3_uri"].removeprefix("s3://").partition("/")
+        body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+        assert len(body) == artifact["bytes"]
+    pdf_artifact = next(a for a in document["artifacts"] if a["object_id"].startswith("doc_"))
+    assert s3.get_object(Bucket=stack.output_bucket, Key=pdf_artifact["s3_uri"].split("/", 3)[3])["Body"].read() == PDF_BYTES
+
+
+def test_failed_execution_writes_error_document_with_vlmrun_message(stack, local, emulator, clock):
+    drop(stack, "scans/broken.pdf", b"%PDF-1.4 this is not really a pdf", "application/pdf")
+
+    run_until_settled(local, clock)
+
+    assert "results/scans/broken.pdf.json" not in output_keys(stack)
+    error = read_json(stack, "results/scans/broken.pdf.error.json")
+    assert error["schema"] == "vlmwatch.error/v1"
+    assert error["status"] == "failed"
+    assert "is not a readable PDF" in error["error"]["message"]
+    (job,) = jobs(stack)
+    assert job["status"] == "delivered" and job["outcome"] == "failed"
+    assert job["error_uri"].endswith("broken.pdf.error.json")
+
+
+def test_rate_limited_start_leaves_messages_for_retry_and_loses_nothing(stack, local, emulator):
+    emulator.config.first_429 = 1_000
+    emulator.config.retry_after = 30  # longer than the client waits in-process: handed back to SQS
+    for i in range(3):
+        drop(stack, f"busy/{i}.txt", b"x")
+    sqs = boto3.client("sqs")
+    messages = sqs.receive_message(QueueUrl=stack.ingest_queue_url, MaxNumberOfMessages=10,
+                                   AttributeNames=["All"])["Messages"]
+    from vlmwatch_local.loops import sqs_record
+
+    event = {"Records": [sqs_record(m, stack.queue_arns["IngestQueue"], stack.region) for m in messages]}
+
+    result = local.invoke("ingest", event)
+
+    assert sorted(f["itemIdentifier"] for f in result["batchItemFailures"]) == sorted(m["MessageId"] for m in messages)
+    assert emulator.requests["429"] == 1  # the rest of the batch did not spend requests to hear it again
+    assert emulator.executions == {}
+    assert {j["status"] for j in jobs(stack)} == {"received"}
+    assert all("rate limited" in j["error"] for j in jobs(stack))
+
+    emulator.config.first_429 = 0
+    runtime.ingestor()._blocked_until = 0  # the retry comes after the Retry-After period
+    again = local.invoke("ingest", event)
+    assert again == {"batchItemFailures": []}
+    assert len(emulator.executions) == 3
+    assert {j["status"] for j in jobs(stack)} == {"submitted"}
+
+
+def test_poller_backs_off_and_never_queries_finished_jobs(clocked, emulator, stack):
+    emulator.config.status_sequence = ["pending"] * 6 + ["running", "completed"]
+    local, clock = clocked(POLL_BASE_SECONDS="10", POLL_CAP_SECONDS="80")
+    drop(stack, "slow.txt", b"slow")
+    local.pump_ingest()
+    gets = lambda: emulator.requests["GET /v1/agent/executions/<exec_id>"]  # noqa: E731
+
+    local.run_poller()
+    assert gets() == 0  # not due yet: no request spent
+
+    gaps = []
+    while jobs(stack)[0]["status"] not in ("completed", "delivered"):
+        job = jobs(stack)[0]
+        gaps.append(int(job["next_poll_at"]) - int(clock.now))
+        clock.now = int(job["next_poll_at"])
+        before = gets()
+        local.run_poller()
+        assert gets() == before + 1
+    local.pump_stream()
+
+    # First wait is the base; then each wait lies in [d/2, d] for d = base * 2^n, capped at 80 s.
+    assert gaps[0] == 10
+    for n, gap in enumerate(gaps[1:], start=1):
+        d = min(80, 10 * 2 ** n)
+        assert d / 2 - 1 <= gap <= d, (n, gap)
+    assert max(gaps) <= 80
+    polls = gets()
+    for _ in range(3):
+        clock.advance(10_000)
+        assert local.run_poller()["due"] == 0
+    assert gets() == polls  # finished jobs are not in the in-flight index
+    assert jobs(stack)[0]["status"] == "delivered"
+
+
+def test_job_past_deadline_times_out_with_error_document(clocked, emulator, stack):
+    local, clock = clocked(JOB_DEADLINE_SECONDS="120")
+    drop(stack, "stuck-forever.txt", b"never finishes")
+    local.pump_ingest()
+    assert jobs(stack)[0]["status"] == "submitted"
+
+    clock.advance(60)
+    local.run_poller()
+    assert jobs(stack)[0]["status"] == "running"
+    clock.advance(120)
+    local.run_poller()
+    local.pump_stream()
+
+    (job,) = jobs(stack)
+    assert job["status"] == "delivered" and job["outcome"] == "timed_out"
+    error = read_json(stack, "results/stuck-forever.txt.error.json")
+    assert error["status"] == "timed_out"
+    assert "no final status from VLM Run within 120 s" in error["error"]["message"]
+
+
+def test_out_of_order_status_never_moves_a_job_backwards(stack, local, emulator):
+    drop(stack, "order.txt", b"order")
+    local.pump_ingest()
+    store, tracker = runtime.job_store(), runtime.tracker()
+    job = store.get(jobs(stack)[0]["job_id"])
+    from vlmwatch.vlmrun import Execution
+
+    def execution(status: str) -> Execution:
+        return Execution(id=job.execution_id, status=status)
+
+    assert tracker.apply(job, execution("running")) == "changed"
+    assert tracker.apply(job, execution("pending")) == "stale"
+    assert store.get(job.job_id).status == Status.RUNNING
+    assert tracker.apply(job, execution("completed")) == "finished"
+    assert tracker.apply(job, execution("running")) == "stale"
+    assert tracker.apply(job, execution("failed")) == "stale"
+    final = store.get(job.job_id)
+    assert final.status == Status.COMPLETED and final.error is None
+
+
+def test_skipped_objects_are_recorded_with_a_reason(stack, wire, emulator):
+    wire(ROUTING_RULES=[{"name": "tmp", "prefix": "tmp/", "skip": True, "reason": "scratch space"}])
+    local = LocalAws(stack)
+    drop(stack, "tmp/scratch.txt", b"ignore me")
+    local.pump_ingest()
+    (job,) = jobs(stack)
+    assert job["status"] == "skipped" and job["skip_reason"] == "scratch space"
+    assert executions_started(emulator) == 0
+
+
+def test_metadata_overrides_the_agent(stack, local, emulator):
+    drop(stack, "any.txt", b"x", metadata={"vlmrun-agent": "special-agent:v9"})
+    local.pump_ingest()
+    (execution,) = emulator.executions.values()
+    assert execution.request["name"] == "special-agent:v9"
+
+
+def test_unknown_agent_fails_the_job_with_the_api_message(stack, wire, emulator, clock):
+    wire(DEFAULT_AGENT_NAME="missing-agent:v1")
+    local = LocalAws(stack)
+    drop(stack, "x.txt", b"x")
+    run_until_settled(local, clock)
+    error = read_json(stack, "results/x.txt.error.json")
+    assert "agent 'missing-agent:v1' not found" in error["error"]["message"]
+
+
+def test_bad_routing_rules_fail_loudly_instead_of_skipping(stack, wire, emulator):
+    from vlmwatch.exceptions import ConfigError
+    from vlmwatch.settings import Settings
+
+    env = stack.environment() | {"ROUTING_RULES": json.dumps([{"name": "x", "suffixes": [".pdf"]}])}
+    with pytest.raises(ConfigError, match="ROUTING_RULES.*set exactly one of 'agent' and 'prompt'"):
+        Settings.from_env(env)
