@@ -71,8 +71,9 @@ def fetch_from_moto(url: str) -> tuple[bytes, str | None]:
 
 
 @pytest.fixture
-def emulator() -> Emulator:
-    return Emulator(EmulatorConfig(), fetch=fetch_from_moto)
+def emulator(clock) -> Emulator:
+    # The same clock as the job store: "when was this execution created" must agree on both sides.
+    return Emulator(EmulatorConfig(), fetch=fetch_from_moto, clock=clock)
 
 
 def make_settings(stack: Stack, **overrides: Any) -> Settings:
@@ -95,8 +96,12 @@ def wire(stack: Stack, emulator: Emulator, clock):
     def _wire(transport: httpx.BaseTransport | None = None, **env: Any) -> Settings:
         env.setdefault("DEFAULT_AGENT_NAME", "doc-extractor:v1")
         settings = make_settings(stack, **env)
-        runtime.use(settings=settings, transport=transport or httpx.WSGITransport(app=emulator.app),
-                    api_key=emulator.config.api_key, clock=clock)
+        runtime.use(
+            settings=settings,
+            transport=transport or httpx.WSGITransport(app=emulator.app),
+            api_key=emulator.config.api_key,
+            clock=clock,
+        )
         return settings
 
     return _wire

@@ -11,6 +11,7 @@ import boto3
 
 from vlmwatch_local.provision import Stack
 
+
 def make_pdf(*pages: str) -> bytes:
     """A small, valid PDF with one line of text per page (correct xref, so real parsers accept it)."""
     objects: list[bytes] = []
@@ -21,8 +22,10 @@ def make_pdf(*pages: str) -> bytes:
     font = 3 + 2 * n
     for i, text in enumerate(pages):
         stream = f"BT /F1 18 Tf 40 700 Td ({text}) Tj ET".encode()
-        objects.append(f"<</Type/Page/Parent 2 0 R/MediaBox[0 0 612 792]/Contents {4 + 2 * i} 0 R"
-                       f"/Resources<</Font<</F1 {font} 0 R>>>>>>".encode())
+        objects.append(
+            f"<</Type/Page/Parent 2 0 R/MediaBox[0 0 612 792]/Contents {4 + 2 * i} 0 R"
+            f"/Resources<</Font<</F1 {font} 0 R>>>>>>".encode()
+        )
         objects.append(b"<</Length %d>>stream\n" % len(stream) + stream + b"\nendstream")
     objects.append(b"<</Type/Font/Subtype/Type1/BaseFont/Helvetica>>")
     out = bytearray(b"%PDF-1.4\n")
@@ -40,12 +43,18 @@ def make_pdf(*pages: str) -> bytes:
 PDF_BYTES = make_pdf("Invoice 42: total 99.50 EUR")
 
 
-def drop(stack: Stack, key: str, body: bytes = b"hello vlmwatch\n", content_type: str = "text/plain",
-         metadata: dict[str, str] | None = None) -> str | None:
+def drop(
+    stack: Stack,
+    key: str,
+    body: bytes = b"hello vlmwatch\n",
+    content_type: str = "text/plain",
+    metadata: dict[str, str] | None = None,
+) -> str | None:
     """Put an object in the input bucket, as a user would; returns its version id."""
     s3 = boto3.client("s3", region_name=stack.region)
-    response = s3.put_object(Bucket=stack.input_bucket, Key=key, Body=body, ContentType=content_type,
-                             Metadata=metadata or {})
+    response = s3.put_object(
+        Bucket=stack.input_bucket, Key=key, Body=body, ContentType=content_type, Metadata=metadata or {}
+    )
     return response.get("VersionId")
 
 
@@ -60,7 +69,9 @@ def read_json(stack: Stack, key: str) -> dict[str, Any]:
     return json.loads(s3.get_object(Bucket=stack.output_bucket, Key=key)["Body"].read())
 
 
-def with_bucket(event: dict[str, Any], bucket: str, key: str | None = None, version: str | None = None) -> dict[str, Any]:
+def with_bucket(
+    event: dict[str, Any], bucket: str, key: str | None = None, version: str | None = None
+) -> dict[str, Any]:
     """A sample event from events/ pointed at this test's bucket (and object)."""
     text = json.dumps(event).replace("example-input-bucket", bucket)
     out = json.loads(text)

@@ -22,7 +22,9 @@ tracer = Tracer(service="vlmwatch-poller")
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     summary = runtime.tracker().run()
     for name in ("due", "polled", "finished", "timed_out", "errors"):
-        metrics.add_metric(name=f"Poll{name.title().replace('_', '')}", unit=MetricUnit.Count, value=getattr(summary, name))
+        metrics.add_metric(
+            name=f"Poll{name.title().replace('_', '')}", unit=MetricUnit.Count, value=getattr(summary, name)
+        )
     result = asdict(summary)
     result.pop("outcomes")
     logger.info("poll run", extra=result)

@@ -123,8 +123,14 @@ class _Execution:
 class Emulator:
     """The emulator's state and its Flask app (``.app``)."""
 
-    def __init__(self, config: EmulatorConfig | None = None, *, fetch: Fetcher = _http_fetch,
-                 send: Sender = _http_send, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        config: EmulatorConfig | None = None,
+        *,
+        fetch: Fetcher = _http_fetch,
+        send: Sender = _http_send,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.config = config or EmulatorConfig()
         self._fetch = fetch
         self._send = send
@@ -160,7 +166,11 @@ class Emulator:
                 execution.step = min(execution.step, len(execution.plan) - 1)
             if execution.status in TERMINAL and execution.completed_at is None:
                 execution.completed_at = self._clock()
-            fire = execution.status in TERMINAL and not execution.callback_sent and bool(execution.request.get("callback_url"))
+            fire = (
+                execution.status in TERMINAL
+                and not execution.callback_sent
+                and bool(execution.request.get("callback_url"))
+            )
             if execution.status in TERMINAL:
                 execution.callback_sent = True
         if fire:
@@ -184,8 +194,10 @@ class Emulator:
     def _start(self, body: dict[str, Any], headers: dict[str, str]) -> _Execution:
         exec_id = str(uuid.UUID(int=self._rng.getrandbits(128)))
         now = self._clock()
-        name = body.get("name") or "inline:" + hashlib.sha256(
-            json.dumps(body.get("config") or {}, sort_keys=True).encode()).hexdigest()[:8]
+        name = (
+            body.get("name")
+            or "inline:" + hashlib.sha256(json.dumps(body.get("config") or {}, sort_keys=True).encode()).hexdigest()[:8]
+        )
         plan = list(self.config.status_sequence)
         if "X-Emulator-Status" in headers:
             plan = [s.strip() for s in headers["X-Emulator-Status"].split(",") if s.strip()]
@@ -219,9 +231,12 @@ class Emulator:
                 "summary": summarize(facts),
                 "artifacts": refs,
             }
-            execution.usage = {"elements_processed": facts.get("pages") or 1,
-                               "element_type": "page" if facts.get("pages") else "image",
-                               "credits_used": facts.get("pages") or 1, "duration_seconds": 0}
+            execution.usage = {
+                "elements_processed": facts.get("pages") or 1,
+                "element_type": "page" if facts.get("pages") else "image",
+                "credits_used": facts.get("pages") or 1,
+                "duration_seconds": 0,
+            }
         if execution.outcome == "failed":
             plan = [s for s in plan if s not in TERMINAL] + ["failed"]
         elif execution.outcome == "stuck":
@@ -290,8 +305,12 @@ class Emulator:
                 return Response(json.dumps({"detail": "Invalid API key"}), status=401, mimetype="application/json")
             if n <= emu.config.first_429 or roll < emu.config.rate_429:
                 emu.requests["429"] += 1
-                return error(429, "Rate limit exceeded. Please slow down.", "rate_limit_error",
-                             {"Retry-After": f"{emu.config.retry_after:g}"})
+                return error(
+                    429,
+                    "Rate limit exceeded. Please slow down.",
+                    "rate_limit_error",
+                    {"Retry-After": f"{emu.config.retry_after:g}"},
+                )
             if n <= emu.config.first_429 + emu.config.first_5xx or roll > 1 - emu.config.rate_5xx:
                 emu.requests["5xx"] += 1
                 return error(503, "The service is temporarily unavailable.", "server_error")
@@ -299,7 +318,9 @@ class Emulator:
 
         @app.errorhandler(HTTPException)
         def http_error(exc: HTTPException) -> Response:
-            return Response(json.dumps({"detail": exc.description}), status=exc.code or 500, mimetype="application/json")
+            return Response(
+                json.dumps({"detail": exc.description}), status=exc.code or 500, mimetype="application/json"
+            )
 
         @app.get("/v1/health")
         def health() -> Response:
@@ -309,7 +330,9 @@ class Emulator:
         def execute() -> Response:
             body = request.get_json(silent=True)
             if not isinstance(body, dict):
-                return Response(json.dumps({"detail": "body must be a JSON object"}), status=422, mimetype="application/json")
+                return Response(
+                    json.dumps({"detail": "body must be a JSON object"}), status=422, mimetype="application/json"
+                )
             if not body.get("batch", False):
                 return error(400, "only batch executions are supported", "invalid_request_error")
             if not body.get("name") and not (body.get("config") or {}).get("prompt"):
@@ -322,8 +345,9 @@ class Emulator:
         def get_execution(exec_id: str) -> Response:
             execution = emu.executions.get(exec_id)
             if execution is None:
-                return Response(json.dumps({"detail": f"Execution {exec_id} not found"}), status=404,
-                                mimetype="application/json")
+                return Response(
+                    json.dumps({"detail": f"Execution {exec_id} not found"}), status=404, mimetype="application/json"
+                )
             emu._advance(execution, by_poll=True)
             return ok(execution.to_json())
 
@@ -332,7 +356,7 @@ class Emulator:
             skip = int(request.args.get("skip", 0))
             limit = int(request.args.get("limit", 10))
             items = sorted(emu.executions.values(), key=lambda e: e.created_at, reverse=True)
-            return ok([e.to_json() for e in items[skip: skip + limit]])
+            return ok([e.to_json() for e in items[skip : skip + limit]])
 
         @app.get("/v1/artifacts")
         def get_artifact() -> Response:
@@ -345,21 +369,34 @@ class Emulator:
         @app.get("/v1/artifacts/list")
         def list_artifacts() -> Response:
             exec_id = request.args.get("execution_id", "")
-            items = [{"object_id": oid, "filename": None, "source": "store"}
-                     for (eid, oid) in emu.artifacts if eid == exec_id]
+            items = [
+                {"object_id": oid, "filename": None, "source": "store"}
+                for (eid, oid) in emu.artifacts
+                if eid == exec_id
+            ]
             return ok({"namespace_id": exec_id, "items": items})
 
         def file_record(file_id: str, filename: str, size: int, ctype: str | None) -> dict[str, Any]:
-            return {"id": file_id, "filename": filename, "bytes": size, "purpose": "assistants",
-                    "created_at": datetime.now(UTC).isoformat(), "object": "file", "content_type": ctype,
-                    "public_url": f"{emu.config.public_url}/files/{file_id}/content"}
+            return {
+                "id": file_id,
+                "filename": filename,
+                "bytes": size,
+                "purpose": "assistants",
+                "created_at": datetime.now(UTC).isoformat(),
+                "object": "file",
+                "content_type": ctype,
+                "public_url": f"{emu.config.public_url}/files/{file_id}/content",
+            }
 
         @app.post("/v1/files")
         def upload() -> Response:
             upload = request.files.get("file")
             if upload is None:
-                return Response(json.dumps({"detail": "multipart field 'file' is required"}), status=422,
-                                mimetype="application/json")
+                return Response(
+                    json.dumps({"detail": "multipart field 'file' is required"}),
+                    status=422,
+                    mimetype="application/json",
+                )
             data = upload.read()
             file_id = str(uuid.uuid4())
             emu.uploads[file_id] = data
@@ -373,10 +410,19 @@ class Emulator:
             filename = body.get("filename") or "file"
             emu.files[file_id] = file_record(file_id, filename, 0, "application/octet-stream")
             base = emu.config.public_url.rsplit("/v1", 1)[0]
-            return ok({"id": file_id, "url": f"{base}/_uploads/{file_id}", "filename": filename,
-                       "content_type": "application/octet-stream", "upload_method": "PUT",
-                       "public_url": emu.files[file_id]["public_url"], "created_at": datetime.now(UTC).isoformat(),
-                       "expiration": 3600, "method": "PUT"})
+            return ok(
+                {
+                    "id": file_id,
+                    "url": f"{base}/_uploads/{file_id}",
+                    "filename": filename,
+                    "content_type": "application/octet-stream",
+                    "upload_method": "PUT",
+                    "public_url": emu.files[file_id]["public_url"],
+                    "created_at": datetime.now(UTC).isoformat(),
+                    "expiration": 3600,
+                    "method": "PUT",
+                }
+            )
 
         @app.put("/_uploads/<file_id>")
         def put_upload(file_id: str) -> Response:
@@ -410,8 +456,7 @@ class Emulator:
 
         @app.get("/_emulator/stats")
         def stats() -> Response:
-            return ok({"requests": dict(emu.requests), "executions": len(emu.executions),
-                       "callbacks": emu.callbacks})
+            return ok({"requests": dict(emu.requests), "executions": len(emu.executions), "callbacks": emu.callbacks})
 
         @app.post("/_emulator/config")
         def configure() -> Response:
@@ -449,11 +494,17 @@ def sniff(content: bytes, declared: str | None, filename: str) -> str:
     return "text/plain"
 
 
-def analyze(content: bytes, filename: str, declared: str | None, exec_id: str) -> tuple[dict[str, Any], list[tuple[str, bytes, str]]]:
+def analyze(
+    content: bytes, filename: str, declared: str | None, exec_id: str
+) -> tuple[dict[str, Any], list[tuple[str, bytes, str]]]:
     """Facts about a file and the artifacts to return. Raises :class:`InputError` for unreadable input."""
     ctype = sniff(content, declared, filename)
-    facts: dict[str, Any] = {"name": filename, "content_type": ctype, "size": len(content),
-                             "sha256": hashlib.sha256(content).hexdigest()}
+    facts: dict[str, Any] = {
+        "name": filename,
+        "content_type": ctype,
+        "size": len(content),
+        "sha256": hashlib.sha256(content).hexdigest(),
+    }
     artifacts: list[tuple[str, bytes, str]] = []
 
     def object_id(kind: str) -> str:

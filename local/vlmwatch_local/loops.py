@@ -86,8 +86,9 @@ class LocalAws:
             visibility timeout; shorter here so a demo does not wait six minutes).
     """
 
-    def __init__(self, stack: Stack, *, endpoint_url: str | None = None, retry_delay: int = 1,
-                 stream_max_attempts: int = 5) -> None:
+    def __init__(
+        self, stack: Stack, *, endpoint_url: str | None = None, retry_delay: int = 1, stream_max_attempts: int = 5
+    ) -> None:
         kw: dict[str, Any] = {"region_name": stack.region}
         if endpoint_url:
             kw["endpoint_url"] = endpoint_url
@@ -107,8 +108,9 @@ class LocalAws:
         started = time.monotonic()
         result = self.handlers[function].lambda_handler(event, LambdaContext(function_name=f"vlmwatch-{function}"))
         failures = len((result or {}).get("batchItemFailures", [])) if isinstance(result, dict) else 0
-        self.invocations.append(Invocation(function, len(event.get("Records", [])), failures,
-                                           time.monotonic() - started))
+        self.invocations.append(
+            Invocation(function, len(event.get("Records", [])), failures, time.monotonic() - started)
+        )
         return result
 
     # -- SQS → ingest ---------------------------------------------------------------------------
@@ -119,9 +121,14 @@ class LocalAws:
         arn = self.stack.queue_arns["IngestQueue"]
         handled = 0
         for _ in range(max_batches):
-            messages = self.sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=wait,
-                                                AttributeNames=["All"], MessageAttributeNames=["All"],
-                                                VisibilityTimeout=30).get("Messages", [])
+            messages = self.sqs.receive_message(
+                QueueUrl=url,
+                MaxNumberOfMessages=10,
+                WaitTimeSeconds=wait,
+                AttributeNames=["All"],
+                MessageAttributeNames=["All"],
+                VisibilityTimeout=30,
+            ).get("Messages", [])
             if not messages:
                 break
             event = {"Records": [sqs_record(m, arn, self.stack.region) for m in messages]}
@@ -129,8 +136,9 @@ class LocalAws:
             failed = {f["itemIdentifier"] for f in result.get("batchItemFailures", [])}
             for message in messages:
                 if message["MessageId"] in failed:
-                    self.sqs.change_message_visibility(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"],
-                                                       VisibilityTimeout=self.retry_delay)
+                    self.sqs.change_message_visibility(
+                        QueueUrl=url, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=self.retry_delay
+                    )
                 else:
                     self.sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
             handled += len(messages)
@@ -156,7 +164,7 @@ class LocalAws:
         records += [r for r in self._read_stream() if any(p.matches_event(r) for p in self.filters)]
         delivered = 0
         for start in range(0, len(records), batch_size):
-            batch = records[start:start + batch_size]
+            batch = records[start : start + batch_size]
             result = self.invoke("complete", {"Records": batch})
             failed = {f["itemIdentifier"] for f in result.get("batchItemFailures", [])}
             for record in batch:
@@ -185,7 +193,8 @@ class LocalAws:
             sid = shard["ShardId"]
             if sid not in self._iterators:
                 self._iterators[sid] = self.streams.get_shard_iterator(
-                    StreamArn=arn, ShardId=sid, ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
+                    StreamArn=arn, ShardId=sid, ShardIteratorType="TRIM_HORIZON"
+                )["ShardIterator"]
             page = self.streams.get_records(ShardIterator=self._iterators[sid], Limit=1000)
             self._iterators[sid] = page.get("NextShardIterator") or self._iterators[sid]
             for record in page.get("Records", []):

@@ -90,7 +90,7 @@ class _Resolver:
     def resolve(self, value: Any) -> Any:
         s = self._stack
         if isinstance(value, dict) and len(value) == 1:
-            (name, arg), = value.items()
+            ((name, arg),) = value.items()
             if name == "Ref":
                 if arg in s.parameters:
                     return s.parameters[arg]
@@ -116,8 +116,15 @@ class _Resolver:
                 raise KeyError(f"cannot resolve !GetAtt {logical}.{attr} locally")
             if name == "Fn::Sub":
                 text = arg if isinstance(arg, str) else arg[0]
-                return re.sub(r"\$\{([^}]+)\}", lambda m: str(self.resolve(
-                    {"Fn::GetAtt": m.group(1).split(".", 1)} if "." in m.group(1) else {"Ref": m.group(1)})), text)
+                return re.sub(
+                    r"\$\{([^}]+)\}",
+                    lambda m: str(
+                        self.resolve(
+                            {"Fn::GetAtt": m.group(1).split(".", 1)} if "." in m.group(1) else {"Ref": m.group(1)}
+                        )
+                    ),
+                    text,
+                )
         if isinstance(value, dict):
             return {k: self.resolve(v) for k, v in value.items()}
         if isinstance(value, list):
@@ -125,8 +132,13 @@ class _Resolver:
         return value
 
 
-def provision(*, region: str = "us-east-1", parameters: dict[str, str] | None = None,
-              endpoint_url: str | None = None, template_path: Path = TEMPLATE) -> Stack:
+def provision(
+    *,
+    region: str = "us-east-1",
+    parameters: dict[str, str] | None = None,
+    endpoint_url: str | None = None,
+    template_path: Path = TEMPLATE,
+) -> Stack:
     """Create the template's storage, queues, table and ingest rule; return their names."""
     template = load_template(template_path)
     params = {name: str(spec.get("Default", "")) for name, spec in template.get("Parameters", {}).items()}
@@ -153,28 +165,36 @@ def provision(*, region: str = "us-east-1", parameters: dict[str, str] | None = 
             s3.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": "Enabled"})
         if props.get("BucketEncryption"):
             # CloudFormation says ServerSideEncryptionByDefault where the API says ApplyServerSideEncryptionByDefault.
-            rules = [{"ApplyServerSideEncryptionByDefault": r["ServerSideEncryptionByDefault"],
-                      **({"BucketKeyEnabled": r["BucketKeyEnabled"]} if "BucketKeyEnabled" in r else {})}
-                     for r in props["BucketEncryption"]["ServerSideEncryptionConfiguration"]]
+            rules = [
+                {
+                    "ApplyServerSideEncryptionByDefault": r["ServerSideEncryptionByDefault"],
+                    **({"BucketKeyEnabled": r["BucketKeyEnabled"]} if "BucketKeyEnabled" in r else {}),
+                }
+                for r in props["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+            ]
             s3.put_bucket_encryption(Bucket=name, ServerSideEncryptionConfiguration={"Rules": rules})
         if props.get("NotificationConfiguration", {}).get("EventBridgeConfiguration", {}).get("EventBridgeEnabled"):
             s3.put_bucket_notification_configuration(
-                Bucket=name, NotificationConfiguration={"EventBridgeConfiguration": {}})
+                Bucket=name, NotificationConfiguration={"EventBridgeConfiguration": {}}
+            )
         stack.buckets[logical] = name
 
     # Dead-letter queues first: the others' redrive policies point at them.
     queues = of_type("AWS::SQS::Queue")
     queues.sort(key=lambda q: "RedrivePolicy" in q[1])
     for logical, props in queues:
-        attrs = {"VisibilityTimeout": str(props.get("VisibilityTimeout", 30)),
-                 "MessageRetentionPeriod": str(props.get("MessageRetentionPeriod", 345600))}
+        attrs = {
+            "VisibilityTimeout": str(props.get("VisibilityTimeout", 30)),
+            "MessageRetentionPeriod": str(props.get("MessageRetentionPeriod", 345600)),
+        }
         if "RedrivePolicy" in props:
             policy = resolver.resolve(props["RedrivePolicy"])
             attrs["RedrivePolicy"] = json.dumps(policy)
         url = sqs.create_queue(QueueName=f"vlmwatch-{logical}-{suffix}", Attributes=attrs)["QueueUrl"]
         stack.queues[logical] = url
-        stack.queue_arns[logical] = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])[
-            "Attributes"]["QueueArn"]
+        stack.queue_arns[logical] = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
+            "QueueArn"
+        ]
 
     for logical, props in of_type("AWS::DynamoDB::Table"):
         name = f"vlmwatch-{logical}-{suffix}"

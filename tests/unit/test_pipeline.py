@@ -5,11 +5,10 @@ from __future__ import annotations
 import json
 
 import boto3
-import httpx
 import pytest
-from helpers import PDF_BYTES, Clock, drop, jobs, output_keys, read_json, with_bucket
 
 from conftest import load_event
+from helpers import PDF_BYTES, Clock, drop, jobs, output_keys, read_json, with_bucket
 from vlmwatch import runtime
 from vlmwatch.jobs import Status
 from vlmwatch_local.loops import LocalAws
@@ -40,10 +39,16 @@ def clocked(stack, wire, clock):
 
 
 def test_dropped_file_starts_exactly_one_routed_execution(stack, wire, emulator):
-    rules = [{"name": "invoices", "prefix": "invoices/", "suffixes": [".pdf"], "agent": "invoice-extractor:v2"},
-             {"name": "notes", "suffixes": [".txt"], "prompt": "Summarise this note.",
-              "json_schema": {"type": "object", "properties": {"summary": {"type": "string"}}},
-              "model": "vlmrun-orion-1:fast"}]
+    rules = [
+        {"name": "invoices", "prefix": "invoices/", "suffixes": [".pdf"], "agent": "invoice-extractor:v2"},
+        {
+            "name": "notes",
+            "suffixes": [".txt"],
+            "prompt": "Summarise this note.",
+            "json_schema": {"type": "object", "properties": {"summary": {"type": "string"}}},
+            "model": "vlmrun-orion-1:fast",
+        },
+    ]
     wire(ROUTING_RULES=rules)
     local = LocalAws(stack)
     drop(stack, "invoices/2026/inv-1.pdf", PDF_BYTES, "application/pdf")
@@ -52,13 +57,17 @@ def test_dropped_file_starts_exactly_one_routed_execution(stack, wire, emulator)
     assert local.pump_ingest() == 2
 
     assert executions_started(emulator) == 2
-    bodies = {e.request["inputs"]["file"]["file_url"].split("?")[0].rsplit("/", 1)[-1]: e.request
-              for e in emulator.executions.values()}
+    bodies = {
+        e.request["inputs"]["file"]["file_url"].split("?")[0].rsplit("/", 1)[-1]: e.request
+        for e in emulator.executions.values()
+    }
     pdf, txt = bodies["inv-1.pdf"], bodies["todo.txt"]
     assert pdf["name"] == "invoice-extractor:v2" and "config" not in pdf
     assert txt["name"] is None
-    assert txt["config"] == {"prompt": "Summarise this note.",
-                             "json_schema": {"type": "object", "properties": {"summary": {"type": "string"}}}}
+    assert txt["config"] == {
+        "prompt": "Summarise this note.",
+        "json_schema": {"type": "object", "properties": {"summary": {"type": "string"}}},
+    }
     assert txt["model"] == "vlmrun-orion-1:fast"
     for body in (pdf, txt):
         assert body["batch"] is True
@@ -108,8 +117,15 @@ def test_key_with_spaces_plus_and_unicode_round_trips_to_output(stack, local, em
         drop(stack, key, b"unicode keys work\n")  # S3 -> EventBridge -> SQS, through moto
     else:
         version = drop(stack, key, b"unicode keys work\n")
-        local.invoke("ingest", with_bucket(load_event("ingest-s3-sqs.json"), stack.input_bucket,
-                                           key="docs/a+b%2Bc+%C3%BC+%E2%82%AC.txt", version=version))
+        local.invoke(
+            "ingest",
+            with_bucket(
+                load_event("ingest-s3-sqs.json"),
+                stack.input_bucket,
+                key="docs/a+b%2Bc+%C3%BC+%E2%82%AC.txt",
+                version=version,
+            ),
+        )
     run_until_settled(local, clock)
 
     keys = output_keys(stack)
@@ -121,7 +137,9 @@ def test_key_with_spaces_plus_and_unicode_round_trips_to_output(stack, local, em
 
 def test_completed_execution_delivers_artifacts_then_result_document(stack, local, emulator, clock):
     puts: list[str] = []
-    runtime.s3().meta.events.register("provide-client-params.s3.PutObject", lambda params, **_: puts.append(params["Key"]))
+    runtime.s3().meta.events.register(
+        "provide-client-params.s3.PutObject", lambda params, **_: puts.append(params["Key"])
+    )
     drop(stack, "reports/q3.pdf", PDF_BYTES, "application/pdf")
 
     run_until_settled(local, clock)
@@ -149,7 +167,10 @@ def test_completed_execution_delivers_artifacts_then_result_document(stack, loca
         body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
         assert len(body) == artifact["bytes"]
     pdf_artifact = next(a for a in document["artifacts"] if a["object_id"].startswith("doc_"))
-    assert s3.get_object(Bucket=stack.output_bucket, Key=pdf_artifact["s3_uri"].split("/", 3)[3])["Body"].read() == PDF_BYTES
+    assert (
+        s3.get_object(Bucket=stack.output_bucket, Key=pdf_artifact["s3_uri"].split("/", 3)[3])["Body"].read()
+        == PDF_BYTES
+    )
 
 
 def test_failed_execution_writes_error_document_with_vlmrun_message(stack, local, emulator, clock):
@@ -173,8 +194,9 @@ def test_rate_limited_start_leaves_messages_for_retry_and_loses_nothing(stack, l
     for i in range(3):
         drop(stack, f"busy/{i}.txt", b"x")
     sqs = boto3.client("sqs")
-    messages = sqs.receive_message(QueueUrl=stack.ingest_queue_url, MaxNumberOfMessages=10,
-                                   AttributeNames=["All"])["Messages"]
+    messages = sqs.receive_message(QueueUrl=stack.ingest_queue_url, MaxNumberOfMessages=10, AttributeNames=["All"])[
+        "Messages"
+    ]
     from vlmwatch_local.loops import sqs_record
 
     event = {"Records": [sqs_record(m, stack.queue_arns["IngestQueue"], stack.region) for m in messages]}
@@ -218,7 +240,7 @@ def test_poller_backs_off_and_never_queries_finished_jobs(clocked, emulator, sta
     # First wait is the base; then each wait lies in [d/2, d] for d = base * 2^n, capped at 80 s.
     assert gaps[0] == 10
     for n, gap in enumerate(gaps[1:], start=1):
-        d = min(80, 10 * 2 ** n)
+        d = min(80, 10 * 2**n)
         assert d / 2 - 1 <= gap <= d, (n, gap)
     assert max(gaps) <= 80
     polls = gets()
@@ -300,5 +322,5 @@ def test_bad_routing_rules_fail_loudly_instead_of_skipping(stack, wire, emulator
     from vlmwatch.settings import Settings
 
     env = stack.environment() | {"ROUTING_RULES": json.dumps([{"name": "x", "suffixes": [".pdf"]}])}
-    with pytest.raises(ConfigError, match="ROUTING_RULES.*set exactly one of 'agent' and 'prompt'"):
+    with pytest.raises(ConfigError, match=r"ROUTING_RULES.*set exactly one of 'agent' and 'prompt'"):
         Settings.from_env(env)

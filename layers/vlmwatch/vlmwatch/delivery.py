@@ -29,8 +29,14 @@ class Deliverer:
         event_bus: the bus downstream consumers listen on.
     """
 
-    def __init__(self, store: JobStore, writer: OutputWriter, vlmrun: Callable[[], VlmRunClient],
-                 events: Any = None, event_bus: str | None = "default") -> None:
+    def __init__(
+        self,
+        store: JobStore,
+        writer: OutputWriter,
+        vlmrun: Callable[[], VlmRunClient],
+        events: Any = None,
+        event_bus: str | None = "default",
+    ) -> None:
         self._store = store
         self._writer = writer
         self._vlmrun = vlmrun
@@ -82,8 +88,15 @@ class Deliverer:
             "document": uri,
             "error": job.error if job.status != Status.COMPLETED else None,
         }
-        result = self._events.put_events(Entries=[{
-            "Source": EVENT_SOURCE, "DetailType": detail_type, "Detail": json.dumps(detail), "EventBusName": self._bus,
-        }])
+        result = self._events.put_events(
+            Entries=[
+                {
+                    "Source": EVENT_SOURCE,
+                    "DetailType": detail_type,
+                    "Detail": json.dumps(detail),
+                    "EventBusName": self._bus,
+                }
+            ]
+        )
         if result.get("FailedEntryCount"):
             raise RuntimeError(f"EventBridge rejected the {detail_type} event: {result['Entries']}")

@@ -1,14 +1,14 @@
 """Everything vlmwatch raises.
 
-    VlmwatchError
-    ├── ConfigError                  settings or routing rules are invalid (fail at cold start)
-    ├── SourceObjectMissingError     the S3 object named by an event no longer exists
-    ├── UnsupportedEventError        a message that is not an S3 event in a shape we know
-    └── VlmRunError                  anything that went wrong talking to VLM Run
-        ├── VlmRunUnavailableError   transport failure or 5xx; safe to retry later
-        ├── VlmRunRateLimitedError   429; retry after ``retry_after`` seconds
-        ├── VlmRunRejectedError      other 4xx; retrying the same request will not help
-        └── VlmRunAmbiguousSubmitError  a POST may or may not have created an execution
+VlmwatchError
+├── ConfigError                  settings or routing rules are invalid (fail at cold start)
+├── SourceObjectMissingError     the S3 object named by an event no longer exists
+├── UnsupportedEventError        a message that is not an S3 event in a shape we know
+└── VlmRunError                  anything that went wrong talking to VLM Run
+    ├── VlmRunUnavailableError   transport failure or 5xx; safe to retry later
+    ├── VlmRunRateLimitedError   429; retry after ``retry_after`` seconds
+    ├── VlmRunRejectedError      other 4xx; retrying the same request will not help
+    └── VlmRunAmbiguousSubmitError  a POST may or may not have created an execution
 """
 
 from __future__ import annotations

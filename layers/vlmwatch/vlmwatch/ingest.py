@@ -14,7 +14,6 @@ from vlmwatch.exceptions import (
     VlmRunAmbiguousSubmitError,
     VlmRunRateLimitedError,
     VlmRunRejectedError,
-    VlmRunUnavailableError,
 )
 from vlmwatch.jobs import Job, JobStore, Status, job_id_for
 from vlmwatch.routing import Route, Skip
@@ -57,8 +56,12 @@ def default_route(settings: Settings) -> Route | None:
     if settings.default_agent:
         return Route(rule="default", agent=settings.default_agent, model=settings.model)
     if settings.default_prompt:
-        return Route(rule="default", prompt=settings.default_prompt, json_schema=settings.default_json_schema,
-                     model=settings.model)
+        return Route(
+            rule="default",
+            prompt=settings.default_prompt,
+            json_schema=settings.default_json_schema,
+            model=settings.model,
+        )
     return None
 
 
@@ -73,9 +76,7 @@ class Ingestor:
             batch of skipped objects never reads the API key).
     """
 
-    def __init__(
-        self, settings: Settings, store: JobStore, s3: S3Client, vlmrun: Callable[[], VlmRunClient]
-    ) -> None:
+    def __init__(self, settings: Settings, store: JobStore, s3: S3Client, vlmrun: Callable[[], VlmRunClient]) -> None:
         self._settings = settings
         self._store = store
         self._s3 = s3
@@ -98,10 +99,18 @@ class Ingestor:
         if source is None:
             key = ref.key_candidates()[0]
             version = ref.version_id or f"etag:{ref.etag}"
-            job = Job(job_id=job_id_for(ref.bucket, key, version), bucket=ref.bucket, key=key,
-                      version_id=ref.version_id, etag=ref.etag, size=ref.size, status=Status.SKIPPED,
-                      skip_reason="the object no longer exists (deleted before it was processed)",
-                      created_at=now, updated_at=now)
+            job = Job(
+                job_id=job_id_for(ref.bucket, key, version),
+                bucket=ref.bucket,
+                key=key,
+                version_id=ref.version_id,
+                etag=ref.etag,
+                size=ref.size,
+                status=Status.SKIPPED,
+                skip_reason="the object no longer exists (deleted before it was processed)",
+                created_at=now,
+                updated_at=now,
+            )
             self._store.create(job)
             logger.warning("object missing, job skipped", extra={"job_id": job.job_id, "key": key})
             return Outcome.SKIPPED
@@ -129,7 +138,9 @@ class Ingestor:
         if not self._store.create(job):
             existing = self._store.get(job_id)
             if existing is None or existing.status != Status.RECEIVED or existing.submit_started_at:
-                logger.info("duplicate event ignored", extra={"job_id": job_id, "status": getattr(existing, "status", None)})
+                logger.info(
+                    "duplicate event ignored", extra={"job_id": job_id, "status": getattr(existing, "status", None)}
+                )
                 return Outcome.DUPLICATE
             job = existing  # an earlier attempt was rate limited: try again
         if isinstance(decision, Skip):
@@ -141,8 +152,12 @@ class Ingestor:
         """Start the execution for a ``received`` job, guarded by the submit claim."""
         if self._store.now() < self._blocked_until:
             # Another record in this process just got a 429: don't spend a request to hear it again.
-            raise VlmRunRateLimitedError("rate limited (earlier in this batch)",
-                                         retry_after=self._blocked_until - self._store.now())
+            exc = VlmRunRateLimitedError(
+                "rate limited by VLM Run earlier in this batch; not sent",
+                retry_after=self._blocked_until - self._store.now(),
+            )
+            self._store.release_submit(job.job_id, error=str(exc))
+            raise exc
         if not self._store.claim_submit(job.job_id):
             return Outcome.DUPLICATE
         try:
@@ -153,13 +168,17 @@ class Ingestor:
             self._store.release_submit(job.job_id, error=str(exc))
             raise
         except VlmRunAmbiguousSubmitError as exc:
-            logger.error("ambiguous submit; will reconcile instead of re-sending", extra={"job_id": job.job_id, "error": str(exc)})
+            logger.error(
+                "ambiguous submit; will reconcile instead of re-sending",
+                extra={"job_id": job.job_id, "error": str(exc)},
+            )
             self._store.mark_ambiguous(job.job_id, str(exc), self._store.now() + RECONCILE_GRACE_SECONDS)
             return Outcome.AMBIGUOUS
         except VlmRunRejectedError as exc:
             logger.error("VLM Run rejected the execution", extra={"job_id": job.job_id, "error": str(exc)})
-            self._store.transition(job.job_id, Status.FAILED, set_fields={"error": exc.message},
-                                   remove_fields=("submit_started_at",))
+            self._store.transition(
+                job.job_id, Status.FAILED, set_fields={"error": exc.message}, remove_fields=("submit_started_at",)
+            )
             return Outcome.REJECTED
         except BaseException:
             # Nothing was sent (presign / upload / connection failure): give the claim back so a retry can submit.
@@ -229,6 +248,12 @@ class Ingestor:
             try:
                 return SourceObject(key, self._s3.head_object(**params))
             except ClientError as exc:
-                if exc.response.get("Error", {}).get("Code") not in ("404", "NoSuchKey", "NotFound", "NoSuchVersion", "400"):
+                if exc.response.get("Error", {}).get("Code") not in (
+                    "404",
+                    "NoSuchKey",
+                    "NotFound",
+                    "NoSuchVersion",
+                    "400",
+                ):
                     raise
         return None

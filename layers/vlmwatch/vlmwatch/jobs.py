@@ -263,8 +263,15 @@ class JobStore:
             remove_fields=("submit_started_at", "error"),
         )
 
-    def reschedule(self, job_id: str, next_poll_at: int, *, expect_next_poll_at: int | None = None,
-                   error: str | None = None, count_poll: bool = False) -> bool:
+    def reschedule(
+        self,
+        job_id: str,
+        next_poll_at: int,
+        *,
+        expect_next_poll_at: int | None = None,
+        error: str | None = None,
+        count_poll: bool = False,
+    ) -> bool:
         """Move a job's next poll; with ``expect_next_poll_at`` this is the poller's claim."""
         values: dict[str, Any] = {":at": next_poll_at, ":now": self.now()}
         expr = "SET next_poll_at = :at, updated_at = :now"

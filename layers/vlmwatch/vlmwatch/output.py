@@ -31,8 +31,16 @@ RESULT_SCHEMA = "vlmwatch.result/v1"
 ERROR_SCHEMA = "vlmwatch.error/v1"
 ARTIFACT_REF = re.compile(r"^(img|vid|aud|doc|recon|arr|url)_[0-9a-f]{6}$")
 _EXT_BY_KIND = {"vid": "mp4", "aud": "mp3", "doc": "pdf", "recon": "spz", "arr": "npy", "url": "url.txt", "img": "jpg"}
-_EXT_BY_TYPE = {"image/jpeg": "jpg", "image/png": "png", "image/webp": "webp", "application/pdf": "pdf",
-                "video/mp4": "mp4", "audio/mpeg": "mp3", "application/json": "json", "text/plain": "txt"}
+_EXT_BY_TYPE = {
+    "image/jpeg": "jpg",
+    "image/png": "png",
+    "image/webp": "webp",
+    "application/pdf": "pdf",
+    "video/mp4": "mp4",
+    "audio/mpeg": "mp3",
+    "application/json": "json",
+    "text/plain": "txt",
+}
 
 
 def artifact_refs(response: Any) -> list[str]:
@@ -58,7 +66,11 @@ def artifact_extension(object_id: str, content_type: str) -> str:
     kind = object_id.split("_", 1)[0]
     if kind == "url":
         return _EXT_BY_KIND["url"]
-    return _EXT_BY_TYPE.get(content_type) or (mimetypes.guess_extension(content_type) or "").lstrip(".") or _EXT_BY_KIND.get(kind, "bin")
+    return (
+        _EXT_BY_TYPE.get(content_type)
+        or (mimetypes.guess_extension(content_type) or "").lstrip(".")
+        or _EXT_BY_KIND.get(kind, "bin")
+    )
 
 
 class ArtifactRecord(BaseModel):
@@ -164,8 +176,7 @@ class OutputWriter:
         self._put(key, _json(document), "application/json", job)
         return self.uri(key)
 
-    def put_error(self, job: Job, *, status: str, message: str, now: int,
-                  execution: Execution | None = None) -> str:
+    def put_error(self, job: Job, *, status: str, message: str, now: int, execution: Execution | None = None) -> str:
         document = {
             "schema": ERROR_SCHEMA,
             "job_id": job.job_id,

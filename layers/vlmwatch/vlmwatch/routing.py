@@ -121,7 +121,9 @@ class RuleSet(RootModel[list[Rule]]):
         override = (metadata or {}).get(METADATA_AGENT_KEY)
         if override:
             if not AGENT_NAME.match(override):
-                return Skip(rule="metadata", reason=f"x-amz-meta-{METADATA_AGENT_KEY} {override!r} is not a valid agent name")
+                return Skip(
+                    rule="metadata", reason=f"x-amz-meta-{METADATA_AGENT_KEY} {override!r} is not a valid agent name"
+                )
             base = default.model if default else None
             return Route(rule="metadata", agent=override, model=base)
         for rule in self.root:

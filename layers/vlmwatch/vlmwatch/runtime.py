@@ -8,8 +8,8 @@ import os
 from typing import TYPE_CHECKING, Any
 
 import boto3
-from botocore.config import Config
 import httpx
+from botocore.config import Config
 
 from vlmwatch.delivery import Deliverer
 from vlmwatch.ingest import Ingestor
@@ -25,13 +25,22 @@ if TYPE_CHECKING:
 _overrides: dict[str, Any] = {}
 
 
-def use(*, settings: Settings | None = None, transport: httpx.BaseTransport | None = None,
-        api_key: str | None = None, clock: Callable[[], float] | None = None) -> None:
+def use(
+    *,
+    settings: Settings | None = None,
+    transport: httpx.BaseTransport | None = None,
+    api_key: str | None = None,
+    clock: Callable[[], float] | None = None,
+) -> None:
     """Inject parts (tests, the local runner) and drop everything built so far."""
     reset()
-    _overrides.update({k: v for k, v in
-                       {"settings": settings, "transport": transport, "api_key": api_key, "clock": clock}.items()
-                       if v is not None})
+    _overrides.update(
+        {
+            k: v
+            for k, v in {"settings": settings, "transport": transport, "api_key": api_key, "clock": clock}.items()
+            if v is not None
+        }
+    )
 
 
 def reset() -> None:
@@ -61,8 +70,12 @@ def s3() -> Any:
 def job_store() -> JobStore:
     cfg = settings()
     table = boto3.resource("dynamodb").Table(cfg.jobs_table)
-    return JobStore(table, shards=cfg.poll_shards, ttl_days=cfg.result_ttl_days,
-                    **({"clock": _overrides["clock"]} if "clock" in _overrides else {}))
+    return JobStore(
+        table,
+        shards=cfg.poll_shards,
+        ttl_days=cfg.result_ttl_days,
+        **({"clock": _overrides["clock"]} if "clock" in _overrides else {}),
+    )
 
 
 @functools.cache

@@ -56,7 +56,7 @@ class Settings(BaseModel):
     default_json_schema: dict[str, Any] | None = None
     model: str = "vlmrun-orion-1:auto"
     vlmrun_base_url: str = "https://api.vlm.run/v1"
-    api_key_secret: str = "vlmwatch/vlmrun-api-key"
+    api_key_secret: str = "vlmwatch/vlmrun-api-key"  # noqa: S105 - the secret's name, not its value
     vlmrun_environment: Literal["dev", "staging", "prod"] = "prod"
     # "url": VLM Run fetches a presigned S3 GET URL; "upload": the bytes go through the files API.
     input_mode: Literal["url", "upload"] = "url"

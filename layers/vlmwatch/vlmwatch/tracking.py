@@ -55,8 +55,15 @@ class Tracker:
         rng: jitter source, injectable for tests.
     """
 
-    def __init__(self, settings: Settings, store: JobStore, vlmrun: Callable[[], VlmRunClient],
-                 ingestor: Ingestor, *, rng: random.Random | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        store: JobStore,
+        vlmrun: Callable[[], VlmRunClient],
+        ingestor: Ingestor,
+        *,
+        rng: random.Random | None = None,
+    ) -> None:
         self._settings = settings
         self._store = store
         self._vlmrun = vlmrun
@@ -79,7 +86,9 @@ class Tracker:
         summary = PollSummary()
         jobs = self._store.due(now, self._settings.poller_max_jobs)
         summary.due = len(jobs)
-        claimed = [j for j in jobs if self._store.reschedule(j.job_id, now + CLAIM_SECONDS, expect_next_poll_at=j.next_poll_at)]
+        claimed = [
+            j for j in jobs if self._store.reschedule(j.job_id, now + CLAIM_SECONDS, expect_next_poll_at=j.next_poll_at)
+        ]
         summary.claimed = len(claimed)
         if not claimed:
             return summary
@@ -99,13 +108,15 @@ class Tracker:
             return self.poll_job(job)
         except VlmRunRateLimitedError as exc:
             # Put the job back for when the limit lifts; the run carries on with what it has.
-            self._store.reschedule(job.job_id, self._store.now() + max(int(exc.retry_after), 1) + self.backoff(0),
-                                   error=str(exc))
+            self._store.reschedule(
+                job.job_id, self._store.now() + max(int(exc.retry_after), 1) + self.backoff(0), error=str(exc)
+            )
             return "deferred"
         except Exception as exc:  # one bad job must not stop the others; it is recorded and retried
             logger.exception("poll failed", extra={"job_id": job.job_id})
-            self._store.reschedule(job.job_id, self._store.now() + self.backoff(job.poll_count),
-                                   error=f"{type(exc).__name__}: {exc}")
+            self._store.reschedule(
+                job.job_id, self._store.now() + self.backoff(job.poll_count), error=f"{type(exc).__name__}: {exc}"
+            )
             return "error"
 
     # -- one job ------------------------------------------------------------------------------
@@ -124,16 +135,27 @@ class Tracker:
             execution = self._vlmrun().get_execution(job.execution_id)
         except VlmRunRejectedError as exc:
             if exc.status_code == 404:
-                moved = self._store.transition(job.job_id, Status.FAILED, set_fields={
-                    "error": f"VLM Run has no execution {job.execution_id}: {exc.message}"}, count_poll=True)
+                moved = self._store.transition(
+                    job.job_id,
+                    Status.FAILED,
+                    set_fields={"error": f"VLM Run has no execution {job.execution_id}: {exc.message}"},
+                    count_poll=True,
+                )
                 return "finished" if moved else "stale"
             raise
         return self.apply(job, execution)
 
     def time_out(self, job: Job) -> str:
-        moved = self._store.transition(job.job_id, Status.TIMED_OUT, set_fields={
-            "error": (f"no final status from VLM Run within {self._settings.job_deadline_seconds} s "
-                      f"(last remote status: {job.remote_status or 'none'}, polls: {job.poll_count})")})
+        moved = self._store.transition(
+            job.job_id,
+            Status.TIMED_OUT,
+            set_fields={
+                "error": (
+                    f"no final status from VLM Run within {self._settings.job_deadline_seconds} s "
+                    f"(last remote status: {job.remote_status or 'none'}, polls: {job.poll_count})"
+                )
+            },
+        )
         return "timed_out" if moved else "stale"
 
     def apply(self, job: Job, execution: Execution, *, count_poll: bool = True) -> str:
@@ -154,8 +176,10 @@ class Tracker:
         if not moved:
             # Out of order or a duplicate: the job is already here or further along.
             current = self._store.get(job.job_id)
-            logger.info("stale status ignored", extra={"job_id": job.job_id, "remote": execution.status,
-                                                       "current": getattr(current, "status", None)})
+            logger.info(
+                "stale status ignored",
+                extra={"job_id": job.job_id, "remote": execution.status, "current": getattr(current, "status", None)},
+            )
             if current is not None and current.status in IN_FLIGHT and target not in TERMINAL:
                 # Keep the job scheduled even though the status write lost (e.g. equal status).
                 self._store.reschedule(job.job_id, now + self.backoff(job.poll_count + 1), count_poll=True)
@@ -194,10 +218,17 @@ class Tracker:
             self._store.release_submit(job.job_id)
             return self._resubmit(job)
         ids = ", ".join(c.id for c in candidates[:5])
-        self._store.transition(job.job_id, Status.FAILED, set_fields={
-            "error": (f"submit outcome unknown and {len(candidates)} executions could match ({ids}); "
-                      "not re-sent to avoid a duplicate. Check these in VLM Run and re-upload if needed.")},
-            remove_fields=("submit_started_at",))
+        self._store.transition(
+            job.job_id,
+            Status.FAILED,
+            set_fields={
+                "error": (
+                    f"submit outcome unknown and {len(candidates)} executions could match ({ids}); "
+                    "not re-sent to avoid a duplicate. Check these in VLM Run and re-upload if needed."
+                )
+            },
+            remove_fields=("submit_started_at",),
+        )
         return "finished"
 
     def _resubmit(self, job: Job) -> str:

@@ -279,12 +279,17 @@ class VlmRunClient:
         )
         put = self._with_retries(lambda: self._put_presigned(grant, content, content_type))
         if put.status_code >= 300:
-            raise VlmRunUnavailableError(f"presigned upload PUT failed: HTTP {put.status_code}", status_code=put.status_code)
+            raise VlmRunUnavailableError(
+                f"presigned upload PUT failed: HTTP {put.status_code}", status_code=put.status_code
+            )
         return self._parse(self._get(f"files/verify-upload/{grant.id}"), FileInfo)
 
     def _put_presigned(self, grant: PresignedUpload, content: bytes, content_type: str) -> httpx.Response:
         request = self._http.build_request(
-            "PUT", grant.url, content=content, headers={"Content-Type": grant.content_type or content_type},
+            "PUT",
+            grant.url,
+            content=content,
+            headers={"Content-Type": grant.content_type or content_type},
             timeout=ARTIFACT_TIMEOUT,
         )
         # The URL carries its own authorisation; our API key must not travel to a storage host.

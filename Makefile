@@ -1,0 +1,55 @@
+# vlmwatch — every target sets up what it needs on a fresh machine.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+# The app targets python3.12 (the Lambda runtime); pyenv's 3.12 is used when it is not on PATH.
+PYTHON312 ?= $(shell for p in python3.12 $$HOME/.pyenv/versions/3.12*/bin/python3.12; do \
+	$$p -c 'import sys' >/dev/null 2>&1 && { command -v $$p || echo $$p; break; }; done)
+# SAM CLI pins boto3/cfn-lint versions that clash with the app's: it gets its own virtualenv.
+PYTHON_SAM ?= $(shell for p in python3.11 python3; do command -v $$p >/dev/null 2>&1 && { echo $$p; break; }; done)
+VENV := .venv
+SAM_VENV := .venv-sam
+export AWS_DEFAULT_REGION ?= us-east-1
+export SAM_CLI_TELEMETRY := 0
+
+help: ## list targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: pyproject.toml
+	@test -n "$(PYTHON312)" || { echo "python3.12 not found (pyenv install 3.12 or put it on PATH)"; exit 1; }
+	$(PYTHON312) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[dev]'
+	touch $@
+
+$(SAM_VENV)/.installed:
+	$(PYTHON_SAM) -m venv $(SAM_VENV)
+	$(SAM_VENV)/bin/pip install -q aws-sam-cli==1.170.0 cfn-lint==1.58.0 cfn-lint-serverless==0.3.6
+	touch $@
+
+venv: $(VENV)/.installed ## create .venv with the app and dev dependencies
+
+demo: $(VENV)/.installed ## run the whole pipeline locally (moto server + VLM Run emulator) on the sample files
+	$(VENV)/bin/python -m vlmwatch_local demo $(ARGS)
+
+test: $(VENV)/.installed ## run the test suite (unit + end-to-end on the local stack)
+	$(VENV)/bin/python -m pytest -q -p no:cacheprovider $(ARGS)
+
+lint: $(VENV)/.installed lint-template ## ruff + template checks
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+lint-template: $(SAM_VENV)/.installed ## sam validate --lint and cfn-lint with the serverless rules
+	$(SAM_VENV)/bin/sam validate --lint --template template.yaml
+	$(SAM_VENV)/bin/cfn-lint template.yaml -a cfn_lint_serverless.rules
+
+build: $(SAM_VENV)/.installed ## sam build (needs python3.12 on PATH, which this provides)
+	PATH="$(dir $(PYTHON312)):$$PATH" $(SAM_VENV)/bin/sam build
+
+bench: $(VENV)/.installed ## load benchmark on the local stack (not in CI; prints numbers)
+	$(VENV)/bin/python -m vlmwatch_local bench $(ARGS)
+
+clean: ## remove virtualenvs, build output and demo output
+	rm -rf $(VENV) $(SAM_VENV) .aws-sam demo-output
+
+.PHONY: help venv demo test lint lint-template build bench clean

@@ -1,0 +1,142 @@
+"""The VLM Run client's retry policy, against httpx mock transports and the emulator."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import pytest
+
+from vlmwatch.exceptions import (
+    VlmRunAmbiguousSubmitError,
+    VlmRunRateLimitedError,
+    VlmRunRejectedError,
+    VlmRunUnavailableError,
+)
+from vlmwatch.vlmrun import VlmRunClient
+from vlmwatch_local.emulator import Emulator
+
+EXECUTION = {
+    "id": "exec-1",
+    "name": "a:v1",
+    "status": "running",
+    "created_at": "2026-11-25T12:00:00Z",
+    "usage": {"credits_used": 1},
+}
+
+
+class Script:
+    """A transport that answers from a list and records every request."""
+
+    def __init__(self, *answers):
+        self.answers = list(answers)
+        self.requests: list[httpx.Request] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        answer = self.answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+
+def client(script: Script, sleeps: list[float] | None = None, **kw) -> VlmRunClient:
+    return VlmRunClient(
+        "https://api.test/v1",
+        "secret-key",
+        transport=httpx.MockTransport(script),
+        sleep=(sleeps.append if sleeps is not None else lambda s: None),
+        **kw,
+    )
+
+
+def test_requests_carry_bearer_auth_and_explicit_timeouts():
+    script = Script(httpx.Response(200, json=EXECUTION))
+    c = client(script)
+    c.get_execution("exec-1")
+    request = script.requests[0]
+    assert request.headers["Authorization"] == "Bearer secret-key"
+    assert request.url == "https://api.test/v1/agent/executions/exec-1"
+    assert request.extensions["timeout"] == {"connect": 3.0, "read": 15.0, "write": 15.0, "pool": 15.0}
+
+
+def test_429_honours_retry_after_then_succeeds():
+    sleeps: list[float] = []
+    script = Script(
+        httpx.Response(429, headers={"Retry-After": "2"}, json={"error": {"message": "slow down"}}),
+        httpx.Response(200, json=EXECUTION),
+    )
+    assert client(script, sleeps).get_execution("exec-1").status == "running"
+    assert sleeps == [2.0]
+
+
+def test_429_with_long_retry_after_is_handed_to_the_caller_without_sleeping():
+    sleeps: list[float] = []
+    script = Script(httpx.Response(429, headers={"Retry-After": "60"}, json={"error": {"message": "slow down"}}))
+    with pytest.raises(VlmRunRateLimitedError) as info:
+        client(script, sleeps).execute({"name": "a:v1"})
+    assert info.value.retry_after == 60
+    assert sleeps == []
+    assert len(script.requests) == 1
+
+
+def test_get_retries_5xx_and_transport_errors():
+    script = Script(
+        httpx.Response(502, text="bad gateway"), httpx.ReadTimeout("slow"), httpx.Response(200, json=EXECUTION)
+    )
+    assert client(script).get_execution("exec-1").id == "exec-1"
+    assert len(script.requests) == 3
+
+
+def test_get_gives_up_after_max_attempts_with_the_reason():
+    script = Script(*(httpx.Response(503, json={"error": {"message": "maintenance"}}) for _ in range(3)))
+    with pytest.raises(VlmRunUnavailableError, match="HTTP 503: maintenance"):
+        client(script).get_execution("exec-1")
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        httpx.Response(500, json={"detail": "internal error"}),
+        httpx.Response(504, text="gateway timeout"),
+        httpx.ReadTimeout("no answer"),
+        httpx.RemoteProtocolError("connection dropped"),
+    ],
+)
+def test_execute_is_never_resent_after_an_ambiguous_failure(failure):
+    script = Script(failure, httpx.Response(200, json=EXECUTION))
+    with pytest.raises(VlmRunAmbiguousSubmitError):
+        client(script).execute({"name": "a:v1", "batch": True})
+    assert len(script.requests) == 1
+
+
+def test_execute_retries_when_the_connection_was_never_made():
+    script = Script(httpx.ConnectError("refused"), httpx.Response(200, json=EXECUTION))
+    assert client(script).execute({"name": "a:v1", "batch": True}).id == "exec-1"
+    assert len(script.requests) == 2
+    assert json.loads(script.requests[1].content) == {"name": "a:v1", "batch": True}
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"error": {"message": "Agent not found", "type": "not_found", "id": "req_1"}}, "Agent not found"),
+        ({"detail": "Invalid API key"}, "Invalid API key"),
+        ({"detail": [{"loc": ["body", "inputs"], "msg": "field required"}]}, "field required"),
+    ],
+)
+def test_4xx_is_rejected_with_the_api_message(body, message):
+    script = Script(httpx.Response(404, json=body))
+    with pytest.raises(VlmRunRejectedError, match=message):
+        client(script).execute({"name": "x"})
+    assert len(script.requests) == 1
+
+
+def test_presigned_upload_does_not_send_the_api_key_to_the_upload_url():
+    emulator = Emulator()
+    c = VlmRunClient(
+        "http://emulator.local/v1", emulator.config.api_key, transport=httpx.WSGITransport(app=emulator.app)
+    )
+    info = c.upload_file_presigned("big.txt", b"x" * 1000, "text/plain")
+    assert info.bytes == 1000
+    assert emulator.uploads[info.id] == b"x" * 1000
