@@ -26,8 +26,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-# After an ambiguous submit, wait this long before asking VLM Run what it has: its list may lag.
-RECONCILE_GRACE_SECONDS = 60
 # Files above this go through the presigned upload flow (the SDK's own threshold).
 PRESIGNED_UPLOAD_THRESHOLD = 32 * 1024 * 1024
 
@@ -121,6 +119,9 @@ class Ingestor:
         decision = self._settings.routing_rules.resolve(
             source.key, source.content_type, source.metadata, default=self._default
         )
+        if isinstance(decision, Route) and decision.model is None:
+            # Record the model that actually runs, so the result document says so.
+            decision = decision.model_copy(update={"model": self._settings.model})
         job = Job(
             job_id=job_id,
             bucket=ref.bucket,
@@ -172,7 +173,7 @@ class Ingestor:
                 "ambiguous submit; will reconcile instead of re-sending",
                 extra={"job_id": job.job_id, "error": str(exc)},
             )
-            self._store.mark_ambiguous(job.job_id, str(exc), self._store.now() + RECONCILE_GRACE_SECONDS)
+            self._store.mark_ambiguous(job.job_id, str(exc), self._store.now() + self._settings.reconcile_grace_seconds)
             return Outcome.AMBIGUOUS
         except VlmRunRejectedError as exc:
             logger.error("VLM Run rejected the execution", extra={"job_id": job.job_id, "error": str(exc)})

@@ -62,8 +62,8 @@ def _boto(service: str) -> Any:
 
 @functools.cache
 def s3() -> Any:
-    # SigV4 explicitly: presigned URLs must work in every region and carry no long-lived key id.
-    return boto3.client("s3", config=Config(signature_version="s3v4", s3={"addressing_style": "virtual"}))
+    # SigV4 explicitly: presigned URLs must work in every region (botocore may still pick SigV2 for them).
+    return boto3.client("s3", config=Config(signature_version="s3v4"))
 
 
 @functools.cache

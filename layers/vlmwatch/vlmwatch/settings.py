@@ -38,6 +38,7 @@ _ENV = {
     "EVENT_BUS_NAME": "event_bus_name",
     "RESULT_TTL_DAYS": "result_ttl_days",
     "SECRET_MAX_AGE_SECONDS": "secret_max_age_seconds",
+    "RECONCILE_GRACE_SECONDS": "reconcile_grace_seconds",
 }
 
 
@@ -64,7 +65,7 @@ class Settings(BaseModel):
     presign_ttl_seconds: int = Field(3600, ge=60, le=7 * 24 * 3600)
     poll_base_seconds: int = Field(10, ge=1)
     poll_cap_seconds: int = Field(300, ge=1)
-    job_deadline_seconds: int = Field(3600, ge=60)
+    job_deadline_seconds: int = Field(3600, ge=1)
     poller_concurrency: int = Field(4, ge=1, le=64)
     poller_max_jobs: int = Field(100, ge=1)
     poll_shards: int = Field(1, ge=1, le=32)
@@ -73,6 +74,8 @@ class Settings(BaseModel):
     event_bus_name: str | None = "default"
     result_ttl_days: int = Field(30, ge=1)
     secret_max_age_seconds: int = Field(300, ge=0)
+    # After an ambiguous submit, wait this long before asking VLM Run what it has: its list may lag.
+    reconcile_grace_seconds: int = Field(60, ge=0)
 
     @field_validator("routing_rules", mode="before")
     @classmethod

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from vlmwatch.exceptions import VlmRunError, VlmRunRateLimitedError, VlmRunRejectedError
-from vlmwatch.ingest import RECONCILE_GRACE_SECONDS, Ingestor
+from vlmwatch.ingest import Ingestor
 from vlmwatch.jobs import IN_FLIGHT, TERMINAL, Job, JobStore, Status
 from vlmwatch.settings import Settings
 
@@ -194,8 +194,9 @@ class Tracker:
         if job.submit_started_at is None:
             return self._resubmit(job)  # an earlier resubmit was rate limited: nothing is in flight
         started = job.submit_started_at
-        if now - started < RECONCILE_GRACE_SECONDS:
-            self._store.reschedule(job.job_id, started + RECONCILE_GRACE_SECONDS)
+        grace = self._settings.reconcile_grace_seconds
+        if now - started < grace:
+            self._store.reschedule(job.job_id, started + grace)
             return "unchanged"
         client = self._vlmrun()
         recent = client.list_executions(limit=100)

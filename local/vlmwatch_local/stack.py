@@ -1,0 +1,152 @@
+"""The local stack: moto in server mode, the template's resources, the emulator on a port, and the loops.
+
+This process plays the Lambda runtime: it sets the functions' environment (as the template declares it)
+in ``os.environ`` and calls the real handlers. ``stop()`` puts the environment back.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import boto3
+from moto.server import ThreadedMotoServer
+from werkzeug.serving import make_server
+
+from vlmwatch import runtime
+from vlmwatch_local.emulator import Emulator, EmulatorConfig
+from vlmwatch_local.loops import LocalAws
+from vlmwatch_local.provision import Stack, provision
+
+REGION = "us-east-1"
+
+
+@dataclass
+class LocalStack:
+    """Start with :meth:`start`, drive with ``.aws`` (see :class:`LocalAws`), end with :meth:`stop`.
+
+    Args:
+        emulator_config: how the emulator behaves (ignored with ``vlmrun_base_url``).
+        vlmrun_base_url, api_key: use a real VLM Run instead of the emulator.
+        env: extra function environment (e.g. ``POLL_BASE_SECONDS``).
+        parameters: template parameter overrides.
+    """
+
+    emulator_config: EmulatorConfig = field(default_factory=EmulatorConfig)
+    vlmrun_base_url: str | None = None
+    api_key: str | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    parameters: dict[str, str] = field(default_factory=dict)
+
+    def start(self) -> LocalStack:
+        self._saved_env = dict(os.environ)
+        self._moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        self._moto.start()
+        host, port = self._moto.get_host_and_port()
+        self.endpoint = f"http://{host}:{port}"
+        os.environ.update(
+            {
+                "AWS_ENDPOINT_URL": self.endpoint,
+                "AWS_DEFAULT_REGION": REGION,
+                "AWS_ACCESS_KEY_ID": "local",
+                "AWS_SECRET_ACCESS_KEY": "local",
+                "AWS_ACCOUNT_ID_ENDPOINT_MODE": "disabled",
+                "POWERTOOLS_TRACE_DISABLED": "1",
+                "POWERTOOLS_METRICS_DISABLED": "1",
+            }
+        )
+        os.environ.pop("AWS_PROFILE", None)
+        self.stack: Stack = provision(region=REGION, parameters=self.parameters, endpoint_url=self.endpoint)
+
+        self.emulator: Emulator | None = None
+        if self.vlmrun_base_url:
+            base_url, key = self.vlmrun_base_url, self.api_key or ""
+        else:
+            self.emulator = Emulator(self.emulator_config)
+            self._server = make_server("127.0.0.1", 0, self.emulator.app, threaded=True)
+            base_url = f"http://127.0.0.1:{self._server.server_port}/v1"
+            self.emulator.config.public_url = base_url
+            key = self.emulator.config.api_key
+            self._stop = threading.Event()
+            threading.Thread(target=self._server.serve_forever, daemon=True).start()
+            threading.Thread(target=self._tick, daemon=True).start()
+        self.vlmrun_base_url = base_url
+        # The API key lives in Secrets Manager, as deployed; functions read it through powertools.
+        boto3.client("secretsmanager").create_secret(Name=self.stack.parameters["ApiKeySecretName"], SecretString=key)
+        os.environ.update(self.stack.environment())
+        os.environ.update(
+            {
+                "VLMRUN_BASE_URL": base_url,
+                "POWERTOOLS_LOG_LEVEL": self._saved_env.get("POWERTOOLS_LOG_LEVEL", "WARNING"),
+                **self.env,
+            }
+        )
+        runtime.reset()
+        self.aws = LocalAws(self.stack, endpoint_url=self.endpoint)
+        return self
+
+    def _tick(self) -> None:
+        while not self._stop.wait(0.2):
+            assert self.emulator is not None
+            self.emulator.tick()
+
+    def stop(self) -> None:
+        if self.emulator is not None:
+            self._stop.set()
+            self._server.shutdown()
+        self._moto.stop()
+        runtime.reset()
+        os.environ.clear()
+        os.environ.update(self._saved_env)
+
+    def __enter__(self) -> LocalStack:
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    # -- conveniences -----------------------------------------------------------------------------
+
+    def drop(self, key: str, body: bytes, content_type: str | None = None) -> None:
+        kwargs: dict[str, Any] = {"Bucket": self.stack.input_bucket, "Key": key, "Body": body}
+        if content_type:
+            kwargs["ContentType"] = content_type
+        boto3.client("s3").put_object(**kwargs)
+
+    def jobs(self) -> list[dict[str, Any]]:
+        table = boto3.resource("dynamodb").Table(self.stack.table)
+        items: list[dict[str, Any]] = []
+        kwargs: dict[str, Any] = {}
+        while True:
+            page = table.scan(**kwargs)
+            items += page["Items"]
+            if "LastEvaluatedKey" not in page:
+                return items
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def output_keys(self) -> list[str]:
+        s3 = boto3.client("s3")
+        pages = s3.get_paginator("list_objects_v2").paginate(Bucket=self.stack.output_bucket)
+        return sorted(o["Key"] for p in pages for o in p.get("Contents", []))
+
+    def run_until_settled(
+        self, *, expected: int, timeout: float = 120.0, interval: float = 0.3, on_change: Any = None
+    ) -> bool:
+        """Turn the loops until ``expected`` jobs are delivered or skipped; False on timeout."""
+        deadline = time.monotonic() + timeout
+        seen: dict[str, str] = {}
+        while time.monotonic() < deadline:
+            self.aws.step()
+            jobs = self.jobs()
+            if on_change is not None:
+                for job in jobs:
+                    if seen.get(job["job_id"]) != job["status"]:
+                        seen[job["job_id"]] = job["status"]
+                        on_change(job)
+            if len(jobs) >= expected and all(j["status"] in ("delivered", "skipped") for j in jobs):
+                return True
+            time.sleep(interval)
+        return False
