@@ -39,9 +39,13 @@ lint: $(VENV)/.installed lint-template ## ruff + template checks
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-lint-template: $(SAM_VENV)/.installed ## sam validate --lint and cfn-lint with the serverless rules
+lint-template: $(SAM_VENV)/.installed ## sam validate --lint, and cfn-lint (serverless rules) in every mode
 	$(SAM_VENV)/bin/sam validate --lint --template template.yaml
 	$(SAM_VENV)/bin/cfn-lint template.yaml -a cfn_lint_serverless.rules
+	for mode in schedule stepfunctions; do for hook in false true; do \
+	  echo "cfn-lint PollingMode=$$mode EnableWebhook=$$hook"; \
+	  $(SAM_VENV)/bin/cfn-lint template.yaml --parameters PollingMode=$$mode EnableWebhook=$$hook \
+	    -a cfn_lint_serverless.rules || exit 1; done; done
 
 build: $(SAM_VENV)/.installed ## sam build (needs python3.12 on PATH, which this provides)
 	PATH="$(dir $(PYTHON312)):$$PATH" $(SAM_VENV)/bin/sam build

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
 from enum import StrEnum
@@ -15,7 +16,7 @@ from vlmwatch.exceptions import (
     VlmRunRateLimitedError,
     VlmRunRejectedError,
 )
-from vlmwatch.jobs import Job, JobStore, Status, job_id_for
+from vlmwatch.jobs import IN_FLIGHT, Job, JobStore, Status, job_id_for
 from vlmwatch.routing import Route, Skip
 from vlmwatch.settings import Settings
 
@@ -72,10 +73,19 @@ class Ingestor:
         s3: an S3 client for the input bucket (HEAD, presign, GET for uploads).
         vlmrun: a zero-argument callable returning the VLM Run client (built on first use, so a
             batch of skipped objects never reads the API key).
+        sfn: a zero-argument callable returning a Step Functions client (stepfunctions mode only).
     """
 
-    def __init__(self, settings: Settings, store: JobStore, s3: S3Client, vlmrun: Callable[[], VlmRunClient]) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        store: JobStore,
+        s3: S3Client,
+        vlmrun: Callable[[], VlmRunClient],
+        sfn: Callable[[], Any] | None = None,
+    ) -> None:
         self._settings = settings
+        self._sfn = sfn
         self._store = store
         self._s3 = s3
         self._vlmrun = vlmrun
@@ -142,12 +152,38 @@ class Ingestor:
                 logger.info(
                     "duplicate event ignored", extra={"job_id": job_id, "status": getattr(existing, "status", None)}
                 )
+                if existing is not None and (existing.status in IN_FLIGHT or existing.submit_started_at):
+                    # An earlier attempt may have died between submit and starting its tracker; the
+                    # start is idempotent (the execution is named by the job id), so make sure.
+                    self.start_tracking(job_id)
                 return Outcome.DUPLICATE
             job = existing  # an earlier attempt was rate limited: try again
         if isinstance(decision, Skip):
             logger.info("object skipped", extra={"job_id": job_id, "reason": decision.reason})
             return Outcome.SKIPPED
-        return self.submit(job)
+        outcome = self.submit(job)
+        if outcome in (Outcome.SUBMITTED, Outcome.AMBIGUOUS):
+            self.start_tracking(job_id)
+        return outcome
+
+    def start_tracking(self, job_id: str) -> None:
+        """stepfunctions mode: start the job's poller execution, named by the job id.
+
+        AWS rejects a second execution with the same name (ExecutionAlreadyExists), which makes this
+        safe to call again on a redelivered event.
+        """
+        if not self._settings.state_machine_arn or self._sfn is None:
+            return
+        try:
+            self._sfn().start_execution(
+                stateMachineArn=self._settings.state_machine_arn,
+                name=job_id,
+                input=json.dumps({"job_id": job_id, "wait_seconds": self._settings.poll_base_seconds}),
+            )
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") != "ExecutionAlreadyExists":
+                raise
+            logger.info("tracker already started", extra={"job_id": job_id})
 
     def submit(self, job: Job) -> Outcome:
         """Start the execution for a ``received`` job, guarded by the submit claim."""

@@ -18,6 +18,7 @@ from vlmwatch.output import OutputWriter
 from vlmwatch.settings import Settings
 from vlmwatch.tracking import Tracker
 from vlmwatch.vlmrun import VlmRunClient
+from vlmwatch.webhooks import WebhookReceiver
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -46,7 +47,20 @@ def use(
 def reset() -> None:
     """Forget every cached object (and overrides), as a fresh Lambda container would."""
     _overrides.clear()
-    for fn in (settings, _boto, s3, job_store, vlmrun_client, api_key, ingestor, tracker, deliverer, output_writer):
+    for fn in (
+        settings,
+        _boto,
+        s3,
+        job_store,
+        vlmrun_client,
+        api_key,
+        webhook_secret,
+        webhook_receiver,
+        ingestor,
+        tracker,
+        deliverer,
+        output_writer,
+    ):
         fn.cache_clear()
 
 
@@ -91,6 +105,24 @@ def api_key() -> str:
 
 
 @functools.cache
+def webhook_secret() -> str:
+    if "webhook_secret" in _overrides:
+        return _overrides["webhook_secret"]
+    from aws_lambda_powertools.utilities import parameters
+
+    cfg = settings()
+    if not cfg.webhook_secret:
+        return ""  # no secret configured: every callback is rejected
+    value = parameters.get_secret(cfg.webhook_secret, max_age=cfg.secret_max_age_seconds)
+    return str(value).strip()
+
+
+@functools.cache
+def webhook_receiver() -> WebhookReceiver:
+    return WebhookReceiver(webhook_secret, job_store(), tracker(), vlmrun_client)
+
+
+@functools.cache
 def vlmrun_client() -> VlmRunClient:
     return VlmRunClient(settings().vlmrun_base_url, api_key(), transport=_overrides.get("transport"))
 
@@ -103,7 +135,7 @@ def output_writer() -> OutputWriter:
 
 @functools.cache
 def ingestor() -> Ingestor:
-    return Ingestor(settings(), job_store(), s3(), vlmrun_client)
+    return Ingestor(settings(), job_store(), s3(), vlmrun_client, sfn=lambda: _boto("stepfunctions"))
 
 
 @functools.cache

@@ -39,6 +39,8 @@ _ENV = {
     "RESULT_TTL_DAYS": "result_ttl_days",
     "SECRET_MAX_AGE_SECONDS": "secret_max_age_seconds",
     "RECONCILE_GRACE_SECONDS": "reconcile_grace_seconds",
+    "STATE_MACHINE_ARN": "state_machine_arn",
+    "WEBHOOK_ENABLED": "webhook_enabled",
 }
 
 
@@ -70,7 +72,11 @@ class Settings(BaseModel):
     poller_max_jobs: int = Field(100, ge=1)
     poll_shards: int = Field(1, ge=1, le=32)
     callback_url: str | None = None
+    webhook_enabled: bool = False
+    # Name of the Secrets Manager secret holding the webhook signing secret (not the secret itself).
     webhook_secret: str | None = None
+    # Set in stepfunctions mode: ingest starts one execution per job, named by the job id.
+    state_machine_arn: str | None = None
     event_bus_name: str | None = "default"
     result_ttl_days: int = Field(30, ge=1)
     secret_max_age_seconds: int = Field(300, ge=0)
@@ -107,7 +113,7 @@ class Settings(BaseModel):
 
     @property
     def webhooks_enabled(self) -> bool:
-        return bool(self.callback_url)
+        return self.webhook_enabled or bool(self.callback_url)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:

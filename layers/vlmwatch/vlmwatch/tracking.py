@@ -32,6 +32,16 @@ WEBHOOK_SAFETY_NET_SECONDS = 600
 
 
 @dataclass
+class StepResult:
+    """What one Step Functions iteration needs: stop, or wait ``wait_seconds`` and poll again."""
+
+    job_id: str
+    status: str
+    terminal: bool
+    wait_seconds: int
+
+
+@dataclass
 class PollSummary:
     due: int = 0
     claimed: int = 0
@@ -242,3 +252,35 @@ class Tracker:
             self._store.reschedule(job.job_id, self._store.now() + self.backoff(job.attempts))
             raise
         return "resubmitted" if outcome == "submitted" else str(outcome)
+
+    # -- the Step Functions loop ----------------------------------------------------------------
+
+    def step(self, job_id: str) -> StepResult:
+        """Poll one job once (a state machine iteration) and say whether to continue and how long to wait."""
+        job = self._store.get(job_id)
+        if job is None:
+            return StepResult(job_id, "missing", True, 0)
+        if job.status in IN_FLIGHT or job.status == Status.RECEIVED:
+            try:
+                self.poll_job(job)
+            except VlmRunRateLimitedError as exc:
+                return StepResult(job_id, job.status.value, False, max(1, int(exc.retry_after)) + self.backoff(0))
+            except VlmRunError as exc:
+                # Transient trouble at VLM Run: the loop waits and tries again; the deadline still applies.
+                logger.warning("poll failed; will retry", extra={"job_id": job_id, "error": str(exc)})
+                self._store.reschedule(job_id, self._store.now() + self.backoff(job.poll_count), error=str(exc))
+        fresh = self._store.get(job_id) or job
+        terminal = fresh.status not in IN_FLIGHT and fresh.status != Status.RECEIVED
+        wait = max(1, (fresh.next_poll_at or 0) - self._store.now()) if not terminal else 0
+        return StepResult(job_id, fresh.status.value, terminal, wait)
+
+    def record_failure(self, job_id: str, error: str, cause: str) -> StepResult:
+        """The state machine's Catch: polling itself broke, so fail the job with the reason."""
+        self._store.transition(
+            job_id,
+            Status.FAILED,
+            set_fields={"error": f"polling failed: {error}: {cause}"[:2000]},
+            remove_fields=("submit_started_at",),
+        )
+        job = self._store.get(job_id)
+        return StepResult(job_id, job.status.value if job else "missing", True, 0)

@@ -1,0 +1,37 @@
+"""WebhookFunction (behind a Lambda function URL): VLM Run callbacks → verified → re-fetched → job updated."""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.data_classes import LambdaFunctionUrlEvent, event_source
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from vlmwatch import runtime
+from vlmwatch.webhooks import SIGNATURE_HEADER
+
+logger = Logger(service="vlmwatch-webhook")
+metrics = Metrics(namespace="vlmwatch", service="webhook")
+tracer = Tracer(service="vlmwatch-webhook")
+
+
+@logger.inject_lambda_context(clear_state=True)
+@metrics.log_metrics
+@tracer.capture_lambda_handler
+@event_source(data_class=LambdaFunctionUrlEvent)
+def lambda_handler(event: LambdaFunctionUrlEvent, context: LambdaContext) -> dict[str, Any]:
+    if event.request_context.http.method != "POST":
+        return _response(405, {"message": "Method not allowed"})
+    # The signature covers the raw bytes: never re-serialise the body before checking it.
+    raw = base64.b64decode(event.body or "") if event.is_base64_encoded else (event.body or "").encode()
+    status, body = runtime.webhook_receiver().handle(raw, event.get_header_value(SIGNATURE_HEADER))
+    metrics.add_metric(name=f"Webhook{status}", unit=MetricUnit.Count, value=1)
+    return _response(status, body)
+
+
+def _response(status: int, body: dict[str, Any]) -> dict[str, Any]:
+    return {"statusCode": status, "headers": {"Content-Type": "application/json"}, "body": json.dumps(body)}

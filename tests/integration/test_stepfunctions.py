@@ -1,0 +1,152 @@
+"""The poller state machine (statemachine/poller.asl.json) run by moto's ASL interpreter, with its Lambda
+task routed to the real PollOnce handler in-process."""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from botocore.exceptions import ClientError
+from moto import mock_aws
+from moto.awslambda_simple.models import LambdaSimpleBackend
+
+from helpers import PDF_BYTES, drop, jobs, read_json
+from vlmwatch import runtime
+from vlmwatch.tracking import Tracker
+from vlmwatch_local.loops import LambdaContext, LocalAws, load_handler
+
+ASL = Path(__file__).resolve().parents[2] / "statemachine" / "poller.asl.json"
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def aws():
+    # Overrides the suite's plain mock: this one executes state machines.
+    with mock_aws(config={"stepfunctions": {"execute_state_machine": True}, "lambda": {"use_docker": False}}):
+        yield
+
+
+@pytest.fixture
+def clock():
+    return time.time  # Wait states sleep in real time: the job store must agree with them
+
+
+@pytest.fixture
+def state_machine(stack, monkeypatch) -> str:
+    """Create PollOnceFunction and the state machine as the template wires them."""
+    pollonce = load_handler("pollonce")
+
+    def invoke_in_process(self, function_name, qualifier, body, headers, response_headers) -> bytes:
+        event = json.loads(body) if body else {}
+        try:
+            result = pollonce.lambda_handler(event, LambdaContext(function_name="vlmwatch-pollonce"))
+        except Exception as exc:  # reported as Lambda does: errorType becomes the state's error name
+            response_headers["x-amz-function-error"] = "Unhandled"
+            return json.dumps({"errorType": type(exc).__name__, "errorMessage": str(exc)}).encode()
+        return json.dumps(result).encode()
+
+    # moto's Lambda without Docker echoes the payload: run the real handler in-process instead.
+    monkeypatch.setattr(LambdaSimpleBackend, "invoke", invoke_in_process)
+    iam = boto3.client("iam")
+    role = iam.create_role(RoleName="vlmwatch-test", AssumeRolePolicyDocument="{}")["Role"]["Arn"]
+    code = io.BytesIO()
+    with zipfile.ZipFile(code, "w") as zf:
+        zf.writestr("app.py", "def lambda_handler(event, context): pass\n")
+    function = boto3.client("lambda").create_function(
+        FunctionName="vlmwatch-pollonce",
+        Runtime="python3.12",
+        Role=role,
+        Handler="app.lambda_handler",
+        Code={"ZipFile": code.getvalue()},
+    )["FunctionArn"]
+    definition = ASL.read_text().replace("${PollOnceFunctionArn}", function)
+    return boto3.client("stepfunctions").create_state_machine(
+        name="vlmwatch-poller", definition=definition, roleArn=role
+    )["stateMachineArn"]
+
+
+def wait_for(sfn, arn: str, timeout: float = 40) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        description = sfn.describe_execution(executionArn=arn)
+        if description["status"] != "RUNNING":
+            return description
+        time.sleep(0.2)
+    raise AssertionError(f"execution {arn} still running after {timeout}s")
+
+
+def test_one_execution_per_job_completes_fails_times_out_and_records_failures(
+    stack, wire, emulator, state_machine, monkeypatch
+):
+    wire(STATE_MACHINE_ARN=state_machine, POLL_BASE_SECONDS="1", POLL_CAP_SECONDS="1", JOB_DEADLINE_SECONDS="4")
+    crash_key = "crash.txt"
+    real_step = Tracker.step
+
+    def step(self: Tracker, job_id: str):
+        job = runtime.job_store().get(job_id)
+        if job is not None and job.key == crash_key:
+            raise RuntimeError("disk on fire")  # a bug in the poll path: the Catch must record it
+        return real_step(self, job_id)
+
+    monkeypatch.setattr(Tracker, "step", step)
+    local = LocalAws(stack)
+    drop(stack, "done.pdf", PDF_BYTES, "application/pdf")
+    drop(stack, "broken.pdf", b"%PDF-1.4 truncated", "application/pdf")
+    drop(stack, "stuck-here.txt", b"never finishes")
+    drop(stack, crash_key, b"boom")
+
+    assert local.pump_ingest() == 4
+    sfn = boto3.client("stepfunctions")
+    executions = sfn.list_executions(stateMachineArn=state_machine)["executions"]
+    by_job = {e["name"]: e["executionArn"] for e in executions}
+    rows = {j["key"]: j for j in jobs(stack)}
+    assert set(by_job) == {row["job_id"] for row in rows.values()}  # one execution per job, named by it
+
+    # A second start for the same job is rejected by Step Functions itself, and a redelivered event
+    # does not add one either.
+    with pytest.raises(ClientError) as info:
+        sfn.start_execution(stateMachineArn=state_machine, name=rows["done.pdf"]["job_id"], input="{}")
+    assert info.value.response["Error"]["Code"] == "ExecutionAlreadyExists"
+
+    results = {key: wait_for(sfn, by_job[row["job_id"]]) for key, row in rows.items()}
+    local.pump_stream()
+    rows = {j["key"]: j for j in jobs(stack)}
+
+    assert results["done.pdf"]["status"] == "SUCCEEDED"
+    assert json.loads(results["done.pdf"]["output"])["status"] == "completed"
+    assert rows["done.pdf"]["outcome"] == "completed" and rows["done.pdf"]["status"] == "delivered"
+    assert read_json(stack, "results/done.pdf.json")["response"]["file"]["pages"] == 1
+
+    assert results["broken.pdf"]["status"] == "SUCCEEDED"
+    assert rows["broken.pdf"]["outcome"] == "failed"
+    assert "not a readable PDF" in read_json(stack, "results/broken.pdf.error.json")["error"]["message"]
+
+    assert results["stuck-here.txt"]["status"] == "SUCCEEDED"
+    assert rows["stuck-here.txt"]["outcome"] == "timed_out"
+    assert "within 4 s" in read_json(stack, "results/stuck-here.txt.error.json")["error"]["message"]
+
+    assert results[crash_key]["status"] == "FAILED"
+    assert results[crash_key]["error"] == "PollingFailed"
+    assert rows[crash_key]["outcome"] == "failed"
+    assert "polling failed: RuntimeError" in rows[crash_key]["error"]
+    assert "disk on fire" in read_json(stack, "results/crash.txt.error.json")["error"]["message"]
+
+    # Redelivering every event starts nothing new.
+    for key in rows:
+        drop_again = {
+            "source": "aws.s3",
+            "detail-type": "Object Created",
+            "detail": {
+                "bucket": {"name": stack.input_bucket},
+                "object": {"key": key, "version-id": rows[key]["version_id"]},
+            },
+        }
+        local.send_raw(drop_again)
+    local.pump_ingest()
+    assert len(sfn.list_executions(stateMachineArn=state_machine)["executions"]) == 4
