@@ -28,7 +28,8 @@ def lambda_handler(event: LambdaFunctionUrlEvent, context: LambdaContext) -> dic
         return _response(405, {"message": "Method not allowed"})
     # The signature covers the raw bytes: never re-serialise the body before checking it.
     raw = base64.b64decode(event.body or "") if event.is_base64_encoded else (event.body or "").encode()
-    status, body = runtime.webhook_receiver().handle(raw, event.get_header_value(SIGNATURE_HEADER))
+    # event.headers is case-insensitive.
+    status, body = runtime.webhook_receiver().handle(raw, event.headers.get(SIGNATURE_HEADER))
     metrics.add_metric(name=f"Webhook{status}", unit=MetricUnit.Count, value=1)
     return _response(status, body)
 

@@ -64,6 +64,7 @@ def demo(args: argparse.Namespace) -> int:
         api_key=os.environ.get("VLMRUN_API_KEY") if real else None,
         env=env,
         parameters={"AgentName": args.agent, "RoutingRules": json.dumps(DEMO_RULES)},
+        webhook=args.webhook and not real,
     )
     started = time.monotonic()
     with local:
@@ -71,7 +72,10 @@ def demo(args: argparse.Namespace) -> int:
         print(f"VLM Run          {local.vlmrun_base_url}{'' if real else '  (emulator)'}")
         print(f"input bucket     s3://{local.stack.input_bucket}")
         print(f"output bucket    s3://{local.stack.output_bucket}")
-        print(f"job table        {local.stack.table}\n")
+        print(f"job table        {local.stack.table}")
+        if local.webhook_url:
+            print(f"webhook (fn URL) {local.webhook_url}")
+        print()
         keys = {}
         for path in files:
             key = f"inbox/{path.name}"
@@ -134,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="demo-output", help="folder to copy the outputs to")
     p.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for every job to finish")
     p.add_argument("--step-seconds", type=float, default=1.0, help="emulator: seconds per status step")
+    p.add_argument("--webhook", action="store_true", help="VLM Run calls back a local function URL (polling slows)")
     p.add_argument("--agent", default="doc-extractor:v1", help="agent for files no demo rule matches")
     p.add_argument("--vlmrun-base-url", help="use this VLM Run instead of the emulator (key: $VLMRUN_API_KEY)")
     p.set_defaults(func=demo)

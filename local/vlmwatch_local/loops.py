@@ -97,7 +97,7 @@ class LocalAws:
         self.streams = boto3.client("dynamodbstreams", **kw)
         self.retry_delay = retry_delay
         self.stream_max_attempts = stream_max_attempts
-        self.handlers = {name: load_handler(name) for name in ("ingest", "poller", "complete")}
+        self.handlers = {name: load_handler(name) for name in ("ingest", "poller", "complete", "webhook")}
         self.filters = stream_filter()
         self._iterators: dict[str, str] = {}
         self._stream_retry: list[tuple[dict[str, Any], int]] = []
@@ -266,3 +266,59 @@ def scheduled_event(region: str) -> dict[str, Any]:
         "resources": [f"arn:aws:events:{region}:123456789012:rule/vlmwatch-poll"],
         "detail": {},
     }
+
+
+def function_url_event(method: str, path: str, headers: dict[str, str], body: bytes) -> dict[str, Any]:
+    """An HTTP request in the shape a Lambda function URL passes it (payload format 2.0)."""
+    try:
+        text, encoded = body.decode("utf-8"), False
+    except UnicodeDecodeError:
+        text, encoded = base64.b64encode(body).decode(), True
+    url_id = "a1b2c3d4e5f6g7h8i9j0"
+    return {
+        "version": "2.0",
+        "routeKey": "$default",
+        "rawPath": path,
+        "rawQueryString": "",
+        "headers": {k.lower(): v for k, v in headers.items()},
+        "requestContext": {
+            "accountId": "anonymous",
+            "apiId": url_id,
+            "domainName": f"{url_id}.lambda-url.us-east-1.on.aws",
+            "domainPrefix": url_id,
+            "http": {
+                "method": method,
+                "path": path,
+                "protocol": "HTTP/1.1",
+                "sourceIp": "127.0.0.1",
+                "userAgent": headers.get("User-Agent", ""),
+            },
+            "requestId": str(uuid.uuid4()),
+            "routeKey": "$default",
+            "stage": "$default",
+            "time": time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime()),
+            "timeEpoch": int(time.time() * 1000),
+        },
+        "body": text,
+        "isBase64Encoded": encoded,
+    }
+
+
+class FunctionUrlApp:
+    """A WSGI app that serves a handler the way a Lambda function URL does (for the local stack)."""
+
+    def __init__(self, aws: LocalAws, function: str = "webhook") -> None:
+        self._aws = aws
+        self._function = function
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        body = environ["wsgi.input"].read(length) if length else b""
+        headers = {k[5:].replace("_", "-").lower(): v for k, v in environ.items() if k.startswith("HTTP_")}
+        if environ.get("CONTENT_TYPE"):
+            headers["content-type"] = environ["CONTENT_TYPE"]
+        event = function_url_event(environ["REQUEST_METHOD"], environ.get("PATH_INFO", "/"), headers, body)
+        result = self._aws.invoke(self._function, event)
+        status = int(result.get("statusCode", 200))
+        start_response(f"{status} {'OK' if status < 400 else 'Error'}", list((result.get("headers") or {}).items()))
+        return [str(result.get("body", "")).encode()]

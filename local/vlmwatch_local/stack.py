@@ -13,12 +13,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import boto3
+import httpx
 from moto.server import ThreadedMotoServer
 from werkzeug.serving import make_server
 
 from vlmwatch import runtime
 from vlmwatch_local.emulator import Emulator, EmulatorConfig
-from vlmwatch_local.loops import LocalAws
+from vlmwatch_local.loops import FunctionUrlApp, LocalAws
 from vlmwatch_local.provision import Stack, provision
 
 REGION = "us-east-1"
@@ -40,6 +41,8 @@ class LocalStack:
     api_key: str | None = None
     env: dict[str, str] = field(default_factory=dict)
     parameters: dict[str, str] = field(default_factory=dict)
+    webhook: bool = False
+    webhook_secret: str = "local-webhook-secret"  # noqa: S105 - a local test value, stored in moto's Secrets Manager
 
     def start(self) -> LocalStack:
         self._saved_env = dict(os.environ)
@@ -47,6 +50,8 @@ class LocalStack:
         self._moto.start()
         host, port = self._moto.get_host_and_port()
         self.endpoint = f"http://{host}:{port}"
+        # moto keeps its state per process: start every local stack from nothing.
+        httpx.post(f"{self.endpoint}/moto-api/reset", timeout=10).raise_for_status()
         os.environ.update(
             {
                 "AWS_ENDPOINT_URL": self.endpoint,
@@ -75,17 +80,31 @@ class LocalStack:
             threading.Thread(target=self._tick, daemon=True).start()
         self.vlmrun_base_url = base_url
         # The API key lives in Secrets Manager, as deployed; functions read it through powertools.
-        boto3.client("secretsmanager").create_secret(Name=self.stack.parameters["ApiKeySecretName"], SecretString=key)
+        secrets = boto3.client("secretsmanager")
+        secrets.create_secret(Name=self.stack.parameters["ApiKeySecretName"], SecretString=key)
         os.environ.update(self.stack.environment())
         os.environ.update(
             {
                 "VLMRUN_BASE_URL": base_url,
                 "POWERTOOLS_LOG_LEVEL": self._saved_env.get("POWERTOOLS_LOG_LEVEL", "WARNING"),
-                **self.env,
             }
         )
-        runtime.reset()
         self.aws = LocalAws(self.stack, endpoint_url=self.endpoint)
+        self.webhook_url: str | None = None
+        if self.webhook:
+            # The function URL, served on localhost; the emulator signs and sends callbacks to it.
+            secret_name = self.stack.parameters["WebhookSecretName"]
+            secrets.create_secret(Name=secret_name, SecretString=self.webhook_secret)
+            self._hook_server = make_server("127.0.0.1", 0, FunctionUrlApp(self.aws), threaded=True)
+            threading.Thread(target=self._hook_server.serve_forever, daemon=True).start()
+            self.webhook_url = f"http://127.0.0.1:{self._hook_server.server_port}/"
+            os.environ.update(
+                {"CALLBACK_URL": self.webhook_url, "WEBHOOK_SECRET": secret_name, "WEBHOOK_ENABLED": "true"}
+            )
+            if self.emulator is not None:
+                self.emulator.config.webhook_secret = self.webhook_secret
+        os.environ.update(self.env)
+        runtime.reset()
         return self
 
     def _tick(self) -> None:
@@ -97,6 +116,8 @@ class LocalStack:
         if self.emulator is not None:
             self._stop.set()
             self._server.shutdown()
+        if self.webhook_url:
+            self._hook_server.shutdown()
         self._moto.stop()
         runtime.reset()
         os.environ.clear()

@@ -75,3 +75,27 @@ def test_mixed_outcomes_duplicates_and_a_flaky_api_end_with_a_document_for_every
     assert len(emulator.executions) == len(FILES)
     assert emulator.requests["429"] == 6 and emulator.requests["5xx"] == 3
     print(f"\ne2e: {len(FILES) + 1} files settled in {elapsed:.1f}s; API requests: {dict(emulator.requests)}")
+
+
+def test_webhooks_on_the_local_stack_finish_jobs_with_almost_no_polling():
+    # Polls would only come after 60 s: every job below finishes through a signed callback to the
+    # function URL served on localhost.
+    config = EmulatorConfig(step_seconds=0.3)
+    env = {"POLL_BASE_SECONDS": "60", "POLL_CAP_SECONDS": "600"}
+    with LocalStack(
+        emulator_config=config, env=env, webhook=True, parameters={"AgentName": "doc-extractor:v1"}
+    ) as local:
+        for name in ("invoice.pdf", "photo.png", "notes.txt", "broken.pdf"):
+            local.drop(f"hook/{name}", (SAMPLES / name).read_bytes())
+        assert local.run_until_settled(expected=4, timeout=30)
+        jobs = {j["key"]: j for j in local.jobs()}
+        emulator = local.emulator
+        assert emulator is not None
+        callbacks = list(emulator.callbacks)
+        outputs = set(local.output_keys())
+
+    assert len(callbacks) == 4 and all(c["ok"] for c in callbacks)
+    assert all(int(j["poll_count"]) == 0 for j in jobs.values())  # no scheduled poll was needed
+    assert jobs["hook/broken.pdf"]["outcome"] == "failed"
+    assert "results/hook/broken.pdf.error.json" in outputs
+    assert {f"results/hook/{n}.json" for n in ("invoice.pdf", "photo.png", "notes.txt")} <= outputs

@@ -46,6 +46,10 @@ def use(
 
 def reset() -> None:
     """Forget every cached object (and overrides), as a fresh Lambda container would."""
+    from aws_lambda_powertools.utilities import parameters
+
+    # powertools keeps providers (with their boto3 clients and cached secrets) per process.
+    parameters.clear_caches()
     _overrides.clear()
     for fn in (
         settings,
