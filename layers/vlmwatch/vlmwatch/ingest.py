@@ -178,7 +178,7 @@ class Ingestor:
             self._sfn().start_execution(
                 stateMachineArn=self._settings.state_machine_arn,
                 name=job_id,
-                input=json.dumps({"job_id": job_id, "wait_seconds": self._settings.poll_base_seconds}),
+                input=json.dumps({"job_id": job_id, "wait_seconds": self._settings.first_poll_seconds}),
             )
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") != "ExecutionAlreadyExists":
@@ -230,7 +230,7 @@ class Ingestor:
             job.job_id,
             execution.id,
             execution.status,
-            next_poll_at=now + self._settings.poll_base_seconds,
+            next_poll_at=now + self._settings.first_poll_seconds,
             deadline_at=now + self._settings.job_deadline_seconds,
         )
         logger.info("execution started", extra={"job_id": job.job_id, "execution_id": execution.id})

@@ -11,6 +11,9 @@ from pydantic import BaseModel, Field, ValidationError, field_validator, model_v
 from vlmwatch.exceptions import ConfigError
 from vlmwatch.routing import RuleSet
 
+# With webhooks on, the first poll waits this long (capped by POLL_CAP_SECONDS): callbacks do the work.
+WEBHOOK_SAFETY_NET_SECONDS = 600
+
 # Environment variable → field name. Kept explicit so the template and this file can be diffed by eye.
 _ENV = {
     "JOBS_TABLE_NAME": "jobs_table",
@@ -114,6 +117,13 @@ class Settings(BaseModel):
     @property
     def webhooks_enabled(self) -> bool:
         return self.webhook_enabled or bool(self.callback_url)
+
+    @property
+    def first_poll_seconds(self) -> int:
+        """The first poll delay; with webhooks on, polling is only a slow safety net."""
+        if self.webhooks_enabled:
+            return max(self.poll_base_seconds, min(self.poll_cap_seconds, WEBHOOK_SAFETY_NET_SECONDS))
+        return self.poll_base_seconds
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:

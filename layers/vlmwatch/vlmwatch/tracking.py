@@ -27,8 +27,6 @@ logger = logging.getLogger(__name__)
 # How long a poller's claim on a job lasts: longer than one poll can take, so a second
 # overlapping run sees the job as not due and leaves it alone.
 CLAIM_SECONDS = 120
-# When webhooks are on, polling is only the safety net.
-WEBHOOK_SAFETY_NET_SECONDS = 600
 
 
 @dataclass
@@ -82,9 +80,7 @@ class Tracker:
 
     def backoff(self, poll_count: int) -> int:
         """Seconds until the next poll: exponential in polls so far, capped, with jitter in [d/2, d]."""
-        base = self._settings.poll_base_seconds
-        if self._settings.webhooks_enabled:
-            base = max(base, min(self._settings.poll_cap_seconds, WEBHOOK_SAFETY_NET_SECONDS))
+        base = self._settings.first_poll_seconds
         delay = min(self._settings.poll_cap_seconds, base * 2 ** max(0, poll_count))
         return max(1, int(self._rng.uniform(delay / 2, delay)))
 
