@@ -142,6 +142,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--agent", default="doc-extractor:v1", help="agent for files no demo rule matches")
     p.add_argument("--vlmrun-base-url", help="use this VLM Run instead of the emulator (key: $VLMRUN_API_KEY)")
     p.set_defaults(func=demo)
+    b = sub.add_parser("bench", help="load benchmark on the local stack; prints numbers")
+    b.add_argument("--files", type=int, default=200)
+    b.add_argument("--step-seconds", type=float, default=0.5, help="emulator: seconds per status step")
+    b.add_argument("--webhook", action="store_true", help="with VLM Run callbacks to the local function URL")
+    b.set_defaults(func=lambda a: __import__("vlmwatch_local.bench", fromlist=["main"]).main(a))
     args = parser.parse_args(argv)
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # request lines from moto and the emulator
     logging.getLogger("pypdf").setLevel(logging.ERROR)  # the emulator reading a broken PDF on purpose

@@ -14,6 +14,7 @@ import base64
 import hashlib
 import importlib.util
 import json
+import os
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -106,7 +107,14 @@ class LocalAws:
 
     def invoke(self, function: str, event: dict[str, Any]) -> Any:
         started = time.monotonic()
-        result = self.handlers[function].lambda_handler(event, LambdaContext(function_name=f"vlmwatch-{function}"))
+        module = self.handlers[function]
+        try:
+            result = module.lambda_handler(event, LambdaContext(function_name=f"vlmwatch-{function}"))
+        finally:
+            # All handlers share one process here (one per function in AWS). With metrics disabled,
+            # powertools still buffers them and prints at 100 values: drop them after each invocation.
+            if os.environ.get("POWERTOOLS_METRICS_DISABLED") == "1" and hasattr(module, "metrics"):
+                module.metrics.clear_metrics()
         failures = len((result or {}).get("batchItemFailures", [])) if isinstance(result, dict) else 0
         self.invocations.append(
             Invocation(function, len(event.get("Records", [])), failures, time.monotonic() - started)
