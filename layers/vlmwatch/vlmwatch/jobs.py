@@ -14,14 +14,14 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-from boto3.dynamodb.conditions import Attr, Key
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
 from pydantic import BaseModel, field_validator
 
 from vlmwatch.routing import Route
 
 if TYPE_CHECKING:
-    from mypy_boto3_dynamodb.service_resource import Table
+    from mypy_boto3_dynamodb import DynamoDBClient
 
 IN_FLIGHT_INDEX = "InFlightByNextPoll"
 EXECUTION_INDEX = "ByExecutionId"
@@ -145,13 +145,18 @@ class JobStore:
     """Conditional reads and writes on the job table.
 
     Args:
-        table: a boto3 DynamoDB ``Table`` resource.
+        client: a boto3 DynamoDB client. A client, not a ``Table`` resource: the poller shares the
+            store across threads, and boto3 clients are thread-safe where resources are not.
+        table_name: the job table.
         shards: how many partitions the in-flight index is spread over.
         clock: seconds since the epoch; injected for tests.
     """
 
-    def __init__(self, table: Table, *, shards: int = 1, ttl_days: int = 30, clock: Any = time.time) -> None:
-        self._table = table
+    def __init__(
+        self, client: DynamoDBClient, table_name: str, *, shards: int = 1, ttl_days: int = 30, clock: Any = time.time
+    ) -> None:
+        self._client = client
+        self._table = table_name
         self._shards = shards
         self._ttl_seconds = ttl_days * 86400
         self._clock = clock
@@ -165,27 +170,35 @@ class JobStore:
     # -- reads ---------------------------------------------------------------------------------
 
     def get(self, job_id: str) -> Job | None:
-        item = self._table.get_item(Key={"job_id": job_id}, ConsistentRead=True).get("Item")
-        return Job.from_item(item) if item else None
+        item = self._client.get_item(TableName=self._table, Key=_ser({"job_id": job_id}), ConsistentRead=True).get(
+            "Item"
+        )
+        return Job.from_item(_deser(item)) if item else None
 
     def find_by_execution(self, execution_id: str) -> Job | None:
-        items = self._table.query(
-            IndexName=EXECUTION_INDEX, KeyConditionExpression=Key("execution_id").eq(execution_id), Limit=1
+        items = self._client.query(
+            TableName=self._table,
+            IndexName=EXECUTION_INDEX,
+            KeyConditionExpression="execution_id = :e",
+            ExpressionAttributeValues=_ser({":e": execution_id}),
+            Limit=1,
         ).get("Items", [])
-        return self.get(items[0]["job_id"]) if items else None
+        return self.get(_deser(items[0])["job_id"]) if items else None
 
     def due(self, now: int, limit: int) -> list[Job]:
         """Jobs whose next poll is due, oldest first. Reads only the sparse in-flight index."""
         jobs: list[Job] = []
         for shard in range(self._shards):
             kwargs: dict[str, Any] = {
+                "TableName": self._table,
                 "IndexName": IN_FLIGHT_INDEX,
-                "KeyConditionExpression": Key("poll_shard").eq(f"s{shard}") & Key("next_poll_at").lte(now),
+                "KeyConditionExpression": "poll_shard = :s AND next_poll_at <= :now",
+                "ExpressionAttributeValues": _ser({":s": f"s{shard}", ":now": now}),
                 "Limit": limit,
             }
             while len(jobs) < limit:
-                page = self._table.query(**kwargs)
-                jobs.extend(Job.from_item(item) for item in page.get("Items", []))
+                page = self._client.query(**kwargs)
+                jobs.extend(Job.from_item(_deser(item)) for item in page.get("Items", []))
                 if "LastEvaluatedKey" not in page:
                     break
                 kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
@@ -200,7 +213,9 @@ class JobStore:
         if job.status in FINAL:
             item["expires_at"] = job.updated_at + self._ttl_seconds
         try:
-            self._table.put_item(Item=item, ConditionExpression=Attr("job_id").not_exists())
+            self._client.put_item(
+                TableName=self._table, Item=_ser(item), ConditionExpression="attribute_not_exists(job_id)"
+            )
         except ClientError as exc:
             if _conditional_failed(exc):
                 return False
@@ -337,20 +352,33 @@ class JobStore:
         if "#error" in expr:
             all_names["#error"] = "error"
         kwargs: dict[str, Any] = {
-            "Key": {"job_id": job_id},
+            "TableName": self._table,
+            "Key": _ser({"job_id": job_id}),
             "UpdateExpression": expr,
             "ConditionExpression": f"attribute_exists(job_id) AND ({cond})",
-            "ExpressionAttributeValues": values,
+            "ExpressionAttributeValues": _ser(values),
         }
         if all_names:
             kwargs["ExpressionAttributeNames"] = all_names
         try:
-            self._table.update_item(**kwargs)
+            self._client.update_item(**kwargs)
         except ClientError as exc:
             if _conditional_failed(exc):
                 return False
             raise
         return True
+
+
+_SERIALIZER = TypeSerializer()
+_DESERIALIZER = TypeDeserializer()
+
+
+def _ser(values: dict[str, Any]) -> dict[str, Any]:
+    return {k: _SERIALIZER.serialize(v) for k, v in values.items()}
+
+
+def _deser(item: dict[str, Any]) -> dict[str, Any]:
+    return {k: _DESERIALIZER.deserialize(v) for k, v in item.items()}
 
 
 def _conditional_failed(exc: ClientError) -> bool:

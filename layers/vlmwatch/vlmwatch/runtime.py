@@ -87,9 +87,9 @@ def s3() -> Any:
 @functools.cache
 def job_store() -> JobStore:
     cfg = settings()
-    table = boto3.resource("dynamodb").Table(cfg.jobs_table)
     return JobStore(
-        table,
+        _boto("dynamodb"),
+        cfg.jobs_table,
         shards=cfg.poll_shards,
         ttl_days=cfg.result_ttl_days,
         **({"clock": _overrides["clock"]} if "clock" in _overrides else {}),
