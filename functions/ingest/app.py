@@ -31,7 +31,13 @@ def accept_body(body: str | dict[str, Any]) -> None:
 
 
 def handle_record(record: SQSRecord) -> None:
-    accept_body(record.body)
+    try:
+        accept_body(record.body)
+    except Exception:
+        # Counted so it can be alarmed on; re-raised so the message is retried (and, in the end, dead-lettered).
+        metrics.add_metric(name="IngestFailed", unit=MetricUnit.Count, value=1)
+        logger.exception("ingest failed; the message will be retried", extra={"message_id": record.message_id})
+        raise
 
 
 @logger.inject_lambda_context(clear_state=True)

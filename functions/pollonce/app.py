@@ -31,6 +31,10 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         result = runtime.tracker().record_failure(job_id, str(failure.get("Error")), str(failure.get("Cause")))
         metrics.add_metric(name="PollLoopFailed", unit=MetricUnit.Count, value=1)
     else:
-        result = runtime.tracker().step(job_id)
+        try:
+            result = runtime.tracker().step(job_id)
+        except Exception:
+            metrics.add_metric(name="PollOnceErrors", unit=MetricUnit.Count, value=1)
+            raise  # the state machine retries, then its Catch records the failure on the job
         metrics.add_metric(name="Polled", unit=MetricUnit.Count, value=1)
     return asdict(result)
