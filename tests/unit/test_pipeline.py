@@ -324,3 +324,25 @@ def test_bad_routing_rules_fail_loudly_instead_of_skipping(stack, wire, emulator
     env = stack.environment() | {"ROUTING_RULES": json.dumps([{"name": "x", "suffixes": [".pdf"]}])}
     with pytest.raises(ConfigError, match=r"ROUTING_RULES.*set exactly one of 'agent' and 'prompt'"):
         Settings.from_env(env)
+
+
+def test_upload_mode_sends_the_bytes_through_the_files_api(stack, wire, emulator, clock, monkeypatch):
+    import vlmwatch.ingest
+
+    wire(INPUT_MODE="upload")
+    local = LocalAws(stack)
+    drop(stack, "up/small.txt", b"small file via POST /files")
+    monkeypatch.setattr(vlmwatch.ingest, "PRESIGNED_UPLOAD_THRESHOLD", 100)
+    drop(stack, "up/large.txt", b"x" * 500)  # over the (lowered) threshold: presigned upload flow
+
+    run_until_settled(local, clock)
+
+    assert emulator.requests["POST /v1/files"] == 1
+    assert emulator.requests["POST /v1/files/presigned-url"] == 1
+    assert emulator.requests["PUT /_uploads/<file_id>"] == 1
+    for execution in emulator.executions.values():
+        file_input = execution.request["inputs"]["file"]
+        assert file_input["type"] == "input_file" and "file_url" not in file_input
+        assert file_input["file_id"] in emulator.uploads
+    assert read_json(stack, "results/up/small.txt.json")["response"]["file"]["text"] == "small file via POST /files"
+    assert read_json(stack, "results/up/large.txt.json")["response"]["file"]["size"] == 500
