@@ -256,17 +256,15 @@ class Ingestor:
         return body
 
     def _input_file(self, job: Job) -> dict[str, Any]:
+        # Always the exact version the job is about, even if the key was overwritten since.
+        params: dict[str, Any] = {"Bucket": job.bucket, "Key": job.key}
+        if job.version_id:
+            params["VersionId"] = job.version_id
         if self._settings.input_mode == "url":
-            params: dict[str, Any] = {"Bucket": job.bucket, "Key": job.key}
-            if job.version_id:
-                params["VersionId"] = job.version_id
             url = self._s3.generate_presigned_url(
                 "get_object", Params=params, ExpiresIn=self._settings.presign_ttl_seconds
             )
             return {"type": "input_file", "file_url": url}
-        params = {"Bucket": job.bucket, "Key": job.key}
-        if job.version_id:
-            params["VersionId"] = job.version_id
         obj = self._s3.get_object(**params)
         content = obj["Body"].read()
         name = job.key.rsplit("/", 1)[-1]

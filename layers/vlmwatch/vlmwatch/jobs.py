@@ -67,9 +67,9 @@ def allowed_from(target: Status) -> list[Status]:
     if rank == RANK[Status.COMPLETED]:
         # A terminal outcome is decided once: completed never turns into timed_out.
         return [s for s in Status if RANK[s] < rank]
-    if target in (Status.DELIVERED,):
+    if target == Status.DELIVERED:
         return sorted(TERMINAL)
-    if target in (Status.SKIPPED,):
+    if target == Status.SKIPPED:
         return [Status.RECEIVED]
     same_rank_ok = rank in (2, 3)
     return [s for s in Status if RANK[s] < rank or (same_rank_ok and RANK[s] == rank)]

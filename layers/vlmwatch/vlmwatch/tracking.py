@@ -101,7 +101,7 @@ class Tracker:
         with ThreadPoolExecutor(max_workers=self._settings.poller_concurrency) as pool:
             for job, result in zip(claimed, pool.map(self._poll_safely, claimed), strict=True):
                 summary.outcomes[job.job_id] = result
-                summary.polled += result not in ("deferred",)
+                summary.polled += result != "deferred"
                 summary.changed += result in ("changed", "finished", "timed_out", "resubmitted", "adopted")
                 summary.finished += result == "finished"
                 summary.timed_out += result == "timed_out"
