@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 
 import boto3
+import httpx
 import pytest
 
-from conftest import load_event
+from conftest import load_event, make_settings
 from helpers import PDF_BYTES, Clock, drop, jobs, output_keys, read_json, with_bucket
 from vlmwatch import runtime
 from vlmwatch.jobs import Status
@@ -346,3 +347,26 @@ def test_upload_mode_sends_the_bytes_through_the_files_api(stack, wire, emulator
         assert file_input["file_id"] in emulator.uploads
     assert read_json(stack, "results/up/small.txt.json")["response"]["file"]["text"] == "small file via POST /files"
     assert read_json(stack, "results/up/large.txt.json")["response"]["file"]["size"] == 500
+
+
+def test_wrong_api_key_keeps_messages_for_retry_and_a_rotated_key_is_picked_up(stack, emulator, clock):
+    from vlmwatch_local.loops import sqs_record
+
+    settings = make_settings(stack, DEFAULT_AGENT_NAME="doc-extractor:v1")
+    secrets = boto3.client("secretsmanager")
+    secrets.create_secret(Name=settings.api_key_secret, SecretString="revoked-key")
+    runtime.use(settings=settings, transport=httpx.WSGITransport(app=emulator.app), clock=clock)
+    local = LocalAws(stack)
+    drop(stack, "keyed.txt", b"x")
+    messages = boto3.client("sqs").receive_message(QueueUrl=stack.ingest_queue_url, MaxNumberOfMessages=10)["Messages"]
+    event = {"Records": [sqs_record(m, stack.queue_arns["IngestQueue"], stack.region) for m in messages]}
+
+    result = local.invoke("ingest", event)
+
+    assert len(result["batchItemFailures"]) == 1  # retried, never failed as the file's fault
+    (job,) = jobs(stack)
+    assert job["status"] == "received" and "refused our credentials" in job["error"]
+
+    secrets.put_secret_value(SecretId=settings.api_key_secret, SecretString=emulator.config.api_key)
+    assert local.invoke("ingest", event) == {"batchItemFailures": []}
+    assert jobs(stack)[0]["status"] == "submitted"

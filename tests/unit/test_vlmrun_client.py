@@ -140,3 +140,37 @@ def test_presigned_upload_does_not_send_the_api_key_to_the_upload_url():
     info = c.upload_file_presigned("big.txt", b"x" * 1000, "text/plain")
     assert info.bytes == 1000
     assert emulator.uploads[info.id] == b"x" * 1000
+
+
+def test_401_rereads_a_rotated_key_once_then_succeeds():
+    keys = iter(["old-key", "new-key"])
+    refreshes: list[bool] = []
+
+    def provider(refresh: bool) -> str:
+        refreshes.append(refresh)
+        return next(keys)
+
+    seen: list[str] = []
+
+    def api(request: httpx.Request) -> httpx.Response:
+        seen.append(request.headers["Authorization"])
+        if request.headers["Authorization"] != "Bearer new-key":
+            return httpx.Response(401, json={"detail": "Invalid API key"})
+        return httpx.Response(200, json=EXECUTION)
+
+    c = VlmRunClient("https://api.test/v1", provider, transport=httpx.MockTransport(api))
+    assert c.execute({"name": "a:v1", "batch": True}).id == "exec-1"
+    assert seen == ["Bearer old-key", "Bearer new-key"]
+    assert refreshes == [False, True]
+
+
+def test_bad_credentials_raise_an_auth_error_not_a_rejection_of_the_job():
+    from vlmwatch.exceptions import VlmRunAuthError
+
+    script = Script(
+        httpx.Response(401, json={"detail": "Invalid API key"}), httpx.Response(401, json={"detail": "Invalid API key"})
+    )
+    c = VlmRunClient("https://api.test/v1", lambda refresh: "wrong", transport=httpx.MockTransport(script))
+    with pytest.raises(VlmRunAuthError, match="Invalid API key"):
+        c.get_execution("exec-1")
+    assert not isinstance(VlmRunAuthError("x"), VlmRunRejectedError)

@@ -7,6 +7,7 @@ VlmwatchError
 └── VlmRunError                  anything that went wrong talking to VLM Run
     ├── VlmRunUnavailableError   transport failure or 5xx; safe to retry later
     ├── VlmRunRateLimitedError   429; retry after ``retry_after`` seconds
+    ├── VlmRunAuthError          401/403: our API key is wrong or revoked; retried once it is fixed
     ├── VlmRunRejectedError      other 4xx; retrying the same request will not help
     └── VlmRunAmbiguousSubmitError  a POST may or may not have created an execution
 """
@@ -50,6 +51,10 @@ class VlmRunRateLimitedError(VlmRunError):
     def __init__(self, message: str, *, retry_after: float) -> None:
         super().__init__(message, status_code=429)
         self.retry_after = retry_after
+
+
+class VlmRunAuthError(VlmRunError):
+    """Raised on HTTP 401/403: a configuration problem, never the job's fault, so the work is retried."""
 
 
 class VlmRunRejectedError(VlmRunError):

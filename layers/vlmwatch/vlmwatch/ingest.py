@@ -13,6 +13,7 @@ from botocore.exceptions import ClientError
 from vlmwatch.events import S3ObjectRef
 from vlmwatch.exceptions import (
     VlmRunAmbiguousSubmitError,
+    VlmRunError,
     VlmRunRateLimitedError,
     VlmRunRejectedError,
 )
@@ -100,7 +101,7 @@ class Ingestor:
         """Record a job for ``ref`` and start its execution, exactly once per object version.
 
         Raises:
-            VlmRunRateLimitedError, VlmRunUnavailableError: nothing was started; retry the event.
+            VlmRunRateLimitedError, VlmRunUnavailableError, VlmRunAuthError: nothing was started; retry the event.
         """
         source = self._head(ref)
         now = self._store.now()
@@ -217,8 +218,12 @@ class Ingestor:
                 job.job_id, Status.FAILED, set_fields={"error": exc.message}, remove_fields=("submit_started_at",)
             )
             return Outcome.REJECTED
+        except VlmRunError as exc:
+            # Nothing was created (bad credentials, no connection, upload failed): give the claim back so
+            # the retried message can submit, and say why the job is waiting.
+            self._store.release_submit(job.job_id, error=str(exc))
+            raise
         except BaseException:
-            # Nothing was sent (presign / upload / connection failure): give the claim back so a retry can submit.
             self._store.release_submit(job.job_id)
             raise
         self.record_started(job, execution)

@@ -57,7 +57,6 @@ def reset() -> None:
         s3,
         job_store,
         vlmrun_client,
-        api_key,
         webhook_secret,
         webhook_receiver,
         ingestor,
@@ -96,15 +95,15 @@ def job_store() -> JobStore:
     )
 
 
-@functools.cache
-def api_key() -> str:
+def api_key(refresh: bool = False) -> str:
+    """The VLM Run API key from Secrets Manager, cached by powertools; ``refresh`` after a 401."""
     if "api_key" in _overrides:
         return _overrides["api_key"]
     # Imported here: only functions that talk to VLM Run pay for the parameters utility.
     from aws_lambda_powertools.utilities import parameters
 
     cfg = settings()
-    value = parameters.get_secret(cfg.api_key_secret, max_age=cfg.secret_max_age_seconds)
+    value = parameters.get_secret(cfg.api_key_secret, max_age=cfg.secret_max_age_seconds, force_fetch=refresh)
     return str(value).strip()
 
 
@@ -128,7 +127,7 @@ def webhook_receiver() -> WebhookReceiver:
 
 @functools.cache
 def vlmrun_client() -> VlmRunClient:
-    return VlmRunClient(settings().vlmrun_base_url, api_key(), transport=_overrides.get("transport"))
+    return VlmRunClient(settings().vlmrun_base_url, api_key, transport=_overrides.get("transport"))
 
 
 @functools.cache

@@ -22,6 +22,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from vlmwatch.exceptions import (
     VlmRunAmbiguousSubmitError,
+    VlmRunAuthError,
     VlmRunError,
     VlmRunRateLimitedError,
     VlmRunRejectedError,
@@ -146,12 +147,33 @@ def retry_after_seconds(response: httpx.Response, default: float) -> float:
         return default  # HTTP-date form: not worth parsing for a hint
 
 
+class BearerAuth(httpx.Auth):
+    """Bearer token auth that re-reads a rotated key once when the server says 401.
+
+    A 401 means the request was not acted on, so sending it again (even a POST) is safe.
+    """
+
+    def __init__(self, key: str | Callable[[bool], str]) -> None:
+        self._key = key
+
+    def _token(self, refresh: bool) -> str:
+        return self._key(refresh) if callable(self._key) else self._key
+
+    def auth_flow(self, request: httpx.Request):  # type: ignore[override]
+        request.headers["Authorization"] = f"Bearer {self._token(False)}"
+        response = yield request
+        if response.status_code == 401 and callable(self._key):
+            request.headers["Authorization"] = f"Bearer {self._token(True)}"
+            yield request
+
+
 class VlmRunClient:
     """Client for the VLM Run API.
 
     Args:
         base_url: e.g. ``https://api.vlm.run/v1``.
-        api_key: bearer token.
+        api_key: the bearer token, or a callable ``(refresh: bool) -> str`` that supplies it; on a 401
+            the callable is asked once more with ``refresh=True`` (a rotated key) before giving up.
         timeout: per-request timeouts; every request has one.
         transport: an ``httpx.BaseTransport`` to swap the network out (tests, the emulator).
         max_attempts: tries per idempotent request, including the first.
@@ -163,7 +185,7 @@ class VlmRunClient:
     def __init__(
         self,
         base_url: str,
-        api_key: str,
+        api_key: str | Callable[[bool], str],
         *,
         timeout: httpx.Timeout = DEFAULT_TIMEOUT,
         transport: httpx.BaseTransport | None = None,
@@ -174,7 +196,8 @@ class VlmRunClient:
     ) -> None:
         self._http = httpx.Client(
             base_url=base_url.rstrip("/") + "/",
-            headers={"Authorization": f"Bearer {api_key}", "User-Agent": "vlmwatch/1"},
+            headers={"User-Agent": "vlmwatch/1"},
+            auth=BearerAuth(api_key),
             timeout=timeout,
             transport=transport,
         )
@@ -292,10 +315,9 @@ class VlmRunClient:
             headers={"Content-Type": grant.content_type or content_type},
             timeout=ARTIFACT_TIMEOUT,
         )
-        # The URL carries its own authorisation; our API key must not travel to a storage host.
-        del request.headers["Authorization"]
         self.requests_sent += 1
-        return self._http.send(request)
+        # The URL carries its own authorisation; our API key must not travel to a storage host.
+        return self._http.send(request, auth=httpx.Auth())
 
     # -- plumbing -----------------------------------------------------------------------------
 
@@ -341,6 +363,11 @@ class VlmRunClient:
 
     @staticmethod
     def _raise_for_4xx(response: httpx.Response) -> None:
+        if response.status_code in (401, 403):
+            raise VlmRunAuthError(
+                f"VLM Run refused our credentials (HTTP {response.status_code}): {error_message(response)}",
+                status_code=response.status_code,
+            )
         if 400 <= response.status_code < 500:
             raise VlmRunRejectedError(
                 f"VLM Run rejected {response.request.method} {response.request.url.path}: "
