@@ -370,3 +370,21 @@ def test_wrong_api_key_keeps_messages_for_retry_and_a_rotated_key_is_picked_up(s
     secrets.put_secret_value(SecretId=settings.api_key_secret, SecretString=emulator.config.api_key)
     assert local.invoke("ingest", event) == {"batchItemFailures": []}
     assert jobs(stack)[0]["status"] == "submitted"
+
+
+def test_an_artifact_vlmrun_no_longer_has_is_reported_not_fatal(stack, local, emulator, clock):
+    drop(stack, "gone.pdf", PDF_BYTES, "application/pdf")
+    local.pump_ingest()
+    (execution_id,) = emulator.executions
+    doc_key = (execution_id, next(oid for eid, oid in emulator.artifacts if oid.startswith("doc_")))
+    del emulator.artifacts[doc_key]  # expired on VLM Run's side
+
+    run_until_settled(local, clock)
+
+    document = read_json(stack, "results/gone.pdf.json")
+    assert [a["object_id"][:4] for a in document["artifacts"]] == ["img_"]
+    assert document["missing_artifacts"] == [
+        {"object_id": doc_key[1], "error": document["missing_artifacts"][0]["error"]}
+    ]
+    assert "Artifact not found" in document["missing_artifacts"][0]["error"]
+    assert jobs(stack)[0]["status"] == "delivered"

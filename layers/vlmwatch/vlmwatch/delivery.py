@@ -7,6 +7,7 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from vlmwatch.exceptions import VlmRunRejectedError
 from vlmwatch.jobs import TERMINAL, Job, JobStore, Status
 from vlmwatch.output import OutputWriter, artifact_refs
 
@@ -71,11 +72,18 @@ class Deliverer:
         client = self._vlmrun()
         execution = client.get_execution(job.execution_id)
         records = []
+        missing: list[dict[str, str]] = []
         # Artifacts first: the result document is the consumer's signal that everything is there.
         for object_id in artifact_refs(execution.response):
-            artifact = client.get_artifact(job.execution_id, object_id)
+            try:
+                artifact = client.get_artifact(job.execution_id, object_id)
+            except VlmRunRejectedError as exc:
+                # VLM Run says it has no such artifact (or the id was only text that looked like one):
+                # retrying cannot help, so the result document says so instead of failing delivery.
+                missing.append({"object_id": object_id, "error": exc.message})
+                continue
             records.append(self._writer.put_artifact(job, artifact))
-        return self._writer.put_result(job, execution, records, now)
+        return self._writer.put_result(job, execution, records, now, missing=missing)
 
     def _emit(self, job: Job, detail_type: str, uri: str) -> None:
         if self._events is None or not self._bus:

@@ -154,7 +154,15 @@ class OutputWriter:
             bytes=len(artifact.content),
         )
 
-    def put_result(self, job: Job, execution: Execution, artifacts: list[ArtifactRecord], now: int) -> str:
+    def put_result(
+        self,
+        job: Job,
+        execution: Execution,
+        artifacts: list[ArtifactRecord],
+        now: int,
+        *,
+        missing: list[dict[str, str]] | None = None,
+    ) -> str:
         document = {
             "schema": RESULT_SCHEMA,
             "job_id": job.job_id,
@@ -170,6 +178,7 @@ class OutputWriter:
             },
             "response": execution.response,
             "artifacts": [a.model_dump() for a in artifacts],
+            "missing_artifacts": missing or [],
             "timings": _timings(job, now),
         }
         key = self.result_key(job.key)
