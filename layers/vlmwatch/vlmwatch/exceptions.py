@@ -2,7 +2,6 @@
 
 VlmwatchError
 ├── ConfigError                  settings or routing rules are invalid (fail at cold start)
-├── SourceObjectMissingError     the S3 object named by an event no longer exists
 ├── UnsupportedEventError        a message that is not an S3 event in a shape we know
 └── VlmRunError                  anything that went wrong talking to VLM Run
     ├── VlmRunUnavailableError   transport failure or 5xx; safe to retry later
@@ -21,15 +20,6 @@ class VlmwatchError(Exception):
 
 class ConfigError(VlmwatchError):
     """Raised at cold start when settings or routing rules do not validate."""
-
-
-class SourceObjectMissingError(VlmwatchError):
-    """Raised when the object an event names cannot be found in the input bucket."""
-
-    def __init__(self, bucket: str, key: str) -> None:
-        super().__init__(f"s3://{bucket}/{key} does not exist (deleted before it was processed?)")
-        self.bucket = bucket
-        self.key = key
 
 
 class VlmRunError(VlmwatchError):
