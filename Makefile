@@ -38,6 +38,7 @@ test: $(VENV)/.installed ## run the test suite (unit + end-to-end on the local s
 lint: $(VENV)/.installed lint-template ## ruff + template checks
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy layers/vlmwatch/vlmwatch
 
 lint-template: $(SAM_VENV)/.installed ## sam validate --lint, and cfn-lint (serverless rules) in every mode
 	$(SAM_VENV)/bin/sam validate --lint --template template.yaml

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
@@ -43,7 +43,7 @@ class Outcome(StrEnum):
 class SourceObject:
     """What a HEAD of the input object told us."""
 
-    def __init__(self, key: str, head: dict[str, Any]) -> None:
+    def __init__(self, key: str, head: Mapping[str, Any]) -> None:
         self.key = key
         self.version_id: str | None = head.get("VersionId") if head.get("VersionId") not in (None, "null") else None
         self.etag: str | None = (head.get("ETag") or "").strip('"') or None

@@ -74,7 +74,8 @@ def settings() -> Settings:
 
 @functools.cache
 def _boto(service: str) -> Any:
-    return boto3.client(service)
+    # One client per service per process; boto3's per-service overloads need a literal name.
+    return boto3.client(service)  # type: ignore[call-overload]
 
 
 @functools.cache

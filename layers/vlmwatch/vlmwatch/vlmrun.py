@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from datetime import datetime
 from typing import Any, Literal
 
@@ -159,7 +159,7 @@ class BearerAuth(httpx.Auth):
     def _token(self, refresh: bool) -> str:
         return self._key(refresh) if callable(self._key) else self._key
 
-    def auth_flow(self, request: httpx.Request):  # type: ignore[override]
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
         request.headers["Authorization"] = f"Bearer {self._token(False)}"
         response = yield request
         if response.status_code == 401 and callable(self._key):
@@ -255,7 +255,8 @@ class VlmRunClient:
     def list_executions(self, *, skip: int = 0, limit: int = 50) -> list[Execution]:
         response = self._get("agent/executions", params={"skip": skip, "limit": limit})
         data = response.json()
-        items = data.get("items", data.get("data", [])) if isinstance(data, dict) else data
+        # A bare list today; tolerate a paginated {"items": [...]} envelope tomorrow.
+        items: list[Any] = (data.get("items") or data.get("data") or []) if isinstance(data, dict) else data or []
         try:
             return [Execution.model_validate(item) for item in items]
         except ValidationError as exc:
