@@ -388,3 +388,22 @@ def test_an_artifact_vlmrun_no_longer_has_is_reported_not_fatal(stack, local, em
     ]
     assert "Artifact not found" in document["missing_artifacts"][0]["error"]
     assert jobs(stack)[0]["status"] == "delivered"
+
+
+def test_a_429_while_polling_defers_the_rest_of_the_run_without_more_requests(clocked, emulator, stack):
+    local, clock = clocked(POLLER_CONCURRENCY="1")
+    for i in range(5):
+        drop(stack, f"many/{i}.txt", b"x")
+    local.pump_ingest()
+    clock.advance(60)
+    emulator.config.first_429 = 10_000
+    emulator.config.retry_after = 30
+    before = emulator.requests["429"]
+
+    summary = local.run_poller()
+
+    assert summary["due"] == 5 and summary["rate_limited"] is True
+    assert emulator.requests["429"] - before == 1  # one request learned the limit; four were not sent
+    rows = jobs(stack)
+    assert all(int(j["next_poll_at"]) >= clock.now + 30 for j in rows)  # every job waits out Retry-After
+    assert {j["status"] for j in rows} == {"submitted"}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import random
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -77,6 +78,9 @@ class Tracker:
         self._vlmrun = vlmrun
         self._ingestor = ingestor
         self._rng = rng or random.Random()
+        # After a 429, VLM Run's Retry-After holds for every job: the rest of the run waits too.
+        self._blocked_until = 0.0
+        self._lock = threading.Lock()
 
     def backoff(self, poll_count: int) -> int:
         """Seconds until the next poll: exponential in polls so far, capped, with jitter in [d/2, d]."""
@@ -110,13 +114,20 @@ class Tracker:
         return summary
 
     def _poll_safely(self, job: Job) -> str:
+        now = self._store.now()
+        with self._lock:
+            blocked_until = self._blocked_until
+        if now < blocked_until:
+            # Don't spend a request to hear "429" again: put the job back, spread over the next seconds.
+            self._store.reschedule(job.job_id, int(blocked_until) + self.backoff(0), error="rate limited; deferred")
+            return "deferred"
         try:
             return self.poll_job(job)
         except VlmRunRateLimitedError as exc:
-            # Put the job back for when the limit lifts; the run carries on with what it has.
-            self._store.reschedule(
-                job.job_id, self._store.now() + max(int(exc.retry_after), 1) + self.backoff(0), error=str(exc)
-            )
+            wait = max(int(exc.retry_after), 1)
+            with self._lock:
+                self._blocked_until = max(self._blocked_until, now + wait)
+            self._store.reschedule(job.job_id, now + wait + self.backoff(0), error=str(exc))
             return "deferred"
         except Exception as exc:  # one bad job must not stop the others; it is recorded and retried
             logger.exception("poll failed", extra={"job_id": job.job_id})
