@@ -44,7 +44,7 @@ class BenchResult:
             f"VLM Run requests            {sum(self.requests.values())} ({self.requests_per_file:.2f} per file)",
             f"  by endpoint               {self.requests}",
             f"execution GETs per file     {self.polls_per_file:.2f} "
-            f"(polls + 1 re-fetch at delivery; median polls {self.median_poll_count:g})",
+            f"(status polls, and re-fetches of executions too large to keep; median polls {self.median_poll_count:g})",
             f"ingest invocations          {self.ingest_invocations}",
             f"poller runs                 {self.poller_runs}",
             f"in-flight index items after {self.index_items_after}",

@@ -101,6 +101,8 @@ def test_valid_callback_completes_the_job_with_no_status_poll_after_it(hooked, e
     assert status_gets(emulator) == 1  # no poll after the callback
     local.pump_stream()
     assert read_json(stack, "results/hooked.txt.json")["response"]["file"]["text"] == "delivered by webhook"
+    assert status_gets(emulator) == 1  # delivery used the execution the webhook fetched
+    assert "execution_snapshot" not in jobs(stack)[0]  # dropped once delivered: rows stay small
 
 
 def test_in_flight_jobs_fall_back_to_a_slow_safety_net_poll(hooked, stack):

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from vlmwatch.exceptions import VlmRunRejectedError
 from vlmwatch.jobs import TERMINAL, Job, JobStore, Status
 from vlmwatch.output import OutputWriter, artifact_refs
+from vlmwatch.vlmrun import Execution
 
 if TYPE_CHECKING:
     from vlmwatch.vlmrun import VlmRunClient
@@ -63,14 +64,17 @@ class Deliverer:
             detail_type = "Job Failed"
             fields = {"error_uri": uri, "delivered_at": now}
         self._emit(job, detail_type, uri)
-        self._store.transition(job.job_id, Status.DELIVERED, set_fields=fields)
+        self._store.transition(job.job_id, Status.DELIVERED, set_fields=fields, remove_fields=("execution_snapshot",))
         logger.info("delivered", extra={"job_id": job.job_id, "uri": uri, "outcome": job.status.value})
         return uri
 
     def _deliver_result(self, job: Job, now: int) -> str:
         assert job.execution_id is not None
         client = self._vlmrun()
-        execution = client.get_execution(job.execution_id)
+        if job.execution_snapshot:
+            execution = Execution.model_validate_json(job.execution_snapshot)
+        else:  # too large to keep on the row: fetch it again
+            execution = client.get_execution(job.execution_id)
         records = []
         missing: list[dict[str, str]] = []
         # Artifacts first: the result document is the consumer's signal that everything is there.

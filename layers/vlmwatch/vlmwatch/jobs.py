@@ -107,6 +107,7 @@ class Job(BaseModel):
     result_uri: str | None = None
     error_uri: str | None = None
     usage: dict[str, Any] | None = None
+    execution_snapshot: str | None = None  # the completed execution as JSON, until delivered
     created_at: int
     updated_at: int
     submitted_at: int | None = None

@@ -30,6 +30,10 @@ logger = logging.getLogger(__name__)
 CLAIM_SECONDS = 120
 
 
+# Largest execution kept on the job row for delivery (a DynamoDB item holds 400 KB in all).
+SNAPSHOT_MAX_BYTES = 64 * 1024
+
+
 @dataclass
 class StepResult:
     """What one Step Functions iteration needs: stop, or wait ``wait_seconds`` and poll again."""
@@ -185,6 +189,11 @@ class Tracker:
             fields["usage"] = execution.usage.model_dump_json(exclude_none=True)
         if target == Status.FAILED:
             fields["error"] = execution.error_message()
+        if target == Status.COMPLETED:
+            # Keep what we just fetched, so delivery need not spend another request on it (if it fits).
+            snapshot = execution.model_dump_json()
+            if len(snapshot.encode()) <= SNAPSHOT_MAX_BYTES:
+                fields["execution_snapshot"] = snapshot
         if target not in TERMINAL:
             if job.deadline_at is not None and now >= job.deadline_at:
                 return self.time_out(job)
