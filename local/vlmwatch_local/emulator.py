@@ -288,6 +288,10 @@ class Emulator:
         def ok(data: Any, status: int = 200) -> Response:
             return Response(json.dumps(data), status=status, mimetype="application/json")
 
+        def detail(status: int, message: str) -> Response:
+            """FastAPI's error shape, which the real API also uses."""
+            return ok({"detail": message}, status=status)
+
         @app.before_request
         def gate() -> Response | None:
             path = request.path
@@ -302,7 +306,7 @@ class Emulator:
                 n = emu._api_requests
                 roll = emu._rng.random()
             if request.headers.get("Authorization") != f"Bearer {emu.config.api_key}":
-                return Response(json.dumps({"detail": "Invalid API key"}), status=401, mimetype="application/json")
+                return detail(401, "Invalid API key")
             if n <= emu.config.first_429 or roll < emu.config.rate_429:
                 emu.requests["429"] += 1
                 return error(
@@ -318,9 +322,7 @@ class Emulator:
 
         @app.errorhandler(HTTPException)
         def http_error(exc: HTTPException) -> Response:
-            return Response(
-                json.dumps({"detail": exc.description}), status=exc.code or 500, mimetype="application/json"
-            )
+            return detail(exc.code or 500, str(exc.description))
 
         @app.get("/v1/health")
         def health() -> Response:
@@ -330,9 +332,7 @@ class Emulator:
         def execute() -> Response:
             body = request.get_json(silent=True)
             if not isinstance(body, dict):
-                return Response(
-                    json.dumps({"detail": "body must be a JSON object"}), status=422, mimetype="application/json"
-                )
+                return detail(422, "body must be a JSON object")
             if not body.get("batch", False):
                 return error(400, "only batch executions are supported", "invalid_request_error")
             if not body.get("name") and not (body.get("config") or {}).get("prompt"):
@@ -345,9 +345,7 @@ class Emulator:
         def get_execution(exec_id: str) -> Response:
             execution = emu.executions.get(exec_id)
             if execution is None:
-                return Response(
-                    json.dumps({"detail": f"Execution {exec_id} not found"}), status=404, mimetype="application/json"
-                )
+                return detail(404, f"Execution {exec_id} not found")
             emu._advance(execution, by_poll=True)
             return ok(execution.to_json())
 
@@ -362,7 +360,7 @@ class Emulator:
         def get_artifact() -> Response:
             key = (request.args.get("execution_id", ""), request.args.get("object_id", ""))
             if key not in emu.artifacts:
-                return Response(json.dumps({"detail": "Artifact not found"}), status=404, mimetype="application/json")
+                return detail(404, "Artifact not found")
             data, ctype = emu.artifacts[key]
             return Response(data, mimetype=ctype)
 
@@ -392,11 +390,7 @@ class Emulator:
         def upload() -> Response:
             upload = request.files.get("file")
             if upload is None:
-                return Response(
-                    json.dumps({"detail": "multipart field 'file' is required"}),
-                    status=422,
-                    mimetype="application/json",
-                )
+                return detail(422, "multipart field 'file' is required")
             data = upload.read()
             file_id = str(uuid.uuid4())
             emu.uploads[file_id] = data
@@ -437,7 +431,7 @@ class Emulator:
         @app.get("/v1/files/verify-upload/<file_id>")
         def verify(file_id: str) -> Response:
             if file_id not in emu.uploads:
-                return Response(json.dumps({"detail": "upload not found"}), status=404, mimetype="application/json")
+                return detail(404, "upload not found")
             emu.files[file_id]["bytes"] = len(emu.uploads[file_id])
             return ok(emu.files[file_id])
 
@@ -446,12 +440,12 @@ class Emulator:
             for file_id, data in emu.uploads.items():
                 if hashlib.md5(data).hexdigest() == digest:  # noqa: S324 - the SDK's cache key, not security
                     return ok(emu.files[file_id])
-            return Response(json.dumps({"detail": "not found"}), status=404, mimetype="application/json")
+            return detail(404, "not found")
 
         @app.get("/v1/files/<file_id>")
         def get_file(file_id: str) -> Response:
             if file_id not in emu.files:
-                return Response(json.dumps({"detail": "File not found"}), status=404, mimetype="application/json")
+                return detail(404, "File not found")
             return ok(emu.files[file_id])
 
         @app.get("/_emulator/stats")
@@ -463,7 +457,7 @@ class Emulator:
             try:
                 emu.config.update(request.get_json(force=True) or {})
             except ValueError as exc:
-                return Response(json.dumps({"detail": str(exc)}), status=400, mimetype="application/json")
+                return detail(400, str(exc))
             return ok({"ok": True})
 
         return app
