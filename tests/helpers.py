@@ -59,9 +59,7 @@ def drop(
 
 
 def output_keys(stack: Stack) -> list[str]:
-    s3 = boto3.client("s3", region_name=stack.region)
-    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=stack.output_bucket)
-    return sorted(obj["Key"] for page in pages for obj in page.get("Contents", []))
+    return stack.output_keys()
 
 
 def read_json(stack: Stack, key: str) -> dict[str, Any]:
@@ -90,8 +88,7 @@ def with_bucket(
 
 
 def jobs(stack: Stack) -> list[dict[str, Any]]:
-    table = boto3.resource("dynamodb", region_name=stack.region).Table(stack.table)
-    return table.scan()["Items"]
+    return stack.jobs()
 
 
 class Clock:

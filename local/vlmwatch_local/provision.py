@@ -73,6 +73,23 @@ class Stack:
     def ingest_queue_url(self) -> str:
         return self.queues["IngestQueue"]
 
+    def jobs(self) -> list[dict[str, Any]]:
+        """Every row of the job table (a full scan: for tests and the local stack only)."""
+        table = boto3.resource("dynamodb", region_name=self.region).Table(self.table)
+        items: list[dict[str, Any]] = []
+        kwargs: dict[str, Any] = {}
+        while True:
+            page = table.scan(**kwargs)
+            items += page["Items"]
+            if "LastEvaluatedKey" not in page:
+                return items
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def output_keys(self) -> list[str]:
+        s3 = boto3.client("s3", region_name=self.region)
+        pages = s3.get_paginator("list_objects_v2").paginate(Bucket=self.output_bucket)
+        return sorted(o["Key"] for p in pages for o in p.get("Contents", []))
+
     def environment(self) -> dict[str, str]:
         """The functions' environment as the template's Globals declare it, resolved for this stack."""
         template = load_template()

@@ -138,20 +138,10 @@ class LocalStack:
         boto3.client("s3").put_object(**kwargs)
 
     def jobs(self) -> list[dict[str, Any]]:
-        table = boto3.resource("dynamodb").Table(self.stack.table)
-        items: list[dict[str, Any]] = []
-        kwargs: dict[str, Any] = {}
-        while True:
-            page = table.scan(**kwargs)
-            items += page["Items"]
-            if "LastEvaluatedKey" not in page:
-                return items
-            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        return self.stack.jobs()
 
     def output_keys(self) -> list[str]:
-        s3 = boto3.client("s3")
-        pages = s3.get_paginator("list_objects_v2").paginate(Bucket=self.stack.output_bucket)
-        return sorted(o["Key"] for p in pages for o in p.get("Contents", []))
+        return self.stack.output_keys()
 
     def run_until_settled(
         self, *, expected: int, timeout: float = 120.0, interval: float = 0.3, on_change: Any = None
