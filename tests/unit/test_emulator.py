@@ -1,0 +1,129 @@
+"""The emulator's own controls: per-run config, per-request headers, auth, errors, stats, signed callbacks."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import pytest
+
+from vlmwatch.webhooks import verify_signature
+from vlmwatch_local.emulator import Emulator, EmulatorConfig
+
+
+def make(config: EmulatorConfig | None = None, sent: list | None = None) -> tuple[Emulator, httpx.Client]:
+    def send(url: str, body: bytes, headers: dict[str, str]) -> None:
+        if sent is not None:
+            sent.append((url, body, headers))
+
+    emulator = Emulator(config or EmulatorConfig(), fetch=lambda url: (b"some text\n", "text/plain"), send=send)
+    client = httpx.Client(
+        base_url="http://emulator.local/v1",
+        headers={"Authorization": f"Bearer {emulator.config.api_key}"},
+        transport=httpx.WSGITransport(app=emulator.app),
+    )
+    return emulator, client
+
+
+BODY = {"name": "a:v1", "batch": True, "inputs": {"file": {"type": "input_file", "file_url": "http://x/notes.txt"}}}
+
+
+def statuses(client: httpx.Client, execution_id: str, n: int) -> list[str]:
+    return [client.get(f"/agent/executions/{execution_id}").json()["status"] for _ in range(n)]
+
+
+def test_status_sequence_per_run_and_per_request():
+    _, client = make(EmulatorConfig(status_sequence=["pending", "running", "paused", "running", "completed"]))
+    first = client.post("/agent/execute", json=BODY).json()
+    assert first["status"] == "pending"
+    assert statuses(client, first["id"], 5) == ["running", "paused", "running", "completed", "completed"]
+
+    custom = client.post("/agent/execute", json=BODY, headers={"X-Emulator-Status": "enqueued,completed"}).json()
+    assert custom["status"] == "enqueued"
+    assert statuses(client, custom["id"], 1) == ["completed"]
+
+
+@pytest.mark.parametrize(("outcome", "final"), [("failed", "failed"), ("stuck", "running")])
+def test_forced_outcomes_per_request(outcome, final):
+    _, client = make()
+    execution = client.post("/agent/execute", json=BODY, headers={"X-Emulator-Outcome": outcome}).json()
+    assert statuses(client, execution["id"], 6)[-1] == final
+
+
+def test_failure_and_stuck_rates_are_deterministic_per_seed():
+    def outcomes(seed: int) -> list[str]:
+        emulator, client = make(EmulatorConfig(failure_rate=0.3, stuck_rate=0.3, seed=seed))
+        ids = [client.post("/agent/execute", json=BODY).json()["id"] for _ in range(20)]
+        return [emulator.executions[i].outcome for i in ids]
+
+    assert outcomes(7) == outcomes(7)
+    assert {"completed", "failed", "stuck"} <= set(outcomes(7))
+
+
+def test_config_endpoint_turns_on_429s_with_retry_after_and_5xx():
+    emulator, client = make()
+    assert client.post("http://emulator.local/_emulator/config", json={"rate_429": 1.0, "retry_after": 7}).json() == {
+        "ok": True
+    }
+    limited = client.get("/agent/executions")
+    assert limited.status_code == 429
+    assert limited.headers["Retry-After"] == "7"
+    assert limited.json()["error"]["type"] == "rate_limit_error"
+
+    client.post("http://emulator.local/_emulator/config", json={"rate_429": 0.0, "rate_5xx": 1.0})
+    assert client.get("/agent/executions").status_code == 503
+    assert client.post("http://emulator.local/_emulator/config", json={"no_such_knob": 1}).status_code == 400
+    stats = client.get("http://emulator.local/_emulator/stats").json()
+    assert stats["requests"]["429"] == 1 and stats["requests"]["5xx"] == 1
+
+
+def test_first_n_requests_fail_then_recover():
+    _, client = make(EmulatorConfig(first_429=2, first_5xx=1, retry_after=0))
+    codes = [client.get("/agent/executions").status_code for _ in range(4)]
+    assert codes == [429, 429, 503, 200]
+
+
+def test_bearer_auth_and_error_shapes():
+    _, client = make()
+    assert client.get("/agent/executions", headers={"Authorization": "Bearer nope"}).json() == {
+        "detail": "Invalid API key"
+    }
+    missing = client.get("/agent/executions/nope")
+    assert missing.status_code == 404 and "not found" in missing.json()["detail"]
+    bad = client.post("/agent/execute", json={"batch": True})
+    assert bad.status_code == 400 and "name" in bad.json()["error"]["message"]
+
+
+def test_callbacks_are_signed_as_the_sdk_verifies_them():
+    from vlmrun.common.webhook import verify_webhook
+
+    sent: list = []
+    emulator, client = make(EmulatorConfig(webhook_secret="s3cret", step_seconds=0.0001), sent)
+    client.post("/agent/execute", json={**BODY, "callback_url": "https://hooks.example/x"})
+    emulator.tick()
+
+    ((url, body, headers),) = sent
+    assert url == "https://hooks.example/x"
+    assert json.loads(body)["status"] == "completed"
+    assert verify_webhook(body, headers["X-VLMRun-Signature"], "s3cret")  # the official SDK's check
+    assert verify_signature("s3cret", body, headers["X-VLMRun-Signature"])  # ours agrees
+    emulator.tick()
+    assert len(sent) == 1  # one callback per execution
+
+
+def test_real_work_on_text_and_unreadable_input():
+    emulator, client = make()
+    done = client.post("/agent/execute", json=BODY).json()
+    result = statuses(client, done["id"], 3)
+    assert result[-1] == "completed"
+    response = client.get(f"/agent/executions/{done['id']}").json()["response"]
+    assert response["file"]["lines"] == 1 and response["file"]["words"] == 2
+    assert response["artifacts"]["preview"].startswith("img_")
+
+    emulator._fetch = lambda url: (b"\xff\xfe\x00 not utf-8", "application/octet-stream")
+    odd = client.post("/agent/execute", json={**BODY, "inputs": {"file": "http://x/blob.bin"}}).json()
+    final = client.get(f"/agent/executions/{odd['id']}").json()
+    for _ in range(3):
+        final = client.get(f"/agent/executions/{odd['id']}").json()
+    assert final["status"] == "failed"
+    assert "unsupported file type" in final["error"]["message"]
