@@ -61,7 +61,7 @@ def test_failure_and_stuck_rates_are_deterministic_per_seed():
 
 
 def test_config_endpoint_turns_on_429s_with_retry_after_and_5xx():
-    emulator, client = make()
+    _, client = make()
     assert client.post("http://emulator.local/_emulator/config", json={"rate_429": 1.0, "retry_after": 7}).json() == {
         "ok": True
     }
