@@ -51,11 +51,7 @@ def drop(
     metadata: dict[str, str] | None = None,
 ) -> str | None:
     """Put an object in the input bucket, as a user would; returns its version id."""
-    s3 = boto3.client("s3", region_name=stack.region)
-    response = s3.put_object(
-        Bucket=stack.input_bucket, Key=key, Body=body, ContentType=content_type, Metadata=metadata or {}
-    )
-    return response.get("VersionId")
+    return stack.drop(key, body, content_type, metadata)
 
 
 def output_keys(stack: Stack) -> list[str]:

@@ -73,6 +73,15 @@ class Stack:
     def ingest_queue_url(self) -> str:
         return self.queues["IngestQueue"]
 
+    def drop(
+        self, key: str, body: bytes, content_type: str | None = None, metadata: dict[str, str] | None = None
+    ) -> str | None:
+        """Put an object in the input bucket, as a user would; returns its version id."""
+        kwargs: dict[str, Any] = {"Bucket": self.input_bucket, "Key": key, "Body": body, "Metadata": metadata or {}}
+        if content_type:
+            kwargs["ContentType"] = content_type
+        return boto3.client("s3", region_name=self.region).put_object(**kwargs).get("VersionId")
+
     def jobs(self) -> list[dict[str, Any]]:
         """Every row of the job table (a full scan: for tests and the local stack only)."""
         table = boto3.resource("dynamodb", region_name=self.region).Table(self.table)

@@ -132,10 +132,7 @@ class LocalStack:
     # -- conveniences -----------------------------------------------------------------------------
 
     def drop(self, key: str, body: bytes, content_type: str | None = None) -> None:
-        kwargs: dict[str, Any] = {"Bucket": self.stack.input_bucket, "Key": key, "Body": body}
-        if content_type:
-            kwargs["ContentType"] = content_type
-        boto3.client("s3").put_object(**kwargs)
+        self.stack.drop(key, body, content_type)
 
     def jobs(self) -> list[dict[str, Any]]:
         return self.stack.jobs()

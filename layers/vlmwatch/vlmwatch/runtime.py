@@ -96,29 +96,28 @@ def job_store() -> JobStore:
     )
 
 
-def api_key(refresh: bool = False) -> str:
-    """The VLM Run API key from Secrets Manager, cached by powertools; ``refresh`` after a 401."""
-    if "api_key" in _overrides:
-        return _overrides["api_key"]
-    # Imported here: only functions that talk to VLM Run pay for the parameters utility.
+def _secret(name: str, *, refresh: bool = False) -> str:
+    """A secret's value through powertools (cached for ``SECRET_MAX_AGE_SECONDS``); never logged."""
+    # Imported here: only functions that read secrets pay for the parameters utility.
     from aws_lambda_powertools.utilities import parameters
 
-    cfg = settings()
-    value = parameters.get_secret(cfg.api_key_secret, max_age=cfg.secret_max_age_seconds, force_fetch=refresh)
+    value = parameters.get_secret(name, max_age=settings().secret_max_age_seconds, force_fetch=refresh)
     return str(value).strip()
+
+
+def api_key(refresh: bool = False) -> str:
+    """The VLM Run API key; ``refresh`` after a 401 (a rotated key)."""
+    if "api_key" in _overrides:
+        return _overrides["api_key"]
+    return _secret(settings().api_key_secret, refresh=refresh)
 
 
 @functools.cache
 def webhook_secret() -> str:
     if "webhook_secret" in _overrides:
         return _overrides["webhook_secret"]
-    from aws_lambda_powertools.utilities import parameters
-
-    cfg = settings()
-    if not cfg.webhook_secret:
-        return ""  # no secret configured: every callback is rejected
-    value = parameters.get_secret(cfg.webhook_secret, max_age=cfg.secret_max_age_seconds)
-    return str(value).strip()
+    name = settings().webhook_secret
+    return _secret(name) if name else ""  # no secret configured: every callback is rejected
 
 
 @functools.cache
