@@ -29,7 +29,9 @@ def lambda_handler(event: LambdaFunctionUrlEvent, context: LambdaContext) -> dic
     # The signature covers the raw bytes: never re-serialise the body before checking it.
     raw = base64.b64decode(event.body or "") if event.is_base64_encoded else (event.body or "").encode()
     # event.headers is case-insensitive.
-    status, body = runtime.webhook_receiver().handle(raw, event.headers.get(SIGNATURE_HEADER))
+    # The query carries the job id, attempt and our token that we put in the callback URL.
+    query = dict(event.query_string_parameters or {})
+    status, body = runtime.webhook_receiver().handle(raw, event.headers.get(SIGNATURE_HEADER), query)
     metrics.add_metric(name=f"Webhook{status}", unit=MetricUnit.Count, value=1)
     return _response(status, body)
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 from typing import Any
+from urllib.parse import parse_qs
 
 import boto3
 from moto.events.models import EventPattern
@@ -140,7 +141,12 @@ class LocalAws:
             if not messages:
                 break
             event = {"Records": [sqs_record(m, arn, self.stack.region) for m in messages]}
-            result = self.invoke("ingest", event)
+            try:
+                result = self.invoke("ingest", event)
+            except BaseException as exc:  # the function errored or died: every message comes back
+                if not isinstance(exc, Exception) and not getattr(exc, "simulated", False):
+                    raise
+                result = {"batchItemFailures": [{"itemIdentifier": m["MessageId"]} for m in messages]}
             failed = {f["itemIdentifier"] for f in result.get("batchItemFailures", [])}
             for message in messages:
                 if message["MessageId"] in failed:
@@ -160,7 +166,12 @@ class LocalAws:
     # -- timer → poller -------------------------------------------------------------------------
 
     def run_poller(self) -> dict[str, Any]:
-        return self.invoke("poller", scheduled_event(self.stack.region))
+        try:
+            return self.invoke("poller", scheduled_event(self.stack.region))
+        except BaseException as exc:  # a run that dies is replaced by the next scheduled one
+            if not isinstance(exc, Exception) and not getattr(exc, "simulated", False):
+                raise
+            return {"polled": 0, "crashed": True}
 
     # -- stream → complete ----------------------------------------------------------------------
 
@@ -173,7 +184,12 @@ class LocalAws:
         delivered = 0
         for start in range(0, len(records), batch_size):
             batch = records[start : start + batch_size]
-            result = self.invoke("complete", {"Records": batch})
+            try:
+                result = self.invoke("complete", {"Records": batch})
+            except BaseException as exc:  # the function errored (or died): AWS retries the whole batch
+                if not isinstance(exc, Exception) and not getattr(exc, "simulated", False):
+                    raise
+                result = {"batchItemFailures": [{"itemIdentifier": r["dynamodb"]["SequenceNumber"]} for r in batch]}
             failed = {f["itemIdentifier"] for f in result.get("batchItemFailures", [])}
             for record in batch:
                 seq = record["dynamodb"]["SequenceNumber"]
@@ -276,18 +292,20 @@ def scheduled_event(region: str) -> dict[str, Any]:
     }
 
 
-def function_url_event(method: str, path: str, headers: dict[str, str], body: bytes) -> dict[str, Any]:
+def function_url_event(method: str, path: str, headers: dict[str, str], body: bytes, query: str = "") -> dict[str, Any]:
     """An HTTP request in the shape a Lambda function URL passes it (payload format 2.0)."""
     try:
         text, encoded = body.decode("utf-8"), False
     except UnicodeDecodeError:
         text, encoded = base64.b64encode(body).decode(), True
     url_id = "a1b2c3d4e5f6g7h8i9j0"
+    params = {k: ",".join(v) for k, v in parse_qs(query).items()}
     return {
         "version": "2.0",
         "routeKey": "$default",
         "rawPath": path,
-        "rawQueryString": "",
+        "rawQueryString": query,
+        **({"queryStringParameters": params} if params else {}),
         "headers": {k.lower(): v for k, v in headers.items()},
         "requestContext": {
             "accountId": "anonymous",
@@ -325,7 +343,9 @@ class FunctionUrlApp:
         headers = {k[5:].replace("_", "-").lower(): v for k, v in environ.items() if k.startswith("HTTP_")}
         if environ.get("CONTENT_TYPE"):
             headers["content-type"] = environ["CONTENT_TYPE"]
-        event = function_url_event(environ["REQUEST_METHOD"], environ.get("PATH_INFO", "/"), headers, body)
+        event = function_url_event(
+            environ["REQUEST_METHOD"], environ.get("PATH_INFO", "/"), headers, body, environ.get("QUERY_STRING", "")
+        )
         result = self._aws.invoke(self._function, event)
         status = int(result.get("statusCode", 200))
         start_response(f"{status} {'OK' if status < 400 else 'Error'}", list((result.get("headers") or {}).items()))

@@ -7,8 +7,10 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from botocore.exceptions import ClientError
+
 from vlmwatch.exceptions import VlmRunRejectedError
-from vlmwatch.jobs import TERMINAL, Job, JobStore, Status
+from vlmwatch.jobs import TERMINAL, Job, JobStore, Status, bounded
 from vlmwatch.output import OutputWriter, artifact_refs
 from vlmwatch.vlmrun import Execution
 
@@ -29,6 +31,9 @@ class Deliverer:
         vlmrun: zero-argument callable returning the VLM Run client.
         events: a boto3 EventBridge client, or None to emit nothing.
         event_bus: the bus downstream consumers listen on.
+        source_s3: an S3 client that may HEAD the input bucket (which version is current), or None
+            to skip the stable-path copy.
+        retry_seconds: when the sweeper tries again after a delivery failed.
     """
 
     def __init__(
@@ -38,7 +43,12 @@ class Deliverer:
         vlmrun: Callable[[], VlmRunClient],
         events: Any = None,
         event_bus: str | None = "default",
+        *,
+        source_s3: Any = None,
+        retry_seconds: int = 60,
     ) -> None:
+        self._source_s3 = source_s3
+        self._retry_seconds = retry_seconds
         self._store = store
         self._writer = writer
         self._vlmrun = vlmrun
@@ -55,18 +65,49 @@ class Deliverer:
         if job is None or job.status not in TERMINAL:
             logger.info("nothing to deliver", extra={"job_id": job_id, "status": getattr(job, "status", None)})
             return None
+        try:
+            return self._deliver(job)
+        except Exception as exc:
+            # Recorded on the row and left in the sweeper's index: the stream retries too, and when its
+            # retries run out (or its records expire after 24 h) the sweeper still delivers.
+            retry_at = self._store.now() + self._retry_seconds * min(8, 2**job.delivery_attempts)
+            self._store.delivery_failed(job.job_id, f"{type(exc).__name__}: {exc}", retry_at)
+            raise
+
+    def _deliver(self, job: Job) -> str:
         now = self._store.now()
         if job.status == Status.COMPLETED:
-            uri, detail_type = self._deliver_result(job, now), "Job Completed"
+            key, detail_type = self._deliver_result(job, now), "Job Completed"
+            uri = self._writer.uri(key)
             fields: dict[str, Any] = {"result_uri": uri, "delivered_at": now}
         else:
-            uri = self._writer.put_error(job, status=job.status.value, message=job.error or job.status.value, now=now)
+            key = self._writer.put_error(
+                job, status=job.status.value, message=bounded(job.error or job.status.value), now=now
+            )
             detail_type = "Job Failed"
+            uri = self._writer.uri(key)
             fields = {"error_uri": uri, "delivered_at": now}
+        if self._source_s3 is not None:
+            latest = self._writer.publish_latest(job, lambda: self._current_version(job))
+            if latest:
+                fields["latest_uri"] = self._writer.uri(latest)
         self._emit(job, detail_type, uri)
-        self._store.transition(job.job_id, Status.DELIVERED, set_fields=fields, remove_fields=("execution_snapshot",))
+        self._store.transition(
+            job.job_id, Status.DELIVERED, set_fields=fields, remove_fields=("execution_snapshot", "delivery_error")
+        )
         logger.info("delivered", extra={"job_id": job.job_id, "uri": uri, "outcome": job.status.value})
         return uri
+
+    def _current_version(self, job: Job) -> tuple[str | None, str | None] | None:
+        """The input key's current (version id, etag), or None when it is gone (or we may not see it)."""
+        try:
+            head = self._source_s3.head_object(Bucket=job.bucket, Key=job.key)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound", "403", "AccessDenied"):
+                return None
+            raise
+        version = head.get("VersionId")
+        return (None if version in (None, "null") else version), (head.get("ETag") or "").strip('"') or None
 
     def _deliver_result(self, job: Job, now: int) -> str:
         assert job.execution_id is not None

@@ -1,43 +1,35 @@
-"""Ingest: turn one created object into one job and at most one VLM Run execution."""
+"""Ingest: turn one created object into one job row, then hand it to the submit protocol.
+
+The row is written (conditionally, one per object version) before anything is sent to VLM Run, and
+it is in the sweeper's index from the start: whatever happens to this process afterwards, the job
+is found again. VLM Run trouble never fails the SQS message (the row waits instead); only AWS
+trouble does, and then the message is retried.
+"""
 
 from __future__ import annotations
 
-import json
 import logging
-from collections.abc import Callable, Mapping
-from enum import StrEnum
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
 from vlmwatch.events import S3ObjectRef
-from vlmwatch.exceptions import (
-    VlmRunAmbiguousSubmitError,
-    VlmRunError,
-    VlmRunRateLimitedError,
-    VlmRunRejectedError,
-)
-from vlmwatch.jobs import IN_FLIGHT, Job, JobStore, Status, job_id_for
+from vlmwatch.jobs import Job, JobStore, Status, job_id_for
 from vlmwatch.routing import Route, Skip
 from vlmwatch.settings import Settings
+from vlmwatch.submit import Outcome, Submitter
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
-    from vlmwatch.vlmrun import Execution, VlmRunClient
-
 logger = logging.getLogger(__name__)
 
-# Files above this go through the presigned upload flow (the SDK's own threshold).
-PRESIGNED_UPLOAD_THRESHOLD = 32 * 1024 * 1024
+_MISSING = ("404", "NoSuchKey", "NotFound", "NoSuchVersion", "400")
 
 
-class Outcome(StrEnum):
-    SUBMITTED = "submitted"
-    DUPLICATE = "duplicate"
-    SKIPPED = "skipped"
-    REJECTED = "rejected"
-    AMBIGUOUS = "ambiguous"
+class SourceUnreadableError(Exception):
+    """Every candidate key answered 403: the object is gone and we lack s3:ListBucket, or we may not read it."""
 
 
 class SourceObject:
@@ -71,37 +63,22 @@ class Ingestor:
     Args:
         settings: the deployment's settings.
         store: the job table.
-        s3: an S3 client for the input bucket (HEAD, presign, GET for uploads).
-        vlmrun: a zero-argument callable returning the VLM Run client (built on first use, so a
-            batch of skipped objects never reads the API key).
-        sfn: a zero-argument callable returning a Step Functions client (stepfunctions mode only).
+        s3: an S3 client for the input bucket (HEAD).
+        submitter: the submit-exactly-once protocol.
     """
 
-    def __init__(
-        self,
-        settings: Settings,
-        store: JobStore,
-        s3: S3Client,
-        vlmrun: Callable[[], VlmRunClient],
-        sfn: Callable[[], Any] | None = None,
-    ) -> None:
+    def __init__(self, settings: Settings, store: JobStore, s3: S3Client, submitter: Submitter) -> None:
         self._settings = settings
-        self._sfn = sfn
         self._store = store
         self._s3 = s3
-        self._vlmrun = vlmrun
+        self._submitter = submitter
         self._default = default_route(settings)
-        self._blocked_until = 0.0
-
-    @property
-    def vlmrun(self) -> VlmRunClient:
-        return self._vlmrun()
 
     def accept(self, ref: S3ObjectRef) -> Outcome:
         """Record a job for ``ref`` and start its execution, exactly once per object version.
 
         Raises:
-            VlmRunRateLimitedError, VlmRunUnavailableError, VlmRunAuthError: nothing was started; retry the event.
+            ClientError, SourceUnreadableError: AWS failed us; nothing was recorded, retry the event.
         """
         source = self._head(ref)
         now = self._store.now()
@@ -127,12 +104,19 @@ class Ingestor:
         version_id = ref.version_id or source.version_id
         version = version_id or f"etag:{ref.etag or source.etag}"
         job_id = job_id_for(ref.bucket, source.key, version)
-        decision = self._settings.routing_rules.resolve(
-            source.key, source.content_type, source.metadata, default=self._default
-        )
-        if isinstance(decision, Route) and decision.model is None:
-            # Record the model that actually runs, so the result document says so.
-            decision = decision.model_copy(update={"model": self._settings.model})
+        decision: Route | Skip
+        if source.key.endswith("/") and not source.size:
+            decision = Skip(rule=None, reason="a folder marker (a zero-byte object whose key ends in '/'), not a file")
+        elif source.size == 0:
+            decision = Skip(rule=None, reason="an empty object (0 bytes): nothing to extract")
+        else:
+            resolved = self._settings.routing_rules.resolve(
+                source.key, source.content_type, source.metadata, default=self._default
+            )
+            if isinstance(resolved, Route) and resolved.model is None:
+                # Record the model that actually runs, so the result document says so.
+                resolved = resolved.model_copy(update={"model": self._settings.model})
+            decision = resolved
         job = Job(
             job_id=job_id,
             bucket=ref.bucket,
@@ -147,140 +131,26 @@ class Ingestor:
             created_at=now,
             updated_at=now,
         )
-        if not self._store.create(job):
+        if not self._store.create(job, due_at=now + self._settings.submit_lease_seconds):
             existing = self._store.get(job_id)
-            if existing is None or existing.status != Status.RECEIVED or existing.submit_started_at:
-                logger.info(
-                    "duplicate event ignored", extra={"job_id": job_id, "status": getattr(existing, "status", None)}
-                )
-                if existing is not None and (existing.status in IN_FLIGHT or existing.submit_started_at):
-                    # An earlier attempt may have died between submit and starting its tracker; the
-                    # start is idempotent (the execution is named by the job id), so make sure.
-                    self.start_tracking(job_id)
-                return Outcome.DUPLICATE
-            job = existing  # an earlier attempt was rate limited: try again
+            if (
+                existing is not None
+                and existing.status == Status.RECEIVED
+                and existing.submit_started_at is None
+                and (existing.next_poll_at or 0) <= now
+            ):
+                return self._submitter.submit(existing)  # a deferred submit that is due: try it now
+            logger.info(
+                "duplicate event ignored", extra={"job_id": job_id, "status": getattr(existing, "status", None)}
+            )
+            return Outcome.DUPLICATE
         if isinstance(decision, Skip):
             logger.info("object skipped", extra={"job_id": job_id, "reason": decision.reason})
             return Outcome.SKIPPED
-        outcome = self.submit(job)
-        if outcome in (Outcome.SUBMITTED, Outcome.AMBIGUOUS):
-            self.start_tracking(job_id)
-        return outcome
-
-    def start_tracking(self, job_id: str) -> None:
-        """stepfunctions mode: start the job's poller execution, named by the job id.
-
-        AWS rejects a second execution with the same name (ExecutionAlreadyExists), which makes this
-        safe to call again on a redelivered event.
-        """
-        if not self._settings.state_machine_arn or self._sfn is None:
-            return
-        try:
-            self._sfn().start_execution(
-                stateMachineArn=self._settings.state_machine_arn,
-                name=job_id,
-                input=json.dumps({"job_id": job_id, "wait_seconds": self._settings.first_poll_seconds}),
-            )
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") != "ExecutionAlreadyExists":
-                raise
-            logger.info("tracker already started", extra={"job_id": job_id})
-
-    def submit(self, job: Job) -> Outcome:
-        """Start the execution for a ``received`` job, guarded by the submit claim."""
-        if self._store.now() < self._blocked_until:
-            # Another record in this process just got a 429: don't spend a request to hear it again.
-            exc = VlmRunRateLimitedError(
-                "rate limited by VLM Run earlier in this batch; not sent",
-                retry_after=self._blocked_until - self._store.now(),
-            )
-            self._store.release_submit(job.job_id, error=str(exc))
-            raise exc
-        if not self._store.claim_submit(job.job_id):
-            return Outcome.DUPLICATE
-        try:
-            body = self.request_body(job)
-            execution = self.vlmrun.execute(body)
-        except VlmRunRateLimitedError as exc:
-            self._blocked_until = self._store.now() + exc.retry_after
-            self._store.release_submit(job.job_id, error=str(exc))
-            raise
-        except VlmRunAmbiguousSubmitError as exc:
-            logger.error(
-                "ambiguous submit; will reconcile instead of re-sending",
-                extra={"job_id": job.job_id, "error": str(exc)},
-            )
-            self._store.mark_ambiguous(job.job_id, str(exc), self._store.now() + self._settings.reconcile_grace_seconds)
-            return Outcome.AMBIGUOUS
-        except VlmRunRejectedError as exc:
-            logger.error("VLM Run rejected the execution", extra={"job_id": job.job_id, "error": str(exc)})
-            self._store.transition(
-                job.job_id, Status.FAILED, set_fields={"error": exc.message}, remove_fields=("submit_started_at",)
-            )
-            return Outcome.REJECTED
-        except VlmRunError as exc:
-            # Nothing was created (bad credentials, no connection, upload failed): give the claim back so
-            # the retried message can submit, and say why the job is waiting.
-            self._store.release_submit(job.job_id, error=str(exc))
-            raise
-        except BaseException:
-            self._store.release_submit(job.job_id)
-            raise
-        self.record_started(job, execution)
-        return Outcome.SUBMITTED
-
-    def record_started(self, job: Job, execution: Execution) -> None:
-        now = self._store.now()
-        self._store.mark_submitted(
-            job.job_id,
-            execution.id,
-            execution.status,
-            next_poll_at=now + self._settings.first_poll_seconds,
-            deadline_at=now + self._settings.job_deadline_seconds,
-        )
-        logger.info("execution started", extra={"job_id": job.job_id, "execution_id": execution.id})
-
-    def request_body(self, job: Job) -> dict[str, Any]:
-        """The ``POST /agent/execute`` body for a job."""
-        route = job.route
-        assert route is not None, "a received job always has a route"
-        body: dict[str, Any] = {
-            "name": route.agent,
-            "inputs": {"file": self._input_file(job)},
-            "batch": True,
-            "model": route.model or self._settings.model,
-            "metadata": {"environment": self._settings.vlmrun_environment, "allow_training": False},
-        }
-        if route.prompt:
-            config: dict[str, Any] = {"prompt": route.prompt}
-            if route.json_schema is not None:
-                config["json_schema"] = route.json_schema
-            body["config"] = config
-        if self._settings.callback_url:
-            body["callback_url"] = self._settings.callback_url
-        return body
-
-    def _input_file(self, job: Job) -> dict[str, Any]:
-        # Always the exact version the job is about, even if the key was overwritten since.
-        params: dict[str, Any] = {"Bucket": job.bucket, "Key": job.key}
-        if job.version_id:
-            params["VersionId"] = job.version_id
-        if self._settings.input_mode == "url":
-            url = self._s3.generate_presigned_url(
-                "get_object", Params=params, ExpiresIn=self._settings.presign_ttl_seconds
-            )
-            return {"type": "input_file", "file_url": url}
-        obj = self._s3.get_object(**params)
-        content = obj["Body"].read()
-        name = job.key.rsplit("/", 1)[-1]
-        ctype = job.content_type or "application/octet-stream"
-        if len(content) > PRESIGNED_UPLOAD_THRESHOLD:
-            info = self.vlmrun.upload_file_presigned(name, content, ctype)
-        else:
-            info = self.vlmrun.upload_file(name, content, ctype)
-        return {"type": "input_file", "file_id": info.id}
+        return self._submitter.submit(job)
 
     def _head(self, ref: S3ObjectRef) -> SourceObject | None:
+        denied = []
         for key in ref.key_candidates():
             params: dict[str, Any] = {"Bucket": ref.bucket, "Key": key}
             if ref.version_id:
@@ -288,12 +158,16 @@ class Ingestor:
             try:
                 return SourceObject(key, self._s3.head_object(**params))
             except ClientError as exc:
-                if exc.response.get("Error", {}).get("Code") not in (
-                    "404",
-                    "NoSuchKey",
-                    "NotFound",
-                    "NoSuchVersion",
-                    "400",
-                ):
+                code = exc.response.get("Error", {}).get("Code")
+                if code in ("403", "AccessDenied", "Forbidden"):
+                    # Without s3:ListBucket a missing key answers 403, not 404: try the other spelling.
+                    denied.append(key)
+                    continue
+                if code not in _MISSING:
                     raise
+        if denied:
+            raise SourceUnreadableError(
+                f"access denied (403) on HEAD s3://{ref.bucket}/{denied[0]}: the function may not read it, "
+                "or it is gone and the function lacks s3:ListBucket (which turns a 404 into a 403)"
+            )
         return None

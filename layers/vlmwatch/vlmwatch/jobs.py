@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
-from pydantic import BaseModel, field_validator
+from pydantic import BaseModel, Field, field_validator
 
 from vlmwatch.routing import Route
 
@@ -75,6 +75,18 @@ def allowed_from(target: Status) -> list[Status]:
     return [s for s in Status if RANK[s] < rank or (same_rank_ok and RANK[s] == rank)]
 
 
+# Remote text (VLM Run's error messages) goes on rows, documents and events: bound it so a 500 KB
+# message can never push a row past DynamoDB's 400 KB item limit.
+MAX_ERROR_CHARS = 4000
+
+
+def bounded(text: str, limit: int = MAX_ERROR_CHARS) -> str:
+    """``text`` cut to ``limit`` characters, saying how much was cut."""
+    if len(text) <= limit:
+        return text
+    return f"{text[: limit - 40]}... [{len(text) - limit + 40} more characters cut]"
+
+
 def job_id_for(bucket: str, key: str, version: str) -> str:
     """Stable id for one object version; also a valid Step Functions execution name (<= 80 chars)."""
     return hashlib.sha256(f"{bucket}\n{key}\n{version}".encode()).hexdigest()[:40]
@@ -108,6 +120,15 @@ class Job(BaseModel):
     error_uri: str | None = None
     usage: dict[str, Any] | None = None
     execution_snapshot: str | None = None  # the completed execution as JSON, until delivered
+    # Submit attempts whose outcome was never known (timeout after send, 5xx, a crash while claimed):
+    # each may have created an execution that no evidence ties to this job (a possible orphan).
+    ambiguous_attempts: list[int] = Field(default_factory=list)
+    # Executions known to belong to this job that are not the one delivered (late evidence).
+    orphan_execution_ids: list[str] = Field(default_factory=list)
+    input_file_id: str | None = None  # upload mode: the uploaded copy, reused by every submit attempt
+    delivery_attempts: int = 0
+    delivery_error: str | None = None
+    last_poll_error: str | None = None
     created_at: int
     updated_at: int
     submitted_at: int | None = None
@@ -150,12 +171,22 @@ class JobStore:
             store across threads, and boto3 clients are thread-safe where resources are not.
         table_name: the job table.
         shards: how many partitions the in-flight index is spread over.
+        delivery_grace_seconds: how long after a terminal transition the sweeper steps in if the
+            job is still not delivered.
         clock: seconds since the epoch; injected for tests.
     """
 
     def __init__(
-        self, client: DynamoDBClient, table_name: str, *, shards: int = 1, ttl_days: int = 30, clock: Any = time.time
+        self,
+        client: DynamoDBClient,
+        table_name: str,
+        *,
+        shards: int = 1,
+        ttl_days: int = 30,
+        delivery_grace_seconds: int = 300,
+        clock: Any = time.time,
     ) -> None:
+        self._delivery_grace = delivery_grace_seconds
         self._client = client
         self._table = table_name
         self._shards = shards
@@ -208,11 +239,18 @@ class JobStore:
 
     # -- writes --------------------------------------------------------------------------------
 
-    def create(self, job: Job) -> bool:
-        """Insert a new job; False if a job with this id already exists (a duplicate event)."""
+    def create(self, job: Job, *, due_at: int | None = None) -> bool:
+        """Insert a new job; False if a job with this id already exists (a duplicate event).
+
+        A ``received`` job goes into the in-flight index at once (due at ``due_at``): if the process
+        that created it dies before it is submitted, the sweeper still finds it.
+        """
         item = job.to_item()
         if job.status in FINAL:
             item["expires_at"] = job.updated_at + self._ttl_seconds
+        elif due_at is not None:
+            item["poll_shard"] = self._shard(job.job_id)
+            item["next_poll_at"] = due_at
         try:
             self._client.put_item(
                 TableName=self._table, Item=_ser(item), ConditionExpression="attribute_not_exists(job_id)"
@@ -223,47 +261,96 @@ class JobStore:
             raise
         return True
 
-    def claim_submit(self, job_id: str) -> bool:
-        """Take the right to call ``POST /agent/execute`` for this job.
+    def claim_submit(self, job_id: str, lease_seconds: int) -> int | None:
+        """Take the right to call ``POST /agent/execute`` for this job; returns the attempt number.
 
-        Set once and never cleared on an ambiguous failure: a second claimer (a redelivered message,
-        a concurrent duplicate) loses, so at most one request can be in flight per job.
+        Only an unclaimed ``received`` job can be claimed, so at most one request is in flight per job.
+        The claim stays in the in-flight index, due when the lease ends: if the claimer dies mid-submit
+        the sweeper finds the claim expired and treats the attempt as ambiguous.
         """
         now = self.now()
-        return self._update(
-            job_id,
-            "SET submit_started_at = :now, updated_at = :now, attempts = if_not_exists(attempts, :zero) + :one",
-            {":now": now, ":zero": 0, ":one": 1, ":received": Status.RECEIVED.value},
-            "#status = :received AND attribute_not_exists(submit_started_at)",
-        )
+        try:
+            attrs = self._client.update_item(
+                TableName=self._table,
+                Key=_ser({"job_id": job_id}),
+                UpdateExpression=(
+                    "SET submit_started_at = :now, updated_at = :now, next_poll_at = :lease, poll_shard = :shard, "
+                    "attempts = if_not_exists(attempts, :zero) + :one"
+                ),
+                ConditionExpression=(
+                    "attribute_exists(job_id) AND #status = :received AND attribute_not_exists(submit_started_at)"
+                ),
+                ExpressionAttributeNames={"#status": "status"},
+                ExpressionAttributeValues=_ser(
+                    {
+                        ":now": now,
+                        ":lease": now + lease_seconds,
+                        ":shard": self._shard(job_id),
+                        ":zero": 0,
+                        ":one": 1,
+                        ":received": Status.RECEIVED.value,
+                    }
+                ),
+                ReturnValues="UPDATED_NEW",
+            )["Attributes"]
+        except ClientError as exc:
+            if _conditional_failed(exc):
+                return None
+            raise
+        return int(_deser(attrs)["attempts"])
 
-    def release_submit(self, job_id: str, error: str | None = None) -> bool:
-        """Give the claim back after a failure that provably created nothing (429, no connection)."""
-        values: dict[str, Any] = {":now": self.now(), ":received": Status.RECEIVED.value}
-        expr = "REMOVE submit_started_at SET updated_at = :now"
+    def release_submit(
+        self, job_id: str, *, retry_at: int, error: str | None = None, attempt: int | None = None
+    ) -> bool:
+        """Give the claim back after a failure that provably created nothing (429, no connection, auth).
+
+        The job stays ``received`` and in the index, due again at ``retry_at``: work waits, never fails.
+        With ``attempt``, only that attempt's claim is released (a late caller cannot free a newer claim).
+        """
+        values: dict[str, Any] = {
+            ":now": self.now(),
+            ":received": Status.RECEIVED.value,
+            ":at": retry_at,
+            ":shard": self._shard(job_id),
+        }
+        expr = "REMOVE submit_started_at SET updated_at = :now, next_poll_at = :at, poll_shard = :shard"
         if error:
             expr += ", #error = :error"
-            values[":error"] = error
-        return self._update(job_id, expr, values, "#status = :received")
+            values[":error"] = bounded(error)
+        cond = "#status = :received"
+        if attempt is not None:
+            cond += " AND attempts = :attempt"
+            values[":attempt"] = attempt
+        return self._update(job_id, expr, values, cond)
 
-    def mark_ambiguous(self, job_id: str, error: str, reconcile_at: int) -> bool:
-        """Record a submit that may have created an execution; the poller reconciles it."""
+    def mark_ambiguous(self, job_id: str, attempt: int, error: str, retry_at: int) -> bool:
+        """Record that ``attempt`` may have created an execution; the job waits for evidence until ``retry_at``.
+
+        The claim is kept (nobody else may submit) and the attempt is listed on the row, so an extra
+        execution it made is an orphan on record, never an unexplained duplicate.
+        """
         return self._update(
             job_id,
-            "SET #error = :error, next_poll_at = :at, poll_shard = :shard, updated_at = :now",
+            "SET #error = :error, next_poll_at = :at, poll_shard = :shard, updated_at = :now, "
+            "ambiguous_attempts = list_append(if_not_exists(ambiguous_attempts, :empty), :attempt_list)",
             {
-                ":error": error,
-                ":at": reconcile_at,
+                ":error": bounded(error),
+                ":at": retry_at,
                 ":shard": self._shard(job_id),
                 ":now": self.now(),
                 ":received": Status.RECEIVED.value,
+                ":attempt": attempt,
+                ":attempt_list": [attempt],
+                ":empty": [],
             },
-            "#status = :received AND attribute_exists(submit_started_at)",
+            "#status = :received AND attribute_exists(submit_started_at) AND attempts = :attempt "
+            "AND NOT contains(ambiguous_attempts, :attempt)",
         )
 
     def mark_submitted(
         self, job_id: str, execution_id: str, remote_status: str, *, next_poll_at: int, deadline_at: int
     ) -> bool:
+        """``received`` → ``submitted`` with the execution that belongs to this job (conditional)."""
         now = self.now()
         return self.transition(
             job_id,
@@ -279,6 +366,48 @@ class JobStore:
             remove_fields=("submit_started_at", "error"),
         )
 
+    def add_orphan(self, job_id: str, execution_id: str) -> bool:
+        """Record an execution that belongs to this job but is not the one it tracks (paid for, not delivered)."""
+        return self._update(
+            job_id,
+            "SET orphan_execution_ids = list_append(if_not_exists(orphan_execution_ids, :empty), :ids), "
+            "updated_at = :now",
+            {":ids": [execution_id], ":empty": [], ":now": self.now(), ":id": execution_id},
+            "NOT contains(orphan_execution_ids, :id)",
+            names={},
+        )
+
+    def set_fields(self, job_id: str, fields: dict[str, Any], *, expect_status: Status | None = None) -> bool:
+        """Set plain attributes (no status change), optionally only while the job has ``expect_status``."""
+        names = {f"#f{i}": name for i, name in enumerate(fields)}
+        values: dict[str, Any] = {f":v{i}": value for i, value in enumerate(fields.values())}
+        expr = "SET " + ", ".join(f"#f{i} = :v{i}" for i in range(len(fields)))
+        cond = "attribute_exists(job_id)"
+        if expect_status is not None:
+            cond = "#status = :expect"
+            values[":expect"] = expect_status.value
+        return self._update(job_id, expr, values, cond, names=names)
+
+    def delivery_failed(self, job_id: str, error: str, retry_at: int) -> bool:
+        """A terminal job whose documents could not be written: the sweeper tries again at ``retry_at``."""
+        values: dict[str, Any] = {
+            ":err": bounded(error),
+            ":at": retry_at,
+            ":shard": self._shard(job_id),
+            ":now": self.now(),
+            ":zero": 0,
+            ":one": 1,
+        }
+        for i, status in enumerate(sorted(TERMINAL)):
+            values[f":t{i}"] = status.value
+        return self._update(
+            job_id,
+            "SET delivery_error = :err, next_poll_at = :at, poll_shard = :shard, updated_at = :now, "
+            "delivery_attempts = if_not_exists(delivery_attempts, :zero) + :one",
+            values,
+            f"#status IN ({', '.join(f':t{i}' for i in range(len(TERMINAL)))})",
+        )
+
     def reschedule(
         self,
         job_id: str,
@@ -287,6 +416,7 @@ class JobStore:
         expect_next_poll_at: int | None = None,
         error: str | None = None,
         count_poll: bool = False,
+        remote_status: str | None = None,
     ) -> bool:
         """Move a job's next poll; with ``expect_next_poll_at`` this is the poller's claim."""
         values: dict[str, Any] = {":at": next_poll_at, ":now": self.now()}
@@ -297,7 +427,10 @@ class JobStore:
             values[":seen"] = expect_next_poll_at
         if error is not None:
             expr += ", last_poll_error = :err"
-            values[":err"] = error
+            values[":err"] = bounded(error)
+        if remote_status is not None:
+            expr += ", remote_status = :remote"
+            values[":remote"] = remote_status
         if count_poll:
             expr += ", poll_count = if_not_exists(poll_count, :zero) + :one"
             values.update({":zero": 0, ":one": 1})
@@ -323,7 +456,10 @@ class JobStore:
         if target in TERMINAL:
             fields.setdefault("finished_at", now)
             fields["outcome"] = target.value
-            removes += ["poll_shard", "next_poll_at"]
+            # Still in the index, due when delivery should long be done: if the stream record is lost
+            # (retries exhausted, a crash), the sweeper delivers it. Delivery takes it out of the index.
+            fields["next_poll_at"] = now + self._delivery_grace
+            fields["poll_shard"] = self._shard(job_id)
         if target in FINAL:
             fields["expires_at"] = now + self._ttl_seconds
             removes += ["poll_shard", "next_poll_at"]

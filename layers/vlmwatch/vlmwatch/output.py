@@ -1,10 +1,22 @@
 """The output writer: artifacts first, the result document last, an error document on failure.
 
-Layout (``prefix`` is configurable)::
+Layout (``prefix`` is configurable), one folder per input key with fixed names inside::
 
-    <prefix><input key>.json                       result document (vlmwatch.result/v1)
-    <prefix><input key>.artifacts/<object_id>.<ext> one file per artifact
-    <prefix><input key>.error.json                 error document (vlmwatch.error/v1)
+    <prefix><key>.vlmwatch/result.json        the newest version's result document (vlmwatch.result/v1)
+    <prefix><key>.vlmwatch/error.json         ... or its error document (vlmwatch.error/v1): one of the two
+    <prefix><key>.vlmwatch/versions/<v>/result.json | error.json       one outcome per object version
+    <prefix><key>.vlmwatch/versions/<v>/artifacts/<object_id>.<ext>   that version's artifacts
+
+``<v>`` is the S3 version id (``etag-<etag>`` in an unversioned bucket). A version's documents are
+written once and never replaced by another version's; the folder's top-level document is a copy of
+the *current* S3 version's outcome (see :meth:`OutputWriter.publish_latest`), so an older version
+that finishes last never replaces a newer one there.
+
+No input key can write over another key's outputs: every output key is ``<prefix><key>.vlmwatch/``
+followed by a suffix that never contains ``.vlmwatch/``, so the last ``.vlmwatch/`` in an output key
+says which input key it belongs to. Keys too long for that (S3 keys end at 1,024 bytes) go under
+``<prefix>.vlmwatch-long/<sha256 of the key>/`` instead, which holds no ``.vlmwatch/`` at all; the
+documents inside still name the full source key.
 
 The result document is written last so a consumer that reacts to ``*.json`` always finds the
 artifacts already in place.
@@ -12,12 +24,15 @@ artifacts already in place.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import mimetypes
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from botocore.exceptions import ClientError
 from pydantic import BaseModel
 
 from vlmwatch.jobs import Job
@@ -27,6 +42,12 @@ if TYPE_CHECKING:
 
     from vlmwatch.vlmrun import Artifact, Execution
 
+MARKER = ".vlmwatch/"
+LONG_FOLDER = ".vlmwatch-long/"
+S3_KEY_LIMIT = 1024
+# Room kept for what follows the folder: versions/<v>/artifacts/<object id>.<ext>.
+SUFFIX_ROOM = 200
+_SAFE_VERSION = re.compile(r"^[A-Za-z0-9_+=-]{1,128}$")
 RESULT_SCHEMA = "vlmwatch.result/v1"
 ERROR_SCHEMA = "vlmwatch.error/v1"
 ARTIFACT_REF = re.compile(r"^(img|vid|aud|doc|recon|arr|url)_[0-9a-f]{6}$")
@@ -118,6 +139,12 @@ def _timings(job: Job, now: int) -> dict[str, Any]:
     }
 
 
+def version_token(version_id: str | None, etag: str | None) -> str:
+    """A path segment for one object version: the version id if it is plain, else a digest of it."""
+    raw = version_id or f"etag-{(etag or 'none').strip(chr(34))}"
+    return raw if _SAFE_VERSION.match(raw) else "h-" + hashlib.sha256(raw.encode()).hexdigest()[:32]
+
+
 class OutputWriter:
     """Writes a job's outputs to the output bucket.
 
@@ -132,20 +159,38 @@ class OutputWriter:
         self.bucket = bucket
         self.prefix = prefix
 
-    def result_key(self, input_key: str) -> str:
-        return f"{self.prefix}{input_key}.json"
+    # -- where things go ----------------------------------------------------------------------
 
-    def error_key(self, input_key: str) -> str:
-        return f"{self.prefix}{input_key}.error.json"
+    def folder(self, input_key: str) -> str:
+        folder = f"{self.prefix}{input_key}{MARKER}"
+        if len(folder.encode()) + SUFFIX_ROOM > S3_KEY_LIMIT:
+            folder = f"{self.prefix}{LONG_FOLDER}{hashlib.sha256(input_key.encode()).hexdigest()}/"
+        return folder
 
-    def artifact_key(self, input_key: str, object_id: str, content_type: str) -> str:
-        return f"{self.prefix}{input_key}.artifacts/{object_id}.{artifact_extension(object_id, content_type)}"
+    def version_folder(self, job: Job) -> str:
+        return f"{self.folder(job.key)}versions/{version_token(job.version_id, job.etag)}/"
+
+    def result_key(self, job: Job) -> str:
+        return f"{self.version_folder(job)}result.json"
+
+    def error_key(self, job: Job) -> str:
+        return f"{self.version_folder(job)}error.json"
+
+    def artifact_key(self, job: Job, object_id: str, content_type: str) -> str:
+        return f"{self.version_folder(job)}artifacts/{object_id}.{artifact_extension(object_id, content_type)}"
+
+    def latest_keys(self, input_key: str) -> tuple[str, str]:
+        """(result, error) at the key's stable path."""
+        folder = self.folder(input_key)
+        return f"{folder}result.json", f"{folder}error.json"
 
     def uri(self, key: str) -> str:
         return f"s3://{self.bucket}/{key}"
 
+    # -- writes ---------------------------------------------------------------------------------
+
     def put_artifact(self, job: Job, artifact: Artifact) -> ArtifactRecord:
-        key = self.artifact_key(job.key, artifact.object_id, artifact.content_type)
+        key = self.artifact_key(job, artifact.object_id, artifact.content_type)
         self._put(key, artifact.content, artifact.content_type, job)
         return ArtifactRecord(
             object_id=artifact.object_id,
@@ -179,11 +224,12 @@ class OutputWriter:
             "response": execution.response,
             "artifacts": [a.model_dump() for a in artifacts],
             "missing_artifacts": missing or [],
+            "orphan_executions": job.orphan_execution_ids,
             "timings": _timings(job, now),
         }
-        key = self.result_key(job.key)
+        key = self.result_key(job)
         self._put(key, _json(document), "application/json", job)
-        return self.uri(key)
+        return key
 
     def put_error(self, job: Job, *, status: str, message: str, now: int, execution: Execution | None = None) -> str:
         document = {
@@ -198,11 +244,58 @@ class OutputWriter:
                 "remote_status": execution.status if execution else job.remote_status,
                 "response": execution.response if execution else None,
             },
+            "orphan_executions": job.orphan_execution_ids,
             "timings": _timings(job, now),
         }
-        key = self.error_key(job.key)
+        key = self.error_key(job)
         self._put(key, _json(document), "application/json", job)
-        return self.uri(key)
+        return key
+
+    def publish_latest(self, job: Job, current: Callable[[], tuple[str | None, str | None] | None]) -> str | None:
+        """Make the key's stable document the current S3 version's outcome; returns its key, if any.
+
+        ``current`` answers the input key's current (version id, etag), or None when it is gone.
+        Every delivery of any version of a key runs this after writing its own documents: it copies
+        the current version's document (its own, or another version's that is already written) to the
+        stable path, then asks again. If the answer changed meanwhile it goes round again; if not, any
+        newer version was uploaded after this write and its own delivery publishes after it. So the
+        last write at the stable path is always the newest finished version's.
+        """
+        result_latest, error_latest = self.latest_keys(job.key)
+        published = None
+        for _ in range(5):
+            head = current()
+            if head is None:
+                return published  # the object is gone: keep what is there
+            version_id, etag = head
+            folder = f"{self.folder(job.key)}versions/{version_token(version_id, etag)}/"
+            source = next((k for k in (f"{folder}result.json", f"{folder}error.json") if self._exists(k)), None)
+            if source is None:
+                return published  # the current version has not finished: its own delivery publishes it
+            target, other = (
+                (result_latest, error_latest) if source.endswith("result.json") else (error_latest, result_latest)
+            )
+            self._s3.copy_object(
+                Bucket=self.bucket,
+                Key=target,
+                CopySource={"Bucket": self.bucket, "Key": source},
+                MetadataDirective="COPY",
+            )
+            if self._exists(other):
+                self._s3.delete_object(Bucket=self.bucket, Key=other)  # one outcome at the stable path
+            published = target
+            if current() == head:
+                return published
+        return published
+
+    def _exists(self, key: str) -> bool:
+        try:
+            self._s3.head_object(Bucket=self.bucket, Key=key)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return False
+            raise
+        return True
 
     def _put(self, key: str, body: bytes, content_type: str, job: Job) -> None:
         self._s3.put_object(

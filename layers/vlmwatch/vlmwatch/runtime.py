@@ -15,7 +15,9 @@ from vlmwatch.delivery import Deliverer
 from vlmwatch.ingest import Ingestor
 from vlmwatch.jobs import JobStore
 from vlmwatch.output import OutputWriter
+from vlmwatch.pressure import Backpressure
 from vlmwatch.settings import Settings
+from vlmwatch.submit import Submitter
 from vlmwatch.tracking import Tracker
 from vlmwatch.vlmrun import VlmRunClient
 from vlmwatch.webhooks import WebhookReceiver
@@ -60,6 +62,8 @@ def reset() -> None:
         webhook_secret,
         webhook_receiver,
         ingestor,
+        submitter,
+        pressure,
         tracker,
         deliverer,
         output_writer,
@@ -92,6 +96,7 @@ def job_store() -> JobStore:
         cfg.jobs_table,
         shards=cfg.poll_shards,
         ttl_days=cfg.result_ttl_days,
+        delivery_grace_seconds=cfg.delivery_grace_seconds,
         **({"clock": _overrides["clock"]} if "clock" in _overrides else {}),
     )
 
@@ -122,12 +127,33 @@ def webhook_secret() -> str:
 
 @functools.cache
 def webhook_receiver() -> WebhookReceiver:
-    return WebhookReceiver(webhook_secret, job_store(), tracker(), vlmrun_client)
+    return WebhookReceiver(webhook_secret, job_store(), tracker(), vlmrun_client, submitter())
 
 
 @functools.cache
 def vlmrun_client() -> VlmRunClient:
-    return VlmRunClient(settings().vlmrun_base_url, api_key, transport=_overrides.get("transport"))
+    cfg = settings()
+    timeout = httpx.Timeout(cfg.vlmrun_timeout_seconds, connect=min(3.0, cfg.vlmrun_timeout_seconds))
+    return VlmRunClient(cfg.vlmrun_base_url, api_key, timeout=timeout, transport=_overrides.get("transport"))
+
+
+@functools.cache
+def pressure() -> Backpressure:
+    return Backpressure(clock=job_store().now)
+
+
+@functools.cache
+def submitter() -> Submitter:
+    cfg = settings()
+    return Submitter(
+        cfg,
+        job_store(),
+        s3(),
+        vlmrun_client,
+        pressure(),
+        webhook_secret=webhook_secret if cfg.callback_url else None,
+        sfn=lambda: _boto("stepfunctions"),
+    )
 
 
 @functools.cache
@@ -138,16 +164,24 @@ def output_writer() -> OutputWriter:
 
 @functools.cache
 def ingestor() -> Ingestor:
-    return Ingestor(settings(), job_store(), s3(), vlmrun_client, sfn=lambda: _boto("stepfunctions"))
+    return Ingestor(settings(), job_store(), s3(), submitter())
 
 
 @functools.cache
 def tracker() -> Tracker:
-    return Tracker(settings(), job_store(), vlmrun_client, ingestor())
+    return Tracker(settings(), job_store(), vlmrun_client, submitter(), pressure(), deliverer)
 
 
 @functools.cache
 def deliverer() -> Deliverer:
     cfg = settings()
     events = _boto("events") if cfg.event_bus_name else None
-    return Deliverer(job_store(), output_writer(), vlmrun_client, events, cfg.event_bus_name)
+    return Deliverer(
+        job_store(),
+        output_writer(),
+        vlmrun_client,
+        events,
+        cfg.event_bus_name,
+        source_s3=s3(),
+        retry_seconds=max(1, cfg.delivery_grace_seconds // 5),
+    )

@@ -41,7 +41,12 @@ _ENV = {
     "EVENT_BUS_NAME": "event_bus_name",
     "RESULT_TTL_DAYS": "result_ttl_days",
     "SECRET_MAX_AGE_SECONDS": "secret_max_age_seconds",
-    "RECONCILE_GRACE_SECONDS": "reconcile_grace_seconds",
+    "SUBMIT_LEASE_SECONDS": "submit_lease_seconds",
+    "EVIDENCE_WINDOW_SECONDS": "evidence_window_seconds",
+    "DELIVERY_GRACE_SECONDS": "delivery_grace_seconds",
+    "SWEEP_OVERDUE_SECONDS": "sweep_overdue_seconds",
+    "VLMRUN_TIMEOUT_SECONDS": "vlmrun_timeout_seconds",
+    "POLLING_MODE": "polling_mode",
     "STATE_MACHINE_ARN": "state_machine_arn",
     "WEBHOOK_ENABLED": "webhook_enabled",
 }
@@ -83,8 +88,20 @@ class Settings(BaseModel):
     event_bus_name: str | None = "default"
     result_ttl_days: int = Field(30, ge=1)
     secret_max_age_seconds: int = Field(300, ge=0)
-    # After an ambiguous submit, wait this long before asking VLM Run what it has: its list may lag.
-    reconcile_grace_seconds: int = Field(60, ge=0)
+    # How long a submit claim holds: longer than the ingest function's timeout, so a claim that
+    # expires belongs to a submitter that is certainly gone (crashed, timed out, out of memory).
+    submit_lease_seconds: int = Field(180, ge=1)
+    # With webhooks: after an ambiguous submit, how long to wait for a signed callback that proves
+    # which execution is ours before submitting again (the only evidence the API offers).
+    evidence_window_seconds: int = Field(900, ge=0)
+    # A job that reached a terminal status and is still not delivered this long after is delivered
+    # by the sweeper (the stream record was lost, or delivery kept failing).
+    delivery_grace_seconds: int = Field(300, ge=1)
+    # stepfunctions mode: the scheduled sweeper takes over jobs whose next poll is this much overdue
+    # (their state machine is gone); 0 in schedule mode, where the sweeper is the poller.
+    sweep_overdue_seconds: int = Field(0, ge=0)
+    vlmrun_timeout_seconds: float = Field(15.0, gt=0)
+    polling_mode: Literal["schedule", "stepfunctions"] = "schedule"
 
     @field_validator("routing_rules", mode="before")
     @classmethod
@@ -117,6 +134,11 @@ class Settings(BaseModel):
     @property
     def webhooks_enabled(self) -> bool:
         return self.webhook_enabled or bool(self.callback_url)
+
+    @property
+    def ambiguous_wait_seconds(self) -> int:
+        """How long an ambiguous submit waits for evidence: only a callback can bring it."""
+        return self.evidence_window_seconds if self.webhooks_enabled else 0
 
     @property
     def first_poll_seconds(self) -> int:

@@ -1,4 +1,4 @@
-"""Tracking: learn an execution's status and fold it into the job row.
+"""Tracking: learn an execution's status and fold it into the job row; sweep what is stuck.
 
 Used by all three ways of learning of a change (scheduled poller, Step Functions loop, webhook):
 each calls :meth:`Tracker.poll_job` or :meth:`Tracker.apply`, which end in the same conditional
@@ -9,18 +9,20 @@ from __future__ import annotations
 
 import logging
 import random
-import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from vlmwatch.exceptions import VlmRunError, VlmRunRateLimitedError, VlmRunRejectedError
-from vlmwatch.ingest import Ingestor
-from vlmwatch.jobs import IN_FLIGHT, TERMINAL, Job, JobStore, Status
+from vlmwatch.jobs import IN_FLIGHT, TERMINAL, Job, JobStore, Status, bounded
+from vlmwatch.pressure import Backpressure
 from vlmwatch.settings import Settings
+from vlmwatch.submit import Submitter
+from vlmwatch.vlmrun import KNOWN_STATUSES
 
 if TYPE_CHECKING:
+    from vlmwatch.delivery import Deliverer
     from vlmwatch.vlmrun import Execution, VlmRunClient
 
 logger = logging.getLogger(__name__)
@@ -32,6 +34,7 @@ CLAIM_SECONDS = 120
 
 # Largest execution kept on the job row for delivery (a DynamoDB item holds 400 KB in all).
 SNAPSHOT_MAX_BYTES = 64 * 1024
+USAGE_MAX_BYTES = 4 * 1024
 
 
 @dataclass
@@ -53,18 +56,22 @@ class PollSummary:
     finished: int = 0
     timed_out: int = 0
     errors: int = 0
+    submitted: int = 0
+    redelivered: int = 0
     rate_limited: bool = False
     outcomes: dict[str, str] = field(default_factory=dict)
 
 
 class Tracker:
-    """Polls executions and applies what it learns.
+    """Polls executions, applies what it learns, and sweeps jobs that are stuck anywhere.
 
     Args:
         settings: backoff, deadline and concurrency settings.
         store: the job table.
         vlmrun: zero-argument callable returning the VLM Run client.
-        ingestor: used to re-submit a job whose ambiguous submit provably created nothing.
+        submitter: the submit protocol (deferred, crashed and ambiguous submits are moved on by it).
+        pressure: the process's shared 429 back-pressure.
+        deliverer: zero-argument callable returning the deliverer (the sweeper redelivers with it).
         rng: jitter source, injectable for tests.
     """
 
@@ -73,18 +80,19 @@ class Tracker:
         settings: Settings,
         store: JobStore,
         vlmrun: Callable[[], VlmRunClient],
-        ingestor: Ingestor,
+        submitter: Submitter,
+        pressure: Backpressure,
+        deliverer: Callable[[], Deliverer] | None = None,
         *,
         rng: random.Random | None = None,
     ) -> None:
         self._settings = settings
         self._store = store
         self._vlmrun = vlmrun
-        self._ingestor = ingestor
+        self._submitter = submitter
+        self._pressure = pressure
+        self._deliverer = deliverer
         self._rng = rng or random.Random()
-        # After a 429, VLM Run's Retry-After holds for every job: the rest of the run waits too.
-        self._blocked_until = 0.0
-        self._lock = threading.Lock()
 
     def backoff(self, poll_count: int) -> int:
         """Seconds until the next poll: exponential in polls so far, capped, with jitter in [d/2, d]."""
@@ -92,13 +100,19 @@ class Tracker:
         delay = min(self._settings.poll_cap_seconds, base * 2 ** max(0, poll_count))
         return max(1, int(self._rng.uniform(delay / 2, delay)))
 
-    # -- the scheduled poller -------------------------------------------------------------------
+    # -- the scheduled poller and sweeper -------------------------------------------------------
 
     def run(self) -> PollSummary:
-        """One scheduled run: claim every due job (up to the limit) and poll them with bounded concurrency."""
+        """One scheduled run: claim every due job (up to the limit) and move each on, with bounded concurrency.
+
+        Due jobs are in-flight ones to poll, and every job stuck on the way: submits deferred by a
+        429, claims whose submitter died, ambiguous submits whose evidence window is over, and
+        finished jobs still undelivered after the delivery grace. In stepfunctions mode only jobs
+        overdue by ``SWEEP_OVERDUE_SECONDS`` are taken (their own state machine is gone).
+        """
         now = self._store.now()
         summary = PollSummary()
-        jobs = self._store.due(now, self._settings.poller_max_jobs)
+        jobs = self._store.due(now - self._settings.sweep_overdue_seconds, self._settings.poller_max_jobs)
         summary.due = len(jobs)
         claimed = [
             j for j in jobs if self._store.reschedule(j.job_id, now + CLAIM_SECONDS, expect_next_poll_at=j.next_poll_at)
@@ -107,50 +121,60 @@ class Tracker:
         if not claimed:
             return summary
         with ThreadPoolExecutor(max_workers=self._settings.poller_concurrency) as pool:
-            for job, result in zip(claimed, pool.map(self._poll_safely, claimed), strict=True):
+            for job, result in zip(claimed, pool.map(self._move_safely, claimed), strict=True):
                 summary.outcomes[job.job_id] = result
-                summary.polled += result != "deferred"
-                summary.changed += result in ("changed", "finished", "timed_out", "resubmitted", "adopted")
+                summary.polled += result not in ("deferred", "redelivered", "submitted", "waiting")
+                summary.changed += result in ("changed", "finished", "timed_out", "submitted", "adopted")
                 summary.finished += result == "finished"
                 summary.timed_out += result == "timed_out"
                 summary.errors += result == "error"
+                summary.submitted += result == "submitted"
+                summary.redelivered += result == "redelivered"
                 summary.rate_limited |= result == "deferred"
         return summary
 
-    def _poll_safely(self, job: Job) -> str:
-        now = self._store.now()
-        with self._lock:
-            blocked_until = self._blocked_until
-        if now < blocked_until:
-            # Don't spend a request to hear "429" again: put the job back, spread over the next seconds.
-            self._store.reschedule(job.job_id, int(blocked_until) + self.backoff(0), error="rate limited; deferred")
-            return "deferred"
+    def _move_safely(self, job: Job) -> str:
         try:
+            if job.status == Status.RECEIVED:
+                return str(self._submitter.advance(job))
+            if job.status in TERMINAL:
+                return self._redeliver(job)
+            if job.status not in IN_FLIGHT:
+                return "finished-already"
+            if self._pressure.blocked:
+                # Don't spend a request to hear "429" again: put the job back, spread over the next seconds.
+                self._store.reschedule(job.job_id, self._pressure.retry_at(), error="rate limited; deferred")
+                return "deferred"
             return self.poll_job(job)
         except VlmRunRateLimitedError as exc:
-            wait = max(int(exc.retry_after), 1)
-            with self._lock:
-                self._blocked_until = max(self._blocked_until, now + wait)
-            self._store.reschedule(job.job_id, now + wait + self.backoff(0), error=str(exc))
+            self._pressure.block(exc.retry_after)
+            self._store.reschedule(job.job_id, self._pressure.retry_at(), error=bounded(str(exc)))
             return "deferred"
         except Exception as exc:  # one bad job must not stop the others; it is recorded and retried
-            logger.exception("poll failed", extra={"job_id": job.job_id})
+            logger.exception("sweep step failed", extra={"job_id": job.job_id})
             self._store.reschedule(
-                job.job_id, self._store.now() + self.backoff(job.poll_count), error=f"{type(exc).__name__}: {exc}"
+                job.job_id,
+                self._store.now() + self.backoff(job.poll_count),
+                error=bounded(f"{type(exc).__name__}: {exc}"),
             )
             return "error"
+
+    def _redeliver(self, job: Job) -> str:
+        """A finished job still undelivered after the grace: its stream record was lost or kept failing."""
+        if self._deliverer is None:
+            return "finished-already"
+        logger.warning("delivering a job the stream did not", extra={"job_id": job.job_id, "status": job.status})
+        self._deliverer().deliver(job.job_id)
+        return "redelivered"
 
     # -- one job ------------------------------------------------------------------------------
 
     def poll_job(self, job: Job) -> str:
         """Poll one job once and apply the result. Returns what happened, for metrics and tests."""
-        now = self._store.now()
         if job.status == Status.RECEIVED:
-            return self.reconcile(job)
+            return str(self._submitter.advance(job))
         if job.status not in IN_FLIGHT:
             return "finished-already"
-        if job.deadline_at is not None and now >= job.deadline_at:
-            return self.time_out(job)
         assert job.execution_id is not None
         try:
             execution = self._vlmrun().get_execution(job.execution_id)
@@ -159,22 +183,26 @@ class Tracker:
                 moved = self._store.transition(
                     job.job_id,
                     Status.FAILED,
-                    set_fields={"error": f"VLM Run has no execution {job.execution_id}: {exc.message}"},
+                    set_fields={"error": bounded(f"VLM Run has no execution {job.execution_id}: {exc.message}")},
                     count_poll=True,
                 )
                 return "finished" if moved else "stale"
             raise
+        # The deadline is checked after this last look: a job that finished at VLM Run is never "timed out".
         return self.apply(job, execution)
 
-    def time_out(self, job: Job) -> str:
+    def time_out(self, job: Job, remote_status: str | None = None) -> str:
+        last = remote_status or job.remote_status or "none"
+        note = "" if last in KNOWN_STATUSES or last == "none" else " (a status vlmwatch does not know)"
         moved = self._store.transition(
             job.job_id,
             Status.TIMED_OUT,
             set_fields={
+                "remote_status": last,
                 "error": (
                     f"no final status from VLM Run within {self._settings.job_deadline_seconds} s "
-                    f"(last remote status: {job.remote_status or 'none'}, polls: {job.poll_count})"
-                )
+                    f"(last remote status: {last}{note}, polls: {job.poll_count + 1})"
+                ),
             },
         )
         return "timed_out" if moved else "stale"
@@ -182,92 +210,52 @@ class Tracker:
     def apply(self, job: Job, execution: Execution, *, count_poll: bool = True) -> str:
         """Fold an execution's state into the job row (conditional: never backwards)."""
         now = self._store.now()
-        target = Status(execution.status)
-        fields: dict[str, object] = {"remote_status": execution.status}
+        remote = execution.status
+        fields: dict[str, object] = {"remote_status": bounded(remote, 64)}
         if execution.usage is not None:
             # As JSON text: DynamoDB rejects Python floats, and usage is informational only.
-            fields["usage"] = execution.usage.model_dump_json(exclude_none=True)
-        if target == Status.FAILED:
-            fields["error"] = execution.error_message()
-        if target == Status.COMPLETED:
+            usage = execution.usage.model_dump_json(exclude_none=True)
+            if len(usage) <= USAGE_MAX_BYTES:
+                fields["usage"] = usage
+        if remote == "completed":
+            target = Status.COMPLETED
             # Keep what we just fetched, so delivery need not spend another request on it (if it fits).
             snapshot = execution.model_dump_json()
             if len(snapshot.encode()) <= SNAPSHOT_MAX_BYTES:
                 fields["execution_snapshot"] = snapshot
+        elif remote == "failed":
+            target = Status.FAILED
+            fields["error"] = bounded(execution.error_message())
+        elif remote == "cancelled":
+            target = Status.FAILED
+            fields["error"] = f"the execution {execution.id} was cancelled at VLM Run"
+        elif remote in KNOWN_STATUSES:
+            target = Status(remote)
+        else:
+            target = job.status  # unknown: keep the job where it is, remember what VLM Run said
         if target not in TERMINAL:
             if job.deadline_at is not None and now >= job.deadline_at:
-                return self.time_out(job)
+                return self.time_out(job, remote)
             fields["next_poll_at"] = now + self.backoff(job.poll_count + 1)
-        moved = self._store.transition(job.job_id, target, set_fields=fields, count_poll=count_poll)
+        moved = target != job.status and self._store.transition(
+            job.job_id, target, set_fields=fields, count_poll=count_poll
+        )
         if not moved:
-            # Out of order or a duplicate: the job is already here or further along.
             current = self._store.get(job.job_id)
+            if current is not None and current.status in IN_FLIGHT and target not in TERMINAL:
+                # Same status again (or an unknown one): keep the job scheduled and the remote status current.
+                self._store.reschedule(
+                    job.job_id, int(str(fields["next_poll_at"])), count_poll=count_poll, remote_status=remote[:64]
+                )
+                return "unchanged"
             logger.info(
                 "stale status ignored",
-                extra={"job_id": job.job_id, "remote": execution.status, "current": getattr(current, "status", None)},
+                extra={"job_id": job.job_id, "remote": remote, "current": getattr(current, "status", None)},
             )
-            if current is not None and current.status in IN_FLIGHT and target not in TERMINAL:
-                # Keep the job scheduled even though the status write lost (e.g. equal status).
-                self._store.reschedule(job.job_id, now + self.backoff(job.poll_count + 1), count_poll=True)
             return "stale"
         if target in TERMINAL:
             return "finished"
-        return "changed" if target != job.status else "unchanged"
-
-    def reconcile(self, job: Job) -> str:
-        """Settle a submit whose outcome is unknown: adopt the execution it made, or submit again."""
-        now = self._store.now()
-        if job.submit_started_at is None:
-            return self._resubmit(job)  # an earlier resubmit was rate limited: nothing is in flight
-        started = job.submit_started_at
-        grace = self._settings.reconcile_grace_seconds
-        if now - started < grace:
-            self._store.reschedule(job.job_id, started + grace)
-            return "unchanged"
-        client = self._vlmrun()
-        recent = client.list_executions(limit=100)
-        candidates = []
-        for execution in recent:
-            created = int(execution.created_at.timestamp()) if execution.created_at else None
-            if created is None or not (started - 30 <= created <= started + 300):
-                continue
-            if job.route and job.route.agent and execution.name and execution.name != job.route.agent:
-                continue
-            if self._store.find_by_execution(execution.id) is not None:
-                continue
-            candidates.append(execution)
-        if len(candidates) == 1:
-            self._ingestor.record_started(job, candidates[0])
-            logger.info("ambiguous submit adopted", extra={"job_id": job.job_id, "execution_id": candidates[0].id})
-            return "adopted"
-        if not candidates:
-            # VLM Run has no execution from that attempt: it never happened, so submitting is safe.
-            self._store.release_submit(job.job_id)
-            return self._resubmit(job)
-        ids = ", ".join(c.id for c in candidates[:5])
-        self._store.transition(
-            job.job_id,
-            Status.FAILED,
-            set_fields={
-                "error": (
-                    f"submit outcome unknown and {len(candidates)} executions could match ({ids}); "
-                    "not re-sent to avoid a duplicate. Check these in VLM Run and re-upload if needed."
-                )
-            },
-            remove_fields=("submit_started_at",),
-        )
-        return "finished"
-
-    def _resubmit(self, job: Job) -> str:
-        fresh = self._store.get(job.job_id)
-        if fresh is None or fresh.status != Status.RECEIVED:
-            return "stale"
-        try:
-            outcome = self._ingestor.submit(fresh)
-        except VlmRunError:
-            self._store.reschedule(job.job_id, self._store.now() + self.backoff(job.attempts))
-            raise
-        return "resubmitted" if outcome == "submitted" else str(outcome)
+        return "changed"
 
     # -- the Step Functions loop ----------------------------------------------------------------
 
@@ -276,27 +264,36 @@ class Tracker:
         job = self._store.get(job_id)
         if job is None:
             return StepResult(job_id, "missing", True, 0)
-        if job.status in IN_FLIGHT or job.status == Status.RECEIVED:
+        if job.status in IN_FLIGHT:
             try:
                 self.poll_job(job)
             except VlmRunRateLimitedError as exc:
+                self._pressure.block(exc.retry_after)
                 return StepResult(job_id, job.status.value, False, max(1, int(exc.retry_after)) + self.backoff(0))
             except VlmRunError as exc:
                 # Transient trouble at VLM Run: the loop waits and tries again; the deadline still applies.
                 logger.warning("poll failed; will retry", extra={"job_id": job_id, "error": str(exc)})
-                self._store.reschedule(job_id, self._store.now() + self.backoff(job.poll_count), error=str(exc))
+                self._store.reschedule(
+                    job_id, self._store.now() + self.backoff(job.poll_count), error=bounded(str(exc))
+                )
         fresh = self._store.get(job_id) or job
-        terminal = fresh.status not in IN_FLIGHT and fresh.status != Status.RECEIVED
+        terminal = fresh.status not in IN_FLIGHT
         wait = max(1, (fresh.next_poll_at or 0) - self._store.now()) if not terminal else 0
         return StepResult(job_id, fresh.status.value, terminal, wait)
 
     def record_failure(self, job_id: str, error: str, cause: str) -> StepResult:
-        """The state machine's Catch: polling itself broke, so fail the job with the reason."""
-        self._store.transition(
-            job_id,
-            Status.FAILED,
-            set_fields={"error": f"polling failed: {error}: {cause}"[:2000]},
-            remove_fields=("submit_started_at",),
-        )
+        """The state machine's Catch: this loop gives up, the job does not.
+
+        Polling broke repeatedly (a DynamoDB throttle, a bug): the job's row keeps the reason and stays
+        in flight, so the scheduled sweeper takes it over once it is overdue. A job is failed only by
+        what VLM Run says, or by its deadline.
+        """
         job = self._store.get(job_id)
-        return StepResult(job_id, job.status.value if job else "missing", True, 0)
+        if job is not None and job.status in IN_FLIGHT:
+            self._store.reschedule(
+                job_id,
+                self._store.now(),
+                error=bounded(f"poller state machine stopped: {error}: {cause}", 2000),
+            )
+        fresh = self._store.get(job_id)
+        return StepResult(job_id, fresh.status.value if fresh else "missing", True, 0)

@@ -15,7 +15,7 @@ import random
 import time
 from collections.abc import Callable, Generator
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
 import httpx
 from pydantic import BaseModel, Field, ValidationError
@@ -31,7 +31,10 @@ from vlmwatch.exceptions import (
 
 logger = logging.getLogger(__name__)
 
-RemoteStatus = Literal["enqueued", "pending", "running", "paused", "completed", "failed"]
+# Statuses vlmwatch knows. ``cancelled`` is documented by VLM Run (the SDK's Literal omits it); any other
+# value is kept as text and treated as "still in flight" until the job's deadline says otherwise.
+KNOWN_STATUSES = frozenset({"enqueued", "pending", "running", "paused", "completed", "failed", "cancelled"})
+TERMINAL_STATUSES = frozenset({"completed", "failed", "cancelled"})
 DEFAULT_TIMEOUT = httpx.Timeout(15.0, connect=3.0)
 # Artifacts can be videos: allow a longer read, same connect budget.
 ARTIFACT_TIMEOUT = httpx.Timeout(120.0, connect=3.0)
@@ -55,7 +58,7 @@ class Execution(BaseModel):
 
     id: str
     name: str | None = None
-    status: RemoteStatus
+    status: str
     created_at: datetime | None = None
     completed_at: datetime | None = None
     response: Any = None
@@ -64,7 +67,7 @@ class Execution(BaseModel):
 
     @property
     def is_terminal(self) -> bool:
-        return self.status in ("completed", "failed")
+        return self.status in TERMINAL_STATUSES
 
     def error_message(self) -> str:
         """The best human explanation VLM Run gave for a failure."""
@@ -246,8 +249,27 @@ class VlmRunClient:
                     status_code=response.status_code,
                 )
             self._raise_for_4xx(response)
-            return self._parse(response, Execution)
+            return self._parse_created(response)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    @staticmethod
+    def _parse_created(response: httpx.Response) -> Execution:
+        """A 2xx to the POST means an execution exists: never let a body we cannot read hide it."""
+        try:
+            return Execution.model_validate_json(response.content)
+        except ValidationError as exc:
+            try:
+                data = response.json()
+            except ValueError:
+                data = None
+            if isinstance(data, dict) and isinstance(data.get("id"), str) and data["id"]:
+                # The id is what matters; the status is learnt by the next poll.
+                return Execution(id=data["id"], name=data.get("name"), status=str(data.get("status") or "unknown"))
+            raise VlmRunAmbiguousSubmitError(
+                f"POST agent/execute returned HTTP {response.status_code} with a body we cannot read "
+                f"(no execution id): {str(exc)[:300]}",
+                status_code=response.status_code,
+            ) from exc
 
     def get_execution(self, execution_id: str) -> Execution:
         return self._parse(self._get(f"agent/executions/{execution_id}"), Execution)

@@ -1,0 +1,42 @@
+"""Back-pressure from VLM Run's rate limit, shared by everything in one process.
+
+After a 429, VLM Run's ``Retry-After`` holds for every request this process would send: the ingest
+batch, the sweeper and the poller all wait it out instead of spending requests to hear "429" again.
+Work that cannot be sent is rescheduled on its job row (never failed), so waiting is free.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable
+
+
+class Backpressure:
+    """When VLM Run may be asked again.
+
+    Args:
+        clock: seconds since the epoch (the job store's clock, so tests can move it).
+        rng: jitter source.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.time, rng: random.Random | None = None) -> None:
+        self._clock = clock
+        self._rng = rng or random.Random()
+        self._until = 0.0
+        self._lock = threading.Lock()
+
+    def block(self, seconds: float) -> None:
+        """VLM Run said 429 with ``Retry-After: seconds``."""
+        with self._lock:
+            self._until = max(self._until, self._clock() + max(seconds, 0.0))
+
+    @property
+    def blocked(self) -> bool:
+        return self._clock() < self._until
+
+    def retry_at(self, spread: float = 5.0) -> int:
+        """When a job deferred now should be tried again: after the block, spread so retries do not stampede."""
+        base = max(self._until, self._clock())
+        return int(base + 1 + self._rng.uniform(0, spread))
