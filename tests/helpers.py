@@ -54,6 +54,15 @@ def drop(
     return stack.drop(key, body, content_type, metadata)
 
 
+def result_key(key: str, prefix: str = "results/") -> str:
+    """Where the newest version's result document of input ``key`` lands (the key's stable path)."""
+    return f"{prefix}{key}.vlmwatch/result.json"
+
+
+def error_key(key: str, prefix: str = "results/") -> str:
+    return f"{prefix}{key}.vlmwatch/error.json"
+
+
 def output_keys(stack: Stack) -> list[str]:
     return stack.output_keys()
 

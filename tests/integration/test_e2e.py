@@ -9,6 +9,7 @@ from pathlib import Path
 import boto3
 import pytest
 
+from helpers import error_key, result_key
 from vlmwatch_local.emulator import EmulatorConfig
 from vlmwatch_local.stack import LocalStack
 
@@ -38,7 +39,7 @@ def test_mixed_outcomes_duplicates_and_a_flaky_api_end_with_a_document_for_every
         "POLL_BASE_SECONDS": "1",
         "POLL_CAP_SECONDS": "2",
         "JOB_DEADLINE_SECONDS": "8",
-        "RECONCILE_GRACE_SECONDS": "1",
+        "SUBMIT_LEASE_SECONDS": "2",
     }
     started = time.monotonic()
     with LocalStack(
@@ -68,9 +69,9 @@ def test_mixed_outcomes_duplicates_and_a_flaky_api_end_with_a_document_for_every
         job = jobs[key]
         assert job["status"] == "delivered", key
         assert job["outcome"] == outcome, (key, job.get("error"))
-        document = f"results/{key}.json" if outcome == "completed" else f"results/{key}.error.json"
+        document = result_key(key) if outcome == "completed" else error_key(key)
         assert document in outputs, key
-    assert "results/in/invoice.pdf.artifacts/" in " ".join(outputs)
+    assert "results/in/invoice.pdf.vlmwatch/versions/" in " ".join(o for o in outputs if "/artifacts/" in o)
     # One execution per file that was not skipped, although every event arrived twice and the API flaked.
     assert len(emulator.executions) == len(FILES)
     assert emulator.requests["429"] == 6 and emulator.requests["5xx"] == 3
@@ -97,5 +98,5 @@ def test_webhooks_on_the_local_stack_finish_jobs_with_almost_no_polling():
     assert len(callbacks) == 4 and all(c["ok"] for c in callbacks)
     assert all(int(j["poll_count"]) == 0 for j in jobs.values())  # no scheduled poll was needed
     assert jobs["hook/broken.pdf"]["outcome"] == "failed"
-    assert "results/hook/broken.pdf.error.json" in outputs
-    assert {f"results/hook/{n}.json" for n in ("invoice.pdf", "photo.png", "notes.txt")} <= outputs
+    assert error_key("hook/broken.pdf") in outputs
+    assert {result_key(f"hook/{n}") for n in ("invoice.pdf", "photo.png", "notes.txt")} <= outputs

@@ -16,7 +16,7 @@ from botocore.exceptions import ClientError
 from moto import mock_aws
 from moto.awslambda_simple.models import LambdaSimpleBackend
 
-from helpers import PDF_BYTES, drop, jobs, read_json
+from helpers import PDF_BYTES, drop, error_key, jobs, read_json, result_key
 from vlmwatch import runtime
 from vlmwatch.tracking import Tracker
 from vlmwatch_local.loops import LambdaContext, LocalAws, load_handler
@@ -65,7 +65,13 @@ def state_machine(stack, monkeypatch) -> str:
         Handler="app.lambda_handler",
         Code={"ZipFile": code.getvalue()},
     )["FunctionArn"]
-    definition = ASL.read_text().replace("${PollOnceFunctionArn}", function)
+    asl = json.loads(ASL.read_text().replace("${PollOnceFunctionArn}", function))
+    # moto sleeps through Retry intervals in real time: the same state machine with quick retries.
+    for retry in asl["States"]["PollOnce"]["Retry"]:
+        retry.update(IntervalSeconds=1, MaxAttempts=1, BackoffRate=1)
+        retry.pop("MaxDelaySeconds", None)
+        retry.pop("JitterStrategy", None)
+    definition = json.dumps(asl)
     return boto3.client("stepfunctions").create_state_machine(
         name="vlmwatch-poller", definition=definition, roleArn=role
     )["stateMachineArn"]
@@ -81,7 +87,15 @@ def wait_for(sfn, arn: str, timeout: float = 40) -> dict[str, Any]:
     raise AssertionError(f"execution {arn} still running after {timeout}s")
 
 
-def test_one_execution_per_job_completes_fails_times_out_and_records_failures(
+def test_the_deployed_loop_retries_for_minutes_before_it_hands_a_job_to_the_sweeper():
+    asl = json.loads(ASL.read_text())
+    catch_all = next(r for r in asl["States"]["PollOnce"]["Retry"] if r["ErrorEquals"] == ["States.ALL"])
+    assert catch_all["MaxAttempts"] >= 6  # a brief DynamoDB throttle is retried, not turned into a failure
+    waits = [min(catch_all["MaxDelaySeconds"], catch_all["IntervalSeconds"] * 2**i) for i in range(6)]
+    assert sum(waits) >= 60
+
+
+def test_one_execution_per_job_completes_fails_times_out_and_hands_broken_loops_to_the_sweeper(
     stack, wire, emulator, state_machine, monkeypatch
 ):
     wire(STATE_MACHINE_ARN=state_machine, POLL_BASE_SECONDS="1", POLL_CAP_SECONDS="1", JOB_DEADLINE_SECONDS="4")
@@ -104,14 +118,17 @@ def test_one_execution_per_job_completes_fails_times_out_and_records_failures(
     assert local.pump_ingest() == 4
     sfn = boto3.client("stepfunctions")
     executions = sfn.list_executions(stateMachineArn=state_machine)["executions"]
-    by_job = {e["name"]: e["executionArn"] for e in executions}
+    # Named by job id and submit time: a name stays taken for 90 days after its execution closes.
+    by_job = {e["name"].split("-")[0]: e["executionArn"] for e in executions}
+    names = {e["name"].split("-")[0]: e["name"] for e in executions}
     rows = {j["key"]: j for j in jobs(stack)}
-    assert set(by_job) == {row["job_id"] for row in rows.values()}  # one execution per job, named by it
+    assert set(by_job) == {row["job_id"] for row in rows.values()}  # one execution per job
+    assert names["" + rows["done.pdf"]["job_id"]] == f"{rows['done.pdf']['job_id']}-{rows['done.pdf']['submitted_at']}"
 
-    # A second start for the same job is rejected by Step Functions itself, and a redelivered event
-    # does not add one either.
+    # A second start for the same submission is rejected by Step Functions itself, and a redelivered
+    # event does not add one either.
     with pytest.raises(ClientError) as info:
-        sfn.start_execution(stateMachineArn=state_machine, name=rows["done.pdf"]["job_id"], input="{}")
+        sfn.start_execution(stateMachineArn=state_machine, name=names[rows["done.pdf"]["job_id"]], input="{}")
     assert info.value.response["Error"]["Code"] == "ExecutionAlreadyExists"
 
     results = {key: wait_for(sfn, by_job[row["job_id"]]) for key, row in rows.items()}
@@ -121,21 +138,30 @@ def test_one_execution_per_job_completes_fails_times_out_and_records_failures(
     assert results["done.pdf"]["status"] == "SUCCEEDED"
     assert json.loads(results["done.pdf"]["output"])["status"] == "completed"
     assert rows["done.pdf"]["outcome"] == "completed" and rows["done.pdf"]["status"] == "delivered"
-    assert read_json(stack, "results/done.pdf.json")["response"]["file"]["pages"] == 1
+    assert read_json(stack, result_key("done.pdf"))["response"]["file"]["pages"] == 1
 
     assert results["broken.pdf"]["status"] == "SUCCEEDED"
     assert rows["broken.pdf"]["outcome"] == "failed"
-    assert "not a readable PDF" in read_json(stack, "results/broken.pdf.error.json")["error"]["message"]
+    assert "not a readable PDF" in read_json(stack, error_key("broken.pdf"))["error"]["message"]
 
     assert results["stuck-here.txt"]["status"] == "SUCCEEDED"
     assert rows["stuck-here.txt"]["outcome"] == "timed_out"
-    assert "within 4 s" in read_json(stack, "results/stuck-here.txt.error.json")["error"]["message"]
+    assert "within 4 s" in read_json(stack, error_key("stuck-here.txt"))["error"]["message"]
 
+    # The loop gave up, the job did not: it stays in flight with the reason, and the sweeper finishes it.
     assert results[crash_key]["status"] == "FAILED"
     assert results[crash_key]["error"] == "PollingFailed"
-    assert rows[crash_key]["outcome"] == "failed"
-    assert "polling failed: RuntimeError" in rows[crash_key]["error"]
-    assert "disk on fire" in read_json(stack, "results/crash.txt.error.json")["error"]["message"]
+    assert rows[crash_key]["status"] == "submitted" and "outcome" not in rows[crash_key]
+    assert "disk on fire" in rows[crash_key]["last_poll_error"]
+    monkeypatch.setattr(Tracker, "step", real_step)
+    for _ in range(10):
+        local.run_poller()
+        local.pump_stream()
+        if jobs(stack)[[j["key"] for j in jobs(stack)].index(crash_key)]["status"] == "delivered":
+            break
+        time.sleep(1)
+    crashed = next(j for j in jobs(stack) if j["key"] == crash_key)
+    assert crashed["status"] == "delivered" and crashed["outcome"] in ("completed", "timed_out")
 
     # Redelivering every event starts nothing new.
     for key in rows:

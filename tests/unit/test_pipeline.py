@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from conftest import load_event, make_settings
-from helpers import PDF_BYTES, Clock, drop, jobs, output_keys, read_json, with_bucket
+from helpers import PDF_BYTES, Clock, drop, error_key, jobs, output_keys, read_json, result_key, with_bucket
 from vlmwatch import runtime
 from vlmwatch.jobs import Status
 from vlmwatch_local.loops import LocalAws
@@ -59,7 +59,7 @@ def test_dropped_file_starts_exactly_one_routed_execution(stack, wire, emulator)
 
     assert executions_started(emulator) == 2
     bodies = {
-        e.request["inputs"]["file"]["file_url"].split("?")[0].rsplit("/", 1)[-1]: e.request
+        e.request["inputs"]["file"].split("?")[0].rsplit("/", 1)[-1]: e.request
         for e in emulator.executions.values()
     }
     pdf, txt = bodies["inv-1.pdf"], bodies["todo.txt"]
@@ -73,8 +73,9 @@ def test_dropped_file_starts_exactly_one_routed_execution(stack, wire, emulator)
     for body in (pdf, txt):
         assert body["batch"] is True
         assert body["metadata"]["allow_training"] is False
-        assert body["inputs"]["file"]["type"] == "input_file"
-        assert "X-Amz-Signature" in body["inputs"]["file"]["file_url"]  # a presigned GET, not a public URL
+        assert len(body["metadata"]["session_id"]) == 40  # the job id travels with the request
+        # The docs' own form: a bare URL string, a presigned GET (not a public URL).
+        assert "X-Amz-Signature" in body["inputs"]["file"]
     assert {j["status"] for j in jobs(stack)} == {"submitted"}
 
 
@@ -130,8 +131,8 @@ def test_key_with_spaces_plus_and_unicode_round_trips_to_output(stack, local, em
     run_until_settled(local, clock)
 
     keys = output_keys(stack)
-    assert f"results/{key}.json" in keys
-    document = read_json(stack, f"results/{key}.json")
+    assert result_key(key) in keys
+    document = read_json(stack, result_key(key))
     assert document["source"]["key"] == key
     assert document["response"]["file"]["text"] == "unicode keys work"
 
@@ -147,14 +148,17 @@ def test_completed_execution_delivers_artifacts_then_result_document(stack, loca
 
     (job,) = jobs(stack)
     assert job["status"] == "delivered" and job["outcome"] == "completed"
-    artifact_keys = [k for k in puts if ".artifacts/" in k]
+    version_folder = f"results/reports/q3.pdf.vlmwatch/versions/{job['version_id']}/"
+    artifact_keys = [k for k in puts if k.startswith(version_folder + "artifacts/")]
     assert len(artifact_keys) == 2
     assert any(k.endswith(".png") and "/img_" in k for k in artifact_keys)
     assert any(k.endswith(".pdf") and "/doc_" in k for k in artifact_keys)
-    assert puts[-1] == "results/reports/q3.pdf.json"  # written last
-    assert puts.index("results/reports/q3.pdf.json") > max(puts.index(k) for k in artifact_keys)
+    assert puts[-1] == version_folder + "result.json"  # written last
+    assert puts.index(version_folder + "result.json") > max(puts.index(k) for k in artifact_keys)
+    assert job["result_uri"].endswith(version_folder + "result.json")
 
-    document = read_json(stack, "results/reports/q3.pdf.json")
+    document = read_json(stack, result_key("reports/q3.pdf"))  # the stable path holds the same document
+    assert document == read_json(stack, version_folder + "result.json")
     assert document["schema"] == "vlmwatch.result/v1"
     assert document["source"]["bucket"] == stack.input_bucket
     assert document["source"]["content_type"] == "application/pdf"
@@ -179,19 +183,19 @@ def test_failed_execution_writes_error_document_with_vlmrun_message(stack, local
 
     run_until_settled(local, clock)
 
-    assert "results/scans/broken.pdf.json" not in output_keys(stack)
-    error = read_json(stack, "results/scans/broken.pdf.error.json")
+    assert result_key("scans/broken.pdf") not in output_keys(stack)
+    error = read_json(stack, error_key("scans/broken.pdf"))
     assert error["schema"] == "vlmwatch.error/v1"
     assert error["status"] == "failed"
     assert "is not a readable PDF" in error["error"]["message"]
     (job,) = jobs(stack)
     assert job["status"] == "delivered" and job["outcome"] == "failed"
-    assert job["error_uri"].endswith("broken.pdf.error.json")
+    assert job["error_uri"].endswith(f"broken.pdf.vlmwatch/versions/{job['version_id']}/error.json")
 
 
-def test_rate_limited_start_leaves_messages_for_retry_and_loses_nothing(stack, local, emulator):
+def test_rate_limited_start_makes_work_wait_on_the_row_and_loses_nothing(stack, local, emulator, clock):
     emulator.config.first_429 = 1_000
-    emulator.config.retry_after = 30  # longer than the client waits in-process: handed back to SQS
+    emulator.config.retry_after = 30  # longer than the client waits in-process
     for i in range(3):
         drop(stack, f"busy/{i}.txt", b"x")
     sqs = boto3.client("sqs")
@@ -204,18 +208,20 @@ def test_rate_limited_start_leaves_messages_for_retry_and_loses_nothing(stack, l
 
     result = local.invoke("ingest", event)
 
-    assert sorted(f["itemIdentifier"] for f in result["batchItemFailures"]) == sorted(m["MessageId"] for m in messages)
+    # The messages are done (no receive spent towards the DLQ): the rows hold the work, due after Retry-After.
+    assert result == {"batchItemFailures": []}
     assert emulator.requests["429"] == 1  # the rest of the batch did not spend requests to hear it again
     assert emulator.executions == {}
-    assert {j["status"] for j in jobs(stack)} == {"received"}
-    assert all("rate limited" in j["error"] for j in jobs(stack))
+    rows = jobs(stack)
+    assert {j["status"] for j in rows} == {"received"}
+    assert all(int(j["next_poll_at"]) >= clock.now + 30 for j in rows)
+    assert "rate limited" in " ".join(str(j.get("error") or j.get("last_poll_error")) for j in rows)
 
     emulator.config.first_429 = 0
-    runtime.ingestor()._blocked_until = 0  # the retry comes after the Retry-After period
-    again = local.invoke("ingest", event)
-    assert again == {"batchItemFailures": []}
+    clock.advance(60)
+    run_until_settled(local, clock)
     assert len(emulator.executions) == 3
-    assert {j["status"] for j in jobs(stack)} == {"submitted"}
+    assert {j["status"] for j in jobs(stack)} == {"delivered"}
 
 
 def test_poller_backs_off_and_never_queries_finished_jobs(clocked, emulator, stack):
@@ -267,7 +273,7 @@ def test_job_past_deadline_times_out_with_error_document(clocked, emulator, stac
 
     (job,) = jobs(stack)
     assert job["status"] == "delivered" and job["outcome"] == "timed_out"
-    error = read_json(stack, "results/stuck-forever.txt.error.json")
+    error = read_json(stack, error_key("stuck-forever.txt"))
     assert error["status"] == "timed_out"
     assert "no final status from VLM Run within 120 s" in error["error"]["message"]
 
@@ -314,7 +320,7 @@ def test_unknown_agent_fails_the_job_with_the_api_message(stack, wire, emulator,
     local = LocalAws(stack)
     drop(stack, "x.txt", b"x")
     run_until_settled(local, clock)
-    error = read_json(stack, "results/x.txt.error.json")
+    error = read_json(stack, error_key("x.txt"))
     assert "agent 'missing-agent:v1' not found" in error["error"]["message"]
 
 
@@ -328,12 +334,12 @@ def test_bad_routing_rules_fail_loudly_instead_of_skipping(stack, wire, emulator
 
 
 def test_upload_mode_sends_the_bytes_through_the_files_api(stack, wire, emulator, clock, monkeypatch):
-    import vlmwatch.ingest
+    import vlmwatch.submit
 
     wire(INPUT_MODE="upload")
     local = LocalAws(stack)
     drop(stack, "up/small.txt", b"small file via POST /files")
-    monkeypatch.setattr(vlmwatch.ingest, "PRESIGNED_UPLOAD_THRESHOLD", 100)
+    monkeypatch.setattr(vlmwatch.submit, "PRESIGNED_UPLOAD_THRESHOLD", 100)
     drop(stack, "up/large.txt", b"x" * 500)  # over the (lowered) threshold: presigned upload flow
 
     run_until_settled(local, clock)
@@ -345,11 +351,11 @@ def test_upload_mode_sends_the_bytes_through_the_files_api(stack, wire, emulator
         file_input = execution.request["inputs"]["file"]
         assert file_input["type"] == "input_file" and "file_url" not in file_input
         assert file_input["file_id"] in emulator.uploads
-    assert read_json(stack, "results/up/small.txt.json")["response"]["file"]["text"] == "small file via POST /files"
-    assert read_json(stack, "results/up/large.txt.json")["response"]["file"]["size"] == 500
+    assert read_json(stack, result_key("up/small.txt"))["response"]["file"]["text"] == "small file via POST /files"
+    assert read_json(stack, result_key("up/large.txt"))["response"]["file"]["size"] == 500
 
 
-def test_wrong_api_key_keeps_messages_for_retry_and_a_rotated_key_is_picked_up(stack, emulator, clock):
+def test_wrong_api_key_keeps_the_job_waiting_and_a_rotated_key_is_picked_up(stack, emulator, clock):
     from vlmwatch_local.loops import sqs_record
 
     settings = make_settings(stack, DEFAULT_AGENT_NAME="doc-extractor:v1")
@@ -363,12 +369,13 @@ def test_wrong_api_key_keeps_messages_for_retry_and_a_rotated_key_is_picked_up(s
 
     result = local.invoke("ingest", event)
 
-    assert len(result["batchItemFailures"]) == 1  # retried, never failed as the file's fault
+    assert result == {"batchItemFailures": []}  # the row holds the work: never failed as the file's fault
     (job,) = jobs(stack)
     assert job["status"] == "received" and "refused our credentials" in job["error"]
 
     secrets.put_secret_value(SecretId=settings.api_key_secret, SecretString=emulator.config.api_key)
-    assert local.invoke("ingest", event) == {"batchItemFailures": []}
+    clock.advance(60)
+    local.run_poller()  # the sweeper retries the deferred submit; the 401 re-reads the rotated key
     assert jobs(stack)[0]["status"] == "submitted"
 
 
@@ -381,7 +388,7 @@ def test_an_artifact_vlmrun_no_longer_has_is_reported_not_fatal(stack, local, em
 
     run_until_settled(local, clock)
 
-    document = read_json(stack, "results/gone.pdf.json")
+    document = read_json(stack, result_key("gone.pdf"))
     assert [a["object_id"][:4] for a in document["artifacts"]] == ["img_"]
     assert document["missing_artifacts"] == [
         {"object_id": doc_key[1], "error": document["missing_artifacts"][0]["error"]}

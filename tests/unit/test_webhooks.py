@@ -10,7 +10,7 @@ import boto3
 import pytest
 
 from conftest import load_event
-from helpers import drop, jobs, read_json
+from helpers import drop, error_key, jobs, read_json, result_key
 from vlmwatch.webhooks import verify_signature
 from vlmwatch_local.loops import LocalAws, function_url_event
 
@@ -86,7 +86,10 @@ def test_valid_callback_completes_the_job_with_no_status_poll_after_it(hooked, e
     drop(stack, "hooked.txt", b"delivered by webhook")
     local.pump_ingest()
     (execution,) = emulator.executions.values()
-    assert execution.request["callback_url"] == "https://hooks.example/vlmwatch"
+    job_id = jobs(stack)[0]["job_id"]
+    url = execution.request["callback_url"]
+    # Our URL, carrying the job, the attempt and our token: a callback to it is evidence of whose execution it is.
+    assert url.startswith(f"https://hooks.example/vlmwatch?job_id={job_id}&attempt=1&token=")
 
     clock.advance(20)
     emulator.tick()  # VLM Run finishes and calls back
@@ -95,12 +98,12 @@ def test_valid_callback_completes_the_job_with_no_status_poll_after_it(hooked, e
     assert responses[0]["statusCode"] == 200
     assert jobs(stack)[0]["status"] == "completed"
     assert status_gets(emulator) == 1  # the webhook re-fetched the execution: the body is never trusted
+    local.pump_stream()
     for _ in range(3):
         clock.advance(3600)
         assert local.run_poller()["due"] == 0
     assert status_gets(emulator) == 1  # no poll after the callback
-    local.pump_stream()
-    assert read_json(stack, "results/hooked.txt.json")["response"]["file"]["text"] == "delivered by webhook"
+    assert read_json(stack, result_key("hooked.txt"))["response"]["file"]["text"] == "delivered by webhook"
     assert status_gets(emulator) == 1  # delivery used the execution the webhook fetched
     assert "execution_snapshot" not in jobs(stack)[0]  # dropped once delivered: rows stay small
 

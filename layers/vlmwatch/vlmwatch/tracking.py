@@ -247,7 +247,8 @@ class Tracker:
                 self._store.reschedule(
                     job.job_id, int(str(fields["next_poll_at"])), count_poll=count_poll, remote_status=remote[:64]
                 )
-                return "unchanged"
+                if current.status == target:
+                    return "unchanged"
             logger.info(
                 "stale status ignored",
                 extra={"job_id": job.job_id, "remote": remote, "current": getattr(current, "status", None)},
