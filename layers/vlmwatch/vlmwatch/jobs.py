@@ -146,6 +146,7 @@ class Job(BaseModel):
 
     def to_item(self) -> dict[str, Any]:
         data = self.model_dump(mode="json", exclude_none=True)
+        data = {k: v for k, v in data.items() if v != []}  # list attributes appear when first appended to
         # Nested JSON (schemas with floats) is stored as a string: DynamoDB wants Decimals otherwise.
         for name in ("route", "usage"):
             if name in data:
