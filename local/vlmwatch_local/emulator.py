@@ -35,7 +35,7 @@ import httpx
 from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
-TERMINAL = ("completed", "failed")
+TERMINAL = ("completed", "failed", "cancelled")
 Fetcher = Callable[[str], tuple[bytes, str | None]]
 Sender = Callable[[str, bytes, dict[str, str]], None]
 

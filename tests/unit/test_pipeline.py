@@ -59,8 +59,7 @@ def test_dropped_file_starts_exactly_one_routed_execution(stack, wire, emulator)
 
     assert executions_started(emulator) == 2
     bodies = {
-        e.request["inputs"]["file"].split("?")[0].rsplit("/", 1)[-1]: e.request
-        for e in emulator.executions.values()
+        e.request["inputs"]["file"].split("?")[0].rsplit("/", 1)[-1]: e.request for e in emulator.executions.values()
     }
     pdf, txt = bodies["inv-1.pdf"], bodies["todo.txt"]
     assert pdf["name"] == "invoice-extractor:v2" and "config" not in pdf

@@ -56,7 +56,9 @@ def executions_for(emulator, job_id: str) -> list:
     return [e for e in emulator.executions.values() if e.request["metadata"].get("session_id") == job_id]
 
 
-def test_a_crash_after_the_submit_claim_is_found_by_the_sweeper_and_lands_once(stack, local, emulator, clock, monkeypatch):
+def test_a_crash_after_the_submit_claim_is_found_by_the_sweeper_and_lands_once(
+    stack, local, emulator, clock, monkeypatch
+):
     real_execute = VlmRunClient.execute
 
     def execute_then_die(self, body):
