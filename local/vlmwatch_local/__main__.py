@@ -20,6 +20,7 @@ from pathlib import Path
 
 import boto3
 
+from vlmwatch.output import OutputWriter
 from vlmwatch_local.emulator import EmulatorConfig
 from vlmwatch_local.stack import LocalStack
 
@@ -102,20 +103,20 @@ def demo(args: argparse.Namespace) -> int:
             target.parent.mkdir(parents=True, exist_ok=True)
             s3.download_file(local.stack.output_bucket, key, str(target))
 
-        print(f"\n{'file':<28} {'outcome':<10} {'polls':>5}  {'document':<48} artifacts")
+        print(f"\n{'file':<28} {'outcome':<10} {'polls':>5}  {'document':<56} artifacts")
         lost = []
         for key in keys:
             job = jobs.get(key)
-            prefix = local.stack.parameters["OutputPrefix"]
-            result, error = f"{prefix}{key}.json", f"{prefix}{key}.error.json"
+            writer = OutputWriter(s3, local.stack.output_bucket, local.stack.parameters["OutputPrefix"])
+            result, error = writer.latest_keys(key)
             document = result if result in outputs else error if error in outputs else None
-            artifacts = sum(1 for k in outputs if k.startswith(f"{prefix}{key}.artifacts/"))
+            artifacts = sum(1 for k in outputs if k.startswith(writer.folder(key)) and "/artifacts/" in k)
             outcome = (job or {}).get("outcome") or (job or {}).get("status") or "missing"
             if document is None and outcome != "skipped":
                 lost.append(key)
             print(
                 f"{key:<28} {outcome:<10} {int((job or {}).get('poll_count', 0)):>5}  "
-                f"{(document or '-'):<48} {artifacts}"
+                f"{(document or '-'):<56} {artifacts}"
             )
             if job and job.get("error") and outcome != "completed":
                 print(f"{'':<28} └─ {job['error']}")

@@ -21,6 +21,7 @@ import hmac
 import io
 import json
 import random
+import re
 import threading
 import time
 import uuid
@@ -28,11 +29,12 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import unquote, urlparse
 
 import httpx
 from flask import Flask, Response, request
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 from werkzeug.exceptions import HTTPException
 
 TERMINAL = ("completed", "failed", "cancelled")
@@ -53,6 +55,65 @@ def _http_send(url: str, body: bytes, headers: dict[str, str]) -> None:
 def sign(secret: str, body: bytes) -> str:
     """The ``X-VLMRun-Signature`` header value for ``body``, as VLM Run computes it."""
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+# -- the request shapes, as strict as the official SDK's own models (vlmrun.types / vlmrun.client.types) ----
+
+
+class _Url(BaseModel):
+    url: str
+
+    @field_validator("url")
+    @classmethod
+    def _http(cls, value: str) -> str:
+        if not re.match(r"^https?://.+", value):  # the SDK's URL_PATTERN
+            raise ValueError("Invalid URL: must start with http:// or https://")
+        return value
+
+
+class MessageContent(BaseModel):
+    """The SDK's ``MessageContent``: every ``*_url`` is an object with ``url``, never a bare string."""
+
+    type: Literal["text", "image_url", "video_url", "audio_url", "file_url", "input_file"]
+    text: str | None = None
+    image_url: _Url | None = None
+    video_url: _Url | None = None
+    audio_url: _Url | None = None
+    file_url: _Url | None = None
+    file_id: str | None = None
+
+    @model_validator(mode="after")
+    def _matches_type(self) -> MessageContent:
+        if self.type == "input_file":
+            if self.file_id is None and self.file_url is None:
+                raise ValueError("Must have either file_id or file_url")
+        elif getattr(self, self.type) is None:
+            raise ValueError(f"Must have {self.type}")
+        return self
+
+
+class RequestMetadata(BaseModel):
+    environment: Literal["dev", "staging", "prod"] = "dev"
+    session_id: str | None = None
+    allow_training: bool = True
+
+
+class ExecutionConfig(BaseModel):
+    prompt: str | None = None
+    json_schema: dict[str, Any] | None = None
+
+
+class ExecuteRequest(BaseModel):
+    """``POST /agent/execute``: what the SDK's ``agent.execute`` can send, validated the way its models do."""
+
+    name: str | None = None
+    inputs: dict[str, str | MessageContent] | None = None
+    batch: bool = True
+    config: ExecutionConfig | None = None
+    metadata: RequestMetadata | None = None
+    callback_url: str | None = None
+    model: str = "vlmrun-orion-1:auto"
+    toolsets: list[str] | None = Field(default=None)
 
 
 @dataclass
@@ -255,9 +316,12 @@ class Emulator:
         if item is None and isinstance(inputs.get("files"), list) and inputs["files"]:
             item = inputs["files"][0]
         if isinstance(item, str):
-            item = {"file_url": item}
+            item = {"file_url": {"url": item}}
         if not isinstance(item, dict):
             raise InputError("inputs must include 'file' (a URL or an input_file object)")
+        for kind in ("image_url", "video_url", "audio_url"):
+            if item.get(kind):
+                item = {"file_url": item[kind]}
         if item.get("file_id"):
             meta = self.files.get(str(item["file_id"]))
             if meta is None or meta["id"] not in self.uploads:
@@ -333,6 +397,12 @@ class Emulator:
             body = request.get_json(silent=True)
             if not isinstance(body, dict):
                 return detail(422, "body must be a JSON object")
+            try:
+                ExecuteRequest.model_validate(body)
+            except ValidationError as exc:
+                # FastAPI's 422: a list of {loc, msg, type}, as the real API answers a malformed body.
+                errors = [{"loc": ["body", *e["loc"]], "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
+                return ok({"detail": errors}, status=422)
             if not body.get("batch", False):
                 return error(400, "only batch executions are supported", "invalid_request_error")
             if not body.get("name") and not (body.get("config") or {}).get("prompt"):

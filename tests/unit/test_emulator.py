@@ -25,7 +25,7 @@ def make(config: EmulatorConfig | None = None, sent: list | None = None) -> tupl
     return emulator, client
 
 
-BODY = {"name": "a:v1", "batch": True, "inputs": {"file": {"type": "input_file", "file_url": "http://x/notes.txt"}}}
+BODY = {"name": "a:v1", "batch": True, "inputs": {"file": "http://x/notes.txt"}}
 
 
 def statuses(client: httpx.Client, execution_id: str, n: int) -> list[str]:
