@@ -54,7 +54,10 @@ build: $(SAM_VENV)/.installed ## sam build (needs python3.12 on PATH, which this
 bench: $(VENV)/.installed ## load benchmark on the local stack (not in CI; prints numbers)
 	$(VENV)/bin/python -m vlmwatch_local bench $(ARGS)
 
+chaos: $(VENV)/.installed ## fault harness: 1,000 files under faults, invariants checked (ARGS="--files 200 --webhook")
+	$(VENV)/bin/python -m vlmwatch_local chaos $(ARGS)
+
 clean: ## remove virtualenvs, build output and demo output
 	rm -rf $(VENV) $(SAM_VENV) .aws-sam demo-output
 
-.PHONY: help venv demo test lint lint-template build bench clean
+.PHONY: help venv demo test lint lint-template build bench chaos clean

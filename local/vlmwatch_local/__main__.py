@@ -148,6 +148,12 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--step-seconds", type=float, default=0.5, help="emulator: seconds per status step")
     b.add_argument("--webhook", action="store_true", help="with VLM Run callbacks to the local function URL")
     b.set_defaults(func=lambda a: __import__("vlmwatch_local.bench", fromlist=["main"]).main(a))
+    c = sub.add_parser("chaos", help="fault harness on the local stack; checks the invariants, prints a table")
+    c.add_argument("--files", type=int, default=1000)
+    c.add_argument("--webhook", action="store_true", help="VLM Run callbacks on (dropped and delayed ones too)")
+    c.add_argument("--seed", type=int, default=7)
+    c.add_argument("--timeout", type=float, default=1800.0, help="seconds for everything to settle")
+    c.set_defaults(func=lambda a: __import__("vlmwatch_local.chaos", fromlist=["main"]).main(a))
     args = parser.parse_args(argv)
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # request lines from moto and the emulator
     logging.getLogger("pypdf").setLevel(logging.ERROR)  # the emulator reading a broken PDF on purpose

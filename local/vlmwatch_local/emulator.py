@@ -134,6 +134,12 @@ class EmulatorConfig:
     retry_after: float = 1.0
     rate_5xx: float = 0.0
     first_5xx: int = 0
+    # The real ambiguous case: the execution is created, then the response hangs past the client's timeout.
+    hang_rate: float = 0.0
+    hang_seconds: float = 0.0
+    # Callbacks that never arrive, or arrive late (up to this many seconds).
+    callback_drop_rate: float = 0.0
+    callback_delay_seconds: float = 0.0
     seed: int = 0
     public_url: str = "http://emulator.local/v1"
 
@@ -244,11 +250,26 @@ class Emulator:
             headers["X-VLMRun-Signature"] = sign(self.config.webhook_secret, body)
         url = execution.request["callback_url"]
         record = {"url": url, "execution_id": execution.id, "status": execution.status, "ok": True}
-        try:
-            self._send(url, body, headers)
-        except Exception as exc:  # a broken receiver must not break the emulator; it is recorded
-            record.update(ok=False, error=str(exc))
-        self.callbacks.append(record)
+        with self._lock:
+            roll, delay_roll = self._rng.random(), self._rng.random()
+        if roll < self.config.callback_drop_rate:
+            record.update(ok=False, error="dropped (emulated)")
+            self.callbacks.append(record)
+            return
+
+        def send() -> None:
+            try:
+                self._send(url, body, headers)
+            except BaseException as exc:  # a broken receiver must not break the emulator; it is recorded
+                record.update(ok=False, error=str(exc))
+            self.callbacks.append(record)
+
+        if self.config.callback_delay_seconds:
+            timer = threading.Timer(delay_roll * self.config.callback_delay_seconds, send)
+            timer.daemon = True
+            timer.start()
+        else:
+            send()
 
     # -- the work -------------------------------------------------------------------------------
 
@@ -409,7 +430,13 @@ class Emulator:
                 return error(400, "either 'name' or 'config.prompt' is required", "invalid_request_error")
             if body.get("name") and str(body["name"]).startswith("missing"):
                 return error(404, f"agent {body['name']!r} not found", "not_found_error")
-            return ok(emu._start(body, dict(request.headers)).to_json())
+            execution = emu._start(body, dict(request.headers))
+            with emu._lock:
+                hang = emu._rng.random() < emu.config.hang_rate
+            if hang:
+                emu.requests["hang"] += 1
+                time.sleep(emu.config.hang_seconds)  # created, but the caller has given up waiting
+            return ok(execution.to_json())
 
         @app.get("/v1/agent/executions/<exec_id>")
         def get_execution(exec_id: str) -> Response:

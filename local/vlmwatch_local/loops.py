@@ -227,9 +227,9 @@ class LocalAws:
 
     # -- everything -----------------------------------------------------------------------------
 
-    def step(self) -> dict[str, int]:
+    def step(self, *, ingest_batches: int = 100) -> dict[str, int]:
         """One turn of every loop, in the order AWS would usually get to them."""
-        ingested = self.pump_ingest()
+        ingested = self.pump_ingest(max_batches=ingest_batches)
         delivered = self.pump_stream()
         polled = self.run_poller()
         delivered += self.pump_stream()

@@ -47,6 +47,7 @@ _ENV = {
     "SWEEP_OVERDUE_SECONDS": "sweep_overdue_seconds",
     "VLMRUN_TIMEOUT_SECONDS": "vlmrun_timeout_seconds",
     "POLLING_MODE": "polling_mode",
+    "POLL_CLAIM_SECONDS": "poll_claim_seconds",
     "STATE_MACHINE_ARN": "state_machine_arn",
     "WEBHOOK_ENABLED": "webhook_enabled",
 }
@@ -101,6 +102,8 @@ class Settings(BaseModel):
     # (their state machine is gone); 0 in schedule mode, where the sweeper is the poller.
     sweep_overdue_seconds: int = Field(0, ge=0)
     vlmrun_timeout_seconds: float = Field(15.0, gt=0)
+    # How long a poller run's claim on a job lasts: longer than one run can take.
+    poll_claim_seconds: int = Field(120, ge=1)
     polling_mode: Literal["schedule", "stepfunctions"] = "schedule"
 
     @field_validator("routing_rules", mode="before")

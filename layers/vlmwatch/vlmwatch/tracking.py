@@ -27,11 +27,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-# How long a poller's claim on a job lasts: longer than one poll can take, so a second
-# overlapping run sees the job as not due and leaves it alone.
-CLAIM_SECONDS = 120
-
-
 # Largest execution kept on the job row for delivery (a DynamoDB item holds 400 KB in all).
 SNAPSHOT_MAX_BYTES = 64 * 1024
 USAGE_MAX_BYTES = 4 * 1024
@@ -115,7 +110,9 @@ class Tracker:
         jobs = self._store.due(now - self._settings.sweep_overdue_seconds, self._settings.poller_max_jobs)
         summary.due = len(jobs)
         claimed = [
-            j for j in jobs if self._store.reschedule(j.job_id, now + CLAIM_SECONDS, expect_next_poll_at=j.next_poll_at)
+            j for j in jobs if self._store.reschedule(
+                j.job_id, now + self._settings.poll_claim_seconds, expect_next_poll_at=j.next_poll_at
+            )
         ]
         summary.claimed = len(claimed)
         if not claimed:
