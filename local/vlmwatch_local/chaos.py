@@ -194,7 +194,7 @@ def run(config: ChaosConfig, *, log: Callable[[str], None] = print) -> ChaosRepo
     emulator = EmulatorConfig(
         step_seconds=0.5,
         rate_429=config.rate_429,
-        retry_after=0.2,
+        retry_after=0.05,
         rate_5xx=config.rate_5xx,
         hang_rate=config.hang_rate,
         hang_seconds=1.6,
@@ -239,9 +239,9 @@ def _drive(
 ) -> None:
     sqs = boto3.client("sqs")
     queue = local.stack.ingest_queue_url
-    # Files arrive over a while (10 a second), as uploads do; every event comes twice, the copy up to a
+    # Files arrive over a while (5 a second), as uploads do; every event comes twice, the copy up to a
     # minute late; some keys get a second version mid-run.
-    window = config.files / 10
+    window = config.files / 5
     drops = sorted((rng.uniform(0, window), i) for i in range(config.files))
     copies: list[tuple[float, str]] = []
     second = rng.sample(range(config.files), int(config.files * config.second_versions))

@@ -7,6 +7,9 @@ in ``os.environ`` and calls the real handlers. ``stop()`` puts the environment b
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -43,13 +46,11 @@ class LocalStack:
     parameters: dict[str, str] = field(default_factory=dict)
     webhook: bool = False
     webhook_secret: str = "local-webhook-secret"  # noqa: S105 - a local test value, stored in moto's Secrets Manager
+    moto_process: bool = True
 
     def start(self) -> LocalStack:
         self._saved_env = dict(os.environ)
-        self._moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-        self._moto.start()
-        host, port = self._moto.get_host_and_port()
-        self.endpoint = f"http://{host}:{port}"
+        self.endpoint = self._start_moto()
         # moto keeps its state per process: start every local stack from nothing.
         httpx.post(f"{self.endpoint}/moto-api/reset", timeout=10).raise_for_status()
         os.environ.update(
@@ -107,6 +108,45 @@ class LocalStack:
         runtime.reset()
         return self
 
+    def _start_moto(self) -> str:
+        """moto in a process of its own: this process plays every Lambda and the emulator, and with the GIL
+        one process gets one core; AWS's side gets the other."""
+        if not self.moto_process:
+            self._moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+            self._moto.start()
+            host, port = self._moto.get_host_and_port()
+            return f"http://{host}:{port}"
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        self._moto_proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        endpoint = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                httpx.get(f"{endpoint}/moto-api/data.json", timeout=2)
+                return endpoint
+            except httpx.TransportError:
+                if self._moto_proc.poll() is not None:
+                    break
+                time.sleep(0.1)
+        self._moto_proc.kill()
+        raise RuntimeError(f"moto server did not start on port {port}")
+
+    def _stop_moto(self) -> None:
+        if self.moto_process:
+            self._moto_proc.terminate()
+            try:
+                self._moto_proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._moto_proc.kill()
+        else:
+            self._moto.stop()
+
     def _tick(self) -> None:
         while not self._stop.wait(0.2):
             assert self.emulator is not None
@@ -118,7 +158,7 @@ class LocalStack:
             self._server.shutdown()
         if self.webhook_url:
             self._hook_server.shutdown()
-        self._moto.stop()
+        self._stop_moto()
         runtime.reset()
         os.environ.clear()
         os.environ.update(self._saved_env)

@@ -289,3 +289,24 @@ def test_ingest_role_can_tell_a_missing_object_from_a_forbidden_one():
 
     statements = load_template()["Resources"]["IngestFunction"]["Properties"]["Policies"][0]["Statement"]
     assert any(s.get("Action") == "s3:ListBucket" for s in statements if isinstance(s, dict))
+
+
+def test_stepfunctions_mode_sweeps_a_job_whose_state_machine_never_ran(stack, wire, emulator, clock):
+    wire(
+        STATE_MACHINE_ARN="arn:aws:states:us-east-1:123456789012:stateMachine:gone",
+        POLLING_MODE="stepfunctions",
+        SWEEP_OVERDUE_SECONDS="300",
+    )
+    local = LocalAws(stack)
+    drop(stack, "untracked.txt", b"nobody polls me")
+    local.pump_ingest()  # StartExecution fails: recorded in the log, not fatal
+    (job,) = jobs(stack)
+    assert job["status"] == "submitted"
+
+    clock.advance(100)
+    assert local.run_poller()["due"] == 0  # a live state machine would be polling it: the sweeper waits
+    clock.advance(300)
+    assert local.run_poller()["polled"] == 1  # overdue: its state machine is gone, the sweeper takes over
+    settle(local, clock)
+    assert jobs(stack)[0]["status"] == "delivered"
+    assert read_json(stack, result_key("untracked.txt"))["response"]["file"]["text"] == "nobody polls me"

@@ -25,18 +25,21 @@ class Backpressure:
         self._clock = clock
         self._rng = rng or random.Random()
         self._until = 0.0
+        self._last = 0.0
         self._lock = threading.Lock()
 
     def block(self, seconds: float) -> None:
         """VLM Run said 429 with ``Retry-After: seconds``."""
         with self._lock:
             self._until = max(self._until, self._clock() + max(seconds, 0.0))
+            self._last = max(seconds, 0.0)
 
     @property
     def blocked(self) -> bool:
         return self._clock() < self._until
 
-    def retry_at(self, spread: float = 5.0) -> int:
-        """When a job deferred now should be tried again: after the block, spread so retries do not stampede."""
+    def retry_at(self) -> int:
+        """When a job deferred now should be tried again: after the block, spread over about twice the last
+        ``Retry-After`` (at least a second) so the deferred jobs do not all come back at once."""
         base = max(self._until, self._clock())
-        return int(base + 1 + self._rng.uniform(0, spread))
+        return int(base + self._rng.uniform(0.5, 1 + 2 * self._last))

@@ -98,8 +98,9 @@ class Settings(BaseModel):
     # A job that reached a terminal status and is still not delivered this long after is delivered
     # by the sweeper (the stream record was lost, or delivery kept failing).
     delivery_grace_seconds: int = Field(300, ge=1)
-    # stepfunctions mode: the scheduled sweeper takes over jobs whose next poll is this much overdue
-    # (their state machine is gone); 0 in schedule mode, where the sweeper is the poller.
+    # stepfunctions mode: the scheduled sweeper takes over in-flight jobs whose next poll is this much
+    # overdue (their state machine is gone): it is added to the row's next_poll_at, which the state machine
+    # subtracts again. 0 in schedule mode, where the sweeper is the poller.
     sweep_overdue_seconds: int = Field(0, ge=0)
     vlmrun_timeout_seconds: float = Field(15.0, gt=0)
     # How long a poller run's claim on a job lasts: longer than one run can take.

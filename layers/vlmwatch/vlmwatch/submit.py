@@ -230,7 +230,7 @@ class Submitter:
             job_id,
             execution.id,
             execution.status,
-            next_poll_at=now + self._settings.first_poll_seconds,
+            next_poll_at=now + self._settings.first_poll_seconds + self._settings.sweep_overdue_seconds,
             deadline_at=now + self._settings.job_deadline_seconds,
         )
         if not moved:

@@ -102,12 +102,13 @@ class Tracker:
 
         Due jobs are in-flight ones to poll, and every job stuck on the way: submits deferred by a
         429, claims whose submitter died, ambiguous submits whose evidence window is over, and
-        finished jobs still undelivered after the delivery grace. In stepfunctions mode only jobs
-        overdue by ``SWEEP_OVERDUE_SECONDS`` are taken (their own state machine is gone).
+        finished jobs still undelivered after the delivery grace. In stepfunctions mode an in-flight
+        job's ``next_poll_at`` is its state machine's next poll plus ``SWEEP_OVERDUE_SECONDS``: it comes
+        due here only when its own state machine is gone.
         """
         now = self._store.now()
         summary = PollSummary()
-        jobs = self._store.due(now - self._settings.sweep_overdue_seconds, self._settings.poller_max_jobs)
+        jobs = self._store.due(now, self._settings.poller_max_jobs)
         summary.due = len(jobs)
         claimed = [
             j for j in jobs if self._store.reschedule(
@@ -233,7 +234,7 @@ class Tracker:
         if target not in TERMINAL:
             if job.deadline_at is not None and now >= job.deadline_at:
                 return self.time_out(job, remote)
-            fields["next_poll_at"] = now + self.backoff(job.poll_count + 1)
+            fields["next_poll_at"] = now + self.backoff(job.poll_count + 1) + self._settings.sweep_overdue_seconds
         moved = target != job.status and self._store.transition(
             job.job_id, target, set_fields=fields, count_poll=count_poll
         )
@@ -272,11 +273,14 @@ class Tracker:
                 # Transient trouble at VLM Run: the loop waits and tries again; the deadline still applies.
                 logger.warning("poll failed; will retry", extra={"job_id": job_id, "error": str(exc)})
                 self._store.reschedule(
-                    job_id, self._store.now() + self.backoff(job.poll_count), error=bounded(str(exc))
+                    job_id,
+                    self._store.now() + self.backoff(job.poll_count) + self._settings.sweep_overdue_seconds,
+                    error=bounded(str(exc)),
                 )
         fresh = self._store.get(job_id) or job
         terminal = fresh.status not in IN_FLIGHT
-        wait = max(1, (fresh.next_poll_at or 0) - self._store.now()) if not terminal else 0
+        due = (fresh.next_poll_at or 0) - self._settings.sweep_overdue_seconds  # the sweeper's margin is not ours
+        wait = max(1, due - self._store.now()) if not terminal else 0
         return StepResult(job_id, fresh.status.value, terminal, wait)
 
     def record_failure(self, job_id: str, error: str, cause: str) -> StepResult:
