@@ -10,7 +10,7 @@ import boto3
 import pytest
 
 from conftest import load_event
-from helpers import drop, error_key, jobs, read_json, result_key
+from helpers import drop, jobs, read_json, result_key
 from vlmwatch.webhooks import verify_signature
 from vlmwatch_local.loops import LocalAws, function_url_event
 

@@ -111,7 +111,9 @@ class Tracker:
         jobs = self._store.due(now, self._settings.poller_max_jobs)
         summary.due = len(jobs)
         claimed = [
-            j for j in jobs if self._store.reschedule(
+            j
+            for j in jobs
+            if self._store.reschedule(
                 j.job_id, now + self._settings.poll_claim_seconds, expect_next_poll_at=j.next_poll_at
             )
         ]
