@@ -373,7 +373,8 @@ def check(local: LocalStack, report: ChaosReport) -> None:
         elif not (document.get("error") or {}).get("message"):
             report.unexplained_failures += 1
         extra = per_job[job_id] - 1
-        on_record = len(row.get("ambiguous_attempts") or [])
+        # Explained: an ambiguous attempt on the row, or an execution recorded as this job's orphan.
+        on_record = max(len(row.get("ambiguous_attempts") or []), len(row.get("orphan_execution_ids") or []))
         if extra > 0:
             report.duplicates_explained += min(extra, on_record)
             report.duplicates_unexplained += max(0, extra - on_record)

@@ -9,6 +9,7 @@ checks the two stay in step.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import uuid
@@ -61,6 +62,15 @@ class Stack:
     stream_arn: str = ""
     rules: dict[str, str] = field(default_factory=dict)
 
+    @functools.cached_property
+    def _s3(self) -> Any:
+        # One client per stack: building a boto3 client costs more than the request it sends.
+        return boto3.client("s3", region_name=self.region)
+
+    @functools.cached_property
+    def _table(self) -> Any:
+        return boto3.resource("dynamodb", region_name=self.region).Table(self.table)
+
     @property
     def input_bucket(self) -> str:
         return self.buckets["InputBucket"]
@@ -80,11 +90,11 @@ class Stack:
         kwargs: dict[str, Any] = {"Bucket": self.input_bucket, "Key": key, "Body": body, "Metadata": metadata or {}}
         if content_type:
             kwargs["ContentType"] = content_type
-        return boto3.client("s3", region_name=self.region).put_object(**kwargs).get("VersionId")
+        return self._s3.put_object(**kwargs).get("VersionId")
 
     def jobs(self) -> list[dict[str, Any]]:
         """Every row of the job table (a full scan: for tests and the local stack only)."""
-        table = boto3.resource("dynamodb", region_name=self.region).Table(self.table)
+        table = self._table
         items: list[dict[str, Any]] = []
         kwargs: dict[str, Any] = {}
         while True:
@@ -95,8 +105,7 @@ class Stack:
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
     def output_keys(self) -> list[str]:
-        s3 = boto3.client("s3", region_name=self.region)
-        pages = s3.get_paginator("list_objects_v2").paginate(Bucket=self.output_bucket)
+        pages = self._s3.get_paginator("list_objects_v2").paginate(Bucket=self.output_bucket)
         return sorted(o["Key"] for p in pages for o in p.get("Contents", []))
 
     def environment(self) -> dict[str, str]:

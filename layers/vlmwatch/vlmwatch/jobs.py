@@ -348,6 +348,17 @@ class JobStore:
             "AND NOT contains(ambiguous_attempts, :attempt)",
         )
 
+    def note_ambiguous(self, job_id: str, attempt: int) -> bool:
+        """Put ``attempt`` on the row's record of ambiguous attempts, whatever state the job is in now
+        (it moved on, e.g. adopted another attempt's execution, while this one was in flight)."""
+        return self._update(
+            job_id,
+            "SET ambiguous_attempts = list_append(if_not_exists(ambiguous_attempts, :empty), :attempt_list)",
+            {":attempt": attempt, ":attempt_list": [attempt], ":empty": []},
+            "NOT contains(ambiguous_attempts, :attempt)",
+            names={},
+        )
+
     def mark_submitted(
         self, job_id: str, execution_id: str, remote_status: str, *, next_poll_at: int, deadline_at: int
     ) -> bool:

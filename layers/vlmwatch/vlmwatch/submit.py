@@ -143,9 +143,12 @@ class Submitter:
             return Outcome.DEFERRED
         except VlmRunAmbiguousSubmitError as exc:
             logger.error("ambiguous submit; waiting for evidence", extra={"job_id": job.job_id, "error": str(exc)})
-            self._store.mark_ambiguous(
+            if not self._store.mark_ambiguous(
                 job.job_id, attempt, str(exc), self._store.now() + self._settings.ambiguous_wait_seconds
-            )
+            ):
+                # The job moved on meanwhile (a callback adopted an earlier attempt's execution): whatever
+                # this attempt made is still a possible orphan, and stays on record as one.
+                self._store.note_ambiguous(job.job_id, attempt)
             return Outcome.AMBIGUOUS
         except VlmRunRejectedError as exc:
             logger.error("VLM Run rejected the execution", extra={"job_id": job.job_id, "error": exc.message})
