@@ -66,6 +66,7 @@ class ChaosReport:
     versions: int = 0
     executions: int = 0
     outcomes: dict[str, int] = field(default_factory=dict)
+    failure_reasons: dict[str, int] = field(default_factory=dict)
     lost: int = 0
     wrong: int = 0
     stale: int = 0
@@ -99,6 +100,7 @@ class ChaosReport:
             ("files (object versions)", f"{self.files} keys, {self.versions} versions"),
             ("executions started", self.executions),
             ("outcomes", ", ".join(f"{k} {v}" for k, v in sorted(self.outcomes.items()))),
+            ("why not completed", ", ".join(f"{k} {v}" for k, v in sorted(self.failure_reasons.items())) or "-"),
             ("lost", self.lost),
             ("wrong document", self.wrong),
             ("stale document at the key", self.stale),
@@ -209,6 +211,7 @@ def run(config: ChaosConfig, *, log: Callable[[str], None] = print) -> ChaosRepo
         "POLL_CAP_SECONDS": "4",
         "JOB_DEADLINE_SECONDS": "45",
         "SUBMIT_LEASE_SECONDS": "5",
+        "SUBMIT_DEADLINE_SECONDS": "900",
         "EVIDENCE_WINDOW_SECONDS": "8",
         "DELIVERY_GRACE_SECONDS": "8",
         "POLL_CLAIM_SECONDS": "8",
@@ -327,6 +330,7 @@ def check(local: LocalStack, report: ChaosReport) -> None:
     report.faults = {k: emulator.requests[k] for k in ("429", "5xx", "hang") if emulator.requests[k]}
     outputs = set(stack.output_keys())
     outcomes: Counter[str] = Counter()
+    reasons: Counter[str] = Counter()
     versions = [
         v
         for page in s3.get_paginator("list_object_versions").paginate(Bucket=stack.input_bucket)
@@ -370,8 +374,11 @@ def check(local: LocalStack, report: ChaosReport) -> None:
             if got != hashlib.sha256(body).hexdigest():
                 report.wrong += 1
                 report.problems.append(f"wrong: {where} holds another file's extraction")
-        elif not (document.get("error") or {}).get("message"):
-            report.unexplained_failures += 1
+        else:
+            message = (document.get("error") or {}).get("message") or ""
+            reasons[_reason(message)] += 1
+            if not message:
+                report.unexplained_failures += 1
         extra = per_job[job_id] - 1
         # Explained: an ambiguous attempt on the row, or an execution recorded as this job's orphan.
         on_record = max(len(row.get("ambiguous_attempts") or []), len(row.get("orphan_execution_ids") or []))
@@ -381,6 +388,7 @@ def check(local: LocalStack, report: ChaosReport) -> None:
             if extra > on_record:
                 report.problems.append(f"duplicate: {where} has {per_job[job_id]} executions, {on_record} on record")
     report.outcomes = dict(outcomes)
+    report.failure_reasons = dict(reasons)
     # The newest version's document is the one at the key's stable path.
     current = {v["Key"]: v["VersionId"] for v in versions if v.get("IsLatest")}
     for key, vid in current.items():
@@ -412,6 +420,18 @@ def check(local: LocalStack, report: ChaosReport) -> None:
                 report.dlq_unaccounted += 1
     report.parked_deliveries = len(local.aws.parked)
     report.left_in_flight = sum(1 for r in rows.values() if r["status"] not in ("delivered", "skipped"))
+
+
+def _reason(message: str) -> str:
+    if "could not start" in message:
+        return "not started in time"
+    if "no final status" in message:
+        return "stuck at VLM Run (timed out)"
+    if "cancelled" in message:
+        return "cancelled"
+    if "emulated failure" in message or "could not extract" in message:
+        return "failed at VLM Run"
+    return message[:40]
 
 
 def main(args: Any) -> int:

@@ -42,6 +42,7 @@ _ENV = {
     "RESULT_TTL_DAYS": "result_ttl_days",
     "SECRET_MAX_AGE_SECONDS": "secret_max_age_seconds",
     "SUBMIT_LEASE_SECONDS": "submit_lease_seconds",
+    "SUBMIT_DEADLINE_SECONDS": "submit_deadline_seconds",
     "EVIDENCE_WINDOW_SECONDS": "evidence_window_seconds",
     "DELIVERY_GRACE_SECONDS": "delivery_grace_seconds",
     "SWEEP_OVERDUE_SECONDS": "sweep_overdue_seconds",
@@ -92,6 +93,9 @@ class Settings(BaseModel):
     # How long a submit claim holds: longer than the ingest function's timeout, so a claim that
     # expires belongs to a submitter that is certainly gone (crashed, timed out, out of memory).
     submit_lease_seconds: int = Field(180, ge=1)
+    # A rate limit makes work wait, never fail: a job that still could not be started this long after it
+    # was received fails with the last reason (an outage of VLM Run or of our credentials, not a 429 burst).
+    submit_deadline_seconds: int = Field(86400, ge=60)
     # With webhooks: after an ambiguous submit, how long to wait for a signed callback that proves
     # which execution is ours before submitting again (the only evidence the API offers).
     evidence_window_seconds: int = Field(900, ge=0)

@@ -26,8 +26,9 @@ sees every one of them):
                Evidence arriving later for another execution of this job is recorded in
                ``orphan_execution_ids`` and never replaces the tracked one.
 
-A job that cannot be submitted within ``JOB_DEADLINE_SECONDS`` of its creation fails with the last
-reason (rate limited, unreachable, credentials), and gets an error document like any failure.
+A job that cannot be started within ``SUBMIT_DEADLINE_SECONDS`` (a day by default) of its creation
+fails with the last reason (unreachable, credentials, rate limited for a day), and gets an error
+document like any failure; until then it waits.
 """
 
 from __future__ import annotations
@@ -324,7 +325,7 @@ class Submitter:
     # -- giving up ------------------------------------------------------------------------------
 
     def _past_start_deadline(self, job: Job, now: int) -> bool:
-        return now >= job.created_at + self._settings.job_deadline_seconds
+        return now >= job.created_at + self._settings.submit_deadline_seconds
 
     def _give_up(self, job: Job) -> Outcome:
         reason = job.error or "no submit attempt succeeded"
@@ -333,7 +334,7 @@ class Submitter:
             Status.FAILED,
             set_fields={
                 "error": bounded(
-                    f"could not start a VLM Run execution within {self._settings.job_deadline_seconds} s "
+                    f"could not start a VLM Run execution within {self._settings.submit_deadline_seconds} s "
                     f"({job.attempts} attempt(s)); last reason: {reason}"
                 )
             },
