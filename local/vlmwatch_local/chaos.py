@@ -57,6 +57,8 @@ class ChaosConfig:
     crash_rate: float = 0.02  # per crash point passed
     second_versions: float = 0.05  # share of keys uploaded again mid-run
     output_outage_seconds: float = 20.0
+    job_deadline_seconds: int = 45  # how long a stuck execution holds its file (compressed time)
+    late_seconds: float = 60.0  # how late a duplicate event or a second version may come
     timeout: float = 1800.0
 
 
@@ -209,7 +211,7 @@ def run(config: ChaosConfig, *, log: Callable[[str], None] = print) -> ChaosRepo
     env = {
         "POLL_BASE_SECONDS": "1",
         "POLL_CAP_SECONDS": "4",
-        "JOB_DEADLINE_SECONDS": "45",
+        "JOB_DEADLINE_SECONDS": str(config.job_deadline_seconds),
         "SUBMIT_LEASE_SECONDS": "5",
         "SUBMIT_DEADLINE_SECONDS": "900",
         "EVIDENCE_WINDOW_SECONDS": "8",
@@ -243,13 +245,13 @@ def _drive(
     sqs = boto3.client("sqs")
     queue = local.stack.ingest_queue_url
     # Files arrive over a while (5 a second), as uploads do; every event comes twice, the copy up to a
-    # minute late; some keys get a second version mid-run.
+    # minute late (``late_seconds``); some keys get a second version mid-run.
     window = config.files / 5
     drops = sorted((rng.uniform(0, window), i) for i in range(config.files))
     copies: list[tuple[float, str]] = []
     second = rng.sample(range(config.files), int(config.files * config.second_versions))
-    renewals = sorted((rng.uniform(5, window + 30), i) for i in second)
-    outage_at = rng.uniform(10, window + 20)
+    renewals = sorted((rng.uniform(1, window + config.late_seconds / 2), i) for i in second)
+    outage_at = rng.uniform(1, window + config.late_seconds / 3)
     aws = local.aws
     t0 = time.monotonic()
     deadline = t0 + config.timeout
@@ -260,7 +262,8 @@ def _drive(
             _, i = drops.pop(0)
             key = f"chaos/{i:05d}.txt"
             version = local.drop(key, _content(i, 1), "text/plain")
-            copies.append((now + rng.uniform(0, 60), json.dumps(_event(local.stack.input_bucket, key, version))))
+            late = now + rng.uniform(0, config.late_seconds)
+            copies.append((late, json.dumps(_event(local.stack.input_bucket, key, version))))
             copies.sort()
         while copies and copies[0][0] <= now:
             aws.send_raw(copies.pop(0)[1])

@@ -15,7 +15,10 @@ pytestmark = pytest.mark.e2e
 def test_faults_everywhere_and_still_nothing_lost_wrong_stale_or_duplicated(webhook, monkeypatch):
     # Every injected fault is logged by the handlers, as in CloudWatch: too loud for a test run.
     monkeypatch.setattr(logging.getLogger("vlmwatch"), "level", logging.CRITICAL)
-    report = run(ChaosConfig(files=30, webhook=webhook, seed=11, timeout=240), log=lambda _: None)
+    config = ChaosConfig(
+        files=30, webhook=webhook, seed=11, timeout=240, job_deadline_seconds=15, late_seconds=10, second_versions=0.1
+    )
+    report = run(config, log=lambda _: None)
 
     print("\n" + report.table())
     assert report.problems == []
