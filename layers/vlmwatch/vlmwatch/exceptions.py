@@ -54,8 +54,8 @@ class VlmRunRejectedError(VlmRunError):
 class VlmRunAmbiguousSubmitError(VlmRunError):
     """Raised when ``POST /agent/execute`` failed after the request may have reached the server.
 
-    The API has no idempotency key, so the caller must not re-send: it records the attempt and
-    reconciles later against the executions list.
+    The API has no idempotency key, so the caller must not re-send: it records the attempt as ambiguous
+    and waits for evidence (a signed callback); see :mod:`vlmwatch.submit`.
     """
 
 

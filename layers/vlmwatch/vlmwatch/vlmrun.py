@@ -5,7 +5,9 @@ never duplicates an execution.
   exponential backoff and jitter, a few times at most: a Lambda has a clock.
 * ``POST /agent/execute`` is retried only when the server provably did not act on it: a 429, or a
   connection that was never established. A timeout, a dropped connection or a 5xx after the body was
-  sent raises :class:`VlmRunAmbiguousSubmitError`; the caller records it and reconciles.
+  sent raises :class:`VlmRunAmbiguousSubmitError`; the caller records it (see :mod:`vlmwatch.submit`).
+  A 2xx whose body cannot be parsed still means an execution exists: its id is kept if it can be read,
+  and the submit is ambiguous if not.
 """
 
 from __future__ import annotations
