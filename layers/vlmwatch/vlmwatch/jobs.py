@@ -270,35 +270,22 @@ class JobStore:
         the sweeper finds the claim expired and treats the attempt as ambiguous.
         """
         now = self.now()
-        try:
-            attrs = self._client.update_item(
-                TableName=self._table,
-                Key=_ser({"job_id": job_id}),
-                UpdateExpression=(
-                    "SET submit_started_at = :now, updated_at = :now, next_poll_at = :lease, poll_shard = :shard, "
-                    "attempts = if_not_exists(attempts, :zero) + :one"
-                ),
-                ConditionExpression=(
-                    "attribute_exists(job_id) AND #status = :received AND attribute_not_exists(submit_started_at)"
-                ),
-                ExpressionAttributeNames={"#status": "status"},
-                ExpressionAttributeValues=_ser(
-                    {
-                        ":now": now,
-                        ":lease": now + lease_seconds,
-                        ":shard": self._shard(job_id),
-                        ":zero": 0,
-                        ":one": 1,
-                        ":received": Status.RECEIVED.value,
-                    }
-                ),
-                ReturnValues="UPDATED_NEW",
-            )["Attributes"]
-        except ClientError as exc:
-            if _conditional_failed(exc):
-                return None
-            raise
-        return int(_deser(attrs)["attempts"])
+        attrs = self._apply(
+            job_id,
+            "SET submit_started_at = :now, updated_at = :now, next_poll_at = :lease, poll_shard = :shard, "
+            "attempts = if_not_exists(attempts, :zero) + :one",
+            {
+                ":now": now,
+                ":lease": now + lease_seconds,
+                ":shard": self._shard(job_id),
+                ":zero": 0,
+                ":one": 1,
+                ":received": Status.RECEIVED.value,
+            },
+            "#status = :received AND attribute_not_exists(submit_started_at)",
+            returning=True,
+        )
+        return None if attrs is None else int(attrs["attempts"])
 
     def release_submit(
         self, job_id: str, *, retry_at: int, error: str | None = None, attempt: int | None = None
@@ -495,6 +482,19 @@ class JobStore:
     def _update(
         self, job_id: str, expr: str, values: dict[str, Any], cond: str, *, names: dict[str, str] | None = None
     ) -> bool:
+        return self._apply(job_id, expr, values, cond, names=names) is not None
+
+    def _apply(
+        self,
+        job_id: str,
+        expr: str,
+        values: dict[str, Any],
+        cond: str,
+        *,
+        names: dict[str, str] | None = None,
+        returning: bool = False,
+    ) -> dict[str, Any] | None:
+        """One conditional update; None when the condition lost, else the updated attributes (if asked)."""
         all_names = {**(names or {})}
         if "#status" in cond or "#status" in expr:
             all_names["#status"] = "status"
@@ -509,13 +509,15 @@ class JobStore:
         }
         if all_names:
             kwargs["ExpressionAttributeNames"] = all_names
+        if returning:
+            kwargs["ReturnValues"] = "UPDATED_NEW"
         try:
-            self._client.update_item(**kwargs)
+            response = self._client.update_item(**kwargs)
         except ClientError as exc:
             if _conditional_failed(exc):
-                return False
+                return None
             raise
-        return True
+        return _deser(response.get("Attributes", {}))
 
 
 _SERIALIZER = TypeSerializer()

@@ -180,11 +180,12 @@ class Submitter:
         if job.submit_started_at is None:
             return self.submit(job)  # OPEN and due: a deferred submit
         attempt = job.attempts
+        error = None
         if attempt not in job.ambiguous_attempts:
             # CLAIMED and the lease is over: the claimer died mid-submit.
             if self._settings.input_mode == "upload" and not job.input_file_id:
                 # It never got as far as the POST (the upload comes first and is recorded): no execution.
-                self._store.release_submit(job.job_id, retry_at=now, error="submitter stopped before sending")
+                error = "submitter stopped before sending"
             else:
                 self._store.mark_ambiguous(
                     job.job_id,
@@ -194,8 +195,9 @@ class Submitter:
                 )
                 if self._settings.ambiguous_wait_seconds > 0:
                     return Outcome.WAITING
-        # AMBIGUOUS and no evidence came: the next attempt; the earlier one stays on record.
-        self._store.release_submit(job.job_id, retry_at=now, attempt=attempt)
+        # Nothing was sent, or it was ambiguous and no evidence came: the next attempt (any earlier
+        # ambiguous one stays on record).
+        self._store.release_submit(job.job_id, retry_at=now, error=error, attempt=attempt)
         fresh = self._store.get(job.job_id)
         if fresh is None or fresh.status != Status.RECEIVED or fresh.submit_started_at is not None:
             return Outcome.DUPLICATE

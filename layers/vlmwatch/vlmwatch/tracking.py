@@ -170,9 +170,7 @@ class Tracker:
     # -- one job ------------------------------------------------------------------------------
 
     def poll_job(self, job: Job) -> str:
-        """Poll one job once and apply the result. Returns what happened, for metrics and tests."""
-        if job.status == Status.RECEIVED:
-            return str(self._submitter.advance(job))
+        """Poll one in-flight job once and apply the result. Returns what happened, for metrics and tests."""
         if job.status not in IN_FLIGHT:
             return "finished-already"
         assert job.execution_id is not None
