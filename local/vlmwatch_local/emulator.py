@@ -4,8 +4,8 @@ deterministic work on the files it is given.
 It is a Flask (WSGI) app, so tests can reach it in-process through ``httpx.WSGITransport`` and the
 local stack can serve it on a port. Behaviour is configurable per run (:class:`EmulatorConfig`, or
 ``POST /_emulator/config``) and per request (``X-Emulator-*`` headers on ``POST /agent/execute``, or
-a directive in the input file's name: ``fail``, ``stuck``). Every request served is counted
-(``GET /_emulator/stats``).
+a directive in the input file's name: ``fail``, ``stuck``, ``unfetchable`` — a fetch error quoting the
+URL, as real ones do). Every request served is counted (``GET /_emulator/stats``).
 
 What it computes for a file: size, sha256, content type (sniffed), page count and first-page text
 for PDFs, dimensions for images, line/word counts and the opening text for text files. Every
@@ -357,6 +357,9 @@ class Emulator:
             url = url.get("url")
         if not url:
             raise InputError("input_file needs file_id or file_url")
+        if "unfetchable" in unquote(urlparse(str(url)).path).lower():
+            # Like a real fetch failure, the message quotes the URL it could not read, query string and all.
+            raise InputError(f"could not download the input file from {url}: HTTP 403 Forbidden (emulated)")
         try:
             content, ctype = self._fetch(str(url))
         except Exception as exc:

@@ -13,6 +13,8 @@ VlmwatchError
 
 from __future__ import annotations
 
+from vlmwatch.redact import sanitize
+
 
 class VlmwatchError(Exception):
     """Base for everything vlmwatch raises."""
@@ -26,6 +28,9 @@ class VlmRunError(VlmwatchError):
     """Base for failures talking to the VLM Run API."""
 
     def __init__(self, message: str, *, status_code: int | None = None) -> None:
+        # Remote text may quote a presigned URL or run to megabytes: clean it once, here, so every row,
+        # document, event and log line built from this error is clean too.
+        message = sanitize(message)
         super().__init__(message)
         self.message = message
         self.status_code = status_code

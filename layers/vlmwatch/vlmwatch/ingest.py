@@ -80,6 +80,15 @@ class Ingestor:
         Raises:
             ClientError, SourceUnreadableError: AWS failed us; nothing was recorded, retry the event.
         """
+        expected = self._settings.input_bucket
+        if expected and ref.bucket != expected:
+            # The queue should only carry the input bucket's events; anything else (a mis-wired rule, a
+            # forged message) must not make us read, or write jobs for, another bucket. Retrying cannot help.
+            logger.error(
+                "event for a bucket this deployment does not watch: refused",
+                extra={"event_bucket": ref.bucket, "input_bucket": expected, "key": ref.key},
+            )
+            return Outcome.FOREIGN
         source = self._head(ref)
         now = self._store.now()
         if source is None:

@@ -18,6 +18,7 @@ from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
 from pydantic import BaseModel, Field, field_validator
 
+from vlmwatch.redact import MAX_TEXT_CHARS, sanitize
 from vlmwatch.routing import Route
 
 if TYPE_CHECKING:
@@ -75,16 +76,11 @@ def allowed_from(target: Status) -> list[Status]:
     return [s for s in Status if RANK[s] < rank or (same_rank_ok and RANK[s] == rank)]
 
 
-# Remote text (VLM Run's error messages) goes on rows, documents and events: bound it so a 500 KB
-# message can never push a row past DynamoDB's 400 KB item limit.
-MAX_ERROR_CHARS = 4000
-
-
-def bounded(text: str, limit: int = MAX_ERROR_CHARS) -> str:
-    """``text`` cut to ``limit`` characters, saying how much was cut."""
-    if len(text) <= limit:
-        return text
-    return f"{text[: limit - 40]}... [{len(text) - limit + 40} more characters cut]"
+# Remote text (VLM Run's error messages) goes on rows, documents and events: ``bounded`` strips credentials
+# (a presigned URL quoted in a fetch error) and bounds the length, so a 500 KB message can never push a
+# row past DynamoDB's 400 KB item limit.
+MAX_ERROR_CHARS = MAX_TEXT_CHARS
+bounded = sanitize
 
 
 def job_id_for(bucket: str, key: str, version: str) -> str:

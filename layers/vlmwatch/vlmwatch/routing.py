@@ -1,7 +1,9 @@
 """Routing: decide what runs on an object (an agent, or an inline prompt) or that nothing does.
 
-Rules are checked in order; the first match wins. Object metadata ``x-amz-meta-vlmrun-agent``
-overrides the rules, so a producer can pick the agent per file.
+Rules are checked in order; the first match wins. Object metadata ``x-amz-meta-vlmrun-agent`` lets a
+producer pick the agent per file, within what the deployment allows: a skip rule still skips (the
+override never turns on work the operator turned off), and the name must pass the same grammar as a
+rule's agent.
 """
 
 from __future__ import annotations
@@ -12,7 +14,10 @@ from typing import Any
 
 from pydantic import BaseModel, Field, RootModel, model_validator
 
-AGENT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]*(:[A-Za-z0-9._-]+)?$")
+# "name" or "name:version"; a name may have "/"-separated segments ("team/invoices"), each starting with a
+# letter or digit, so "..", "/x", "x//y" and "x/" never pass. At most 128 characters in all.
+_SEGMENT = r"[A-Za-z0-9][A-Za-z0-9_-]*(?:\.[A-Za-z0-9_-]+)*"
+AGENT_NAME = re.compile(rf"^(?=.{{1,128}}$){_SEGMENT}(?:/{_SEGMENT})*(?::[A-Za-z0-9][A-Za-z0-9._-]*)?$")
 METADATA_AGENT_KEY = "vlmrun-agent"
 
 
@@ -118,19 +123,23 @@ class RuleSet(RootModel[list[Rule]]):
             metadata: user metadata without the ``x-amz-meta-`` prefix (as boto3 returns it).
             default: what runs when no rule matches.
         """
-        override = (metadata or {}).get(METADATA_AGENT_KEY)
-        if override:
-            if not AGENT_NAME.match(override):
-                return Skip(
-                    rule="metadata", reason=f"x-amz-meta-{METADATA_AGENT_KEY} {override!r} is not a valid agent name"
-                )
-            base = default.model if default else None
-            return Route(rule="metadata", agent=override, model=base)
+        matched: Route | None = default
         for rule in self.root:
             if rule.matches(key, content_type):
                 if rule.skip:
                     return Skip(rule=rule.name, reason=rule.reason or f"matched skip rule {rule.name!r}")
-                return rule.route()
-        if default is not None:
-            return default
+                matched = rule.route()
+                break
+        override = (metadata or {}).get(METADATA_AGENT_KEY)
+        if override is not None:
+            if not AGENT_NAME.match(override):
+                shown = override[:80] + ("..." if len(override) > 80 else "")
+                return Skip(
+                    rule="metadata",
+                    reason=f"x-amz-meta-{METADATA_AGENT_KEY} {shown!r} is not a valid agent name "
+                    "('name' or 'name:version'; letters, digits, '_', '-', '.', '/' between segments)",
+                )
+            return Route(rule="metadata", agent=override, model=matched.model if matched else None)
+        if matched is not None:
+            return matched
         return Skip(rule=None, reason="no routing rule matches and no default agent or prompt is configured")

@@ -16,6 +16,8 @@ from vlmwatch.ingest import Ingestor
 from vlmwatch.jobs import JobStore
 from vlmwatch.output import OutputWriter
 from vlmwatch.pressure import Backpressure
+from vlmwatch.redact import install_log_redaction
+from vlmwatch.secret_store import SecretStore
 from vlmwatch.settings import Settings
 from vlmwatch.submit import Submitter
 from vlmwatch.tracking import Tracker
@@ -26,6 +28,9 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
 _overrides: dict[str, Any] = {}
+
+# Before any client exists: no log line from any library may carry a secret or a signed URL.
+install_log_redaction()
 
 
 def use(
@@ -48,18 +53,14 @@ def use(
 
 def reset() -> None:
     """Forget every cached object (and overrides), as a fresh Lambda container would."""
-    from aws_lambda_powertools.utilities import parameters
-
-    # powertools keeps providers (with their boto3 clients and cached secrets) per process.
-    parameters.clear_caches()
     _overrides.clear()
     for fn in (
         settings,
         _boto,
         s3,
         job_store,
+        secret_store,
         vlmrun_client,
-        webhook_secret,
         webhook_receiver,
         ingestor,
         submitter,
@@ -101,33 +102,43 @@ def job_store() -> JobStore:
     )
 
 
-def _secret(name: str, *, refresh: bool = False) -> str:
-    """A secret's value through powertools (cached for ``SECRET_MAX_AGE_SECONDS``); never logged."""
-    # Imported here: only functions that read secrets pay for the parameters utility.
-    from aws_lambda_powertools.utilities import parameters
-
-    value = parameters.get_secret(name, max_age=settings().secret_max_age_seconds, force_fetch=refresh)
-    return str(value).strip()
+@functools.cache
+def secret_store() -> SecretStore:
+    # The one path every secret is read through: cached for SECRET_MAX_AGE_SECONDS, current and previous.
+    clock = _overrides.get("clock")
+    return SecretStore(
+        lambda: _boto("secretsmanager"),
+        max_age=settings().secret_max_age_seconds,
+        **({"clock": clock} if clock else {}),
+    )
 
 
 def api_key(refresh: bool = False) -> str:
     """The VLM Run API key; ``refresh`` after a 401 (a rotated key)."""
     if "api_key" in _overrides:
         return _overrides["api_key"]
-    return _secret(settings().api_key_secret, refresh=refresh)
+    return secret_store().get(settings().api_key_secret, refresh=refresh)
 
 
-@functools.cache
 def webhook_secret() -> str:
-    if "webhook_secret" in _overrides:
-        return _overrides["webhook_secret"]
+    """The current webhook signing secret (callback tokens are made with it); "" when none is configured."""
     name = settings().webhook_secret
-    return _secret(name) if name else ""  # no secret configured: every callback is rejected
+    return secret_store().get(name) if name else ""
+
+
+def webhook_secrets() -> list[str]:
+    """Every webhook secret a callback may be signed with: current, then previous during a rotation.
+
+    Raises:
+        SecretUnavailableError: the secret is configured but cannot be read (cached: one call per max age).
+    """
+    name = settings().webhook_secret
+    return secret_store().candidates(name) if name else []
 
 
 @functools.cache
 def webhook_receiver() -> WebhookReceiver:
-    return WebhookReceiver(webhook_secret, job_store(), tracker(), vlmrun_client, submitter())
+    return WebhookReceiver(webhook_secrets, job_store(), tracker(), vlmrun_client, submitter())
 
 
 @functools.cache

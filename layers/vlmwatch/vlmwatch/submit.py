@@ -74,6 +74,7 @@ class Outcome(StrEnum):
     SKIPPED = "skipped"
     WAITING = "waiting"
     FAILED = "failed"
+    FOREIGN = "foreign"  # an event for a bucket this deployment does not watch: refused, not retried
 
 
 def callback_token(secret: str, job_id: str, attempt: int) -> str:

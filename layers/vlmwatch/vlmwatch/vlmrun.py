@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import logging
 import random
+import re
 import time
 from collections.abc import Callable, Generator
 from datetime import datetime
 from typing import Any
 
 import httpx
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from vlmwatch.exceptions import (
     VlmRunAmbiguousSubmitError,
@@ -30,6 +31,7 @@ from vlmwatch.exceptions import (
     VlmRunRejectedError,
     VlmRunUnavailableError,
 )
+from vlmwatch.redact import sanitize
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +42,19 @@ TERMINAL_STATUSES = frozenset({"completed", "failed", "cancelled"})
 DEFAULT_TIMEOUT = httpx.Timeout(15.0, connect=3.0)
 # Artifacts can be videos: allow a longer read, same connect budget.
 ARTIFACT_TIMEOUT = httpx.Timeout(120.0, connect=3.0)
+# Ids from responses go into URL paths: UUIDs and ``file_...``-style ids, never a '/', '.' or '%'.
+SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")
+
+
+def safe_id(value: str, what: str = "id") -> str:
+    """``value`` if it is safe to put in a URL path.
+
+    Raises:
+        ValueError: it is not (a pydantic validator turns this into a validation error of the response).
+    """
+    if not isinstance(value, str) or not SAFE_ID.match(value):
+        raise ValueError(f"{what} {sanitize(repr(value), 80)} is not a valid VLM Run id")
+    return value
 
 
 class Usage(BaseModel):
@@ -67,12 +82,20 @@ class Execution(BaseModel):
     usage: Usage | None = None
     error: Any = None
 
+    @field_validator("id")
+    @classmethod
+    def _safe(cls, value: str) -> str:
+        return safe_id(value, "execution id")
+
     @property
     def is_terminal(self) -> bool:
         return self.status in TERMINAL_STATUSES
 
     def error_message(self) -> str:
-        """The best human explanation VLM Run gave for a failure."""
+        """The best human explanation VLM Run gave for a failure, credentials stripped."""
+        return sanitize(self._error_message())
+
+    def _error_message(self) -> str:
         for candidate in (self.error, (self.response or {}).get("error") if isinstance(self.response, dict) else None):
             if isinstance(candidate, str) and candidate:
                 return candidate
@@ -264,7 +287,7 @@ class VlmRunClient:
                 data = response.json()
             except ValueError:
                 data = None
-            if isinstance(data, dict) and isinstance(data.get("id"), str) and data["id"]:
+            if isinstance(data, dict) and isinstance(data.get("id"), str) and SAFE_ID.match(data["id"]):
                 # The id is what matters; the status is learnt by the next poll.
                 return Execution(id=data["id"], name=data.get("name"), status=str(data.get("status") or "unknown"))
             raise VlmRunAmbiguousSubmitError(
@@ -274,7 +297,7 @@ class VlmRunClient:
             ) from exc
 
     def get_execution(self, execution_id: str) -> Execution:
-        return self._parse(self._get(f"agent/executions/{execution_id}"), Execution)
+        return self._parse(self._get(f"agent/executions/{safe_id(execution_id, 'execution id')}"), Execution)
 
     def list_executions(self, *, skip: int = 0, limit: int = 50) -> list[Execution]:
         response = self._get("agent/executions", params={"skip": skip, "limit": limit})
@@ -289,12 +312,12 @@ class VlmRunClient:
     # -- artifacts ----------------------------------------------------------------------------
 
     def list_artifacts(self, execution_id: str) -> ArtifactList:
-        return self._parse(self._get("artifacts/list", params={"execution_id": execution_id}), ArtifactList)
+        params = {"execution_id": safe_id(execution_id, "execution id")}
+        return self._parse(self._get("artifacts/list", params=params), ArtifactList)
 
     def get_artifact(self, execution_id: str, object_id: str) -> Artifact:
-        response = self._get(
-            "artifacts", params={"execution_id": execution_id, "object_id": object_id}, timeout=ARTIFACT_TIMEOUT
-        )
+        params = {"execution_id": safe_id(execution_id, "execution id"), "object_id": safe_id(object_id, "object id")}
+        response = self._get("artifacts", params=params, timeout=ARTIFACT_TIMEOUT)
         ctype = response.headers.get("Content-Type", "application/octet-stream").split(";")[0].strip()
         return Artifact(object_id=object_id, content=response.content, content_type=ctype)
 
@@ -330,7 +353,7 @@ class VlmRunClient:
             raise VlmRunUnavailableError(
                 f"presigned upload PUT failed: HTTP {put.status_code}", status_code=put.status_code
             )
-        return self._parse(self._get(f"files/verify-upload/{grant.id}"), FileInfo)
+        return self._parse(self._get(f"files/verify-upload/{safe_id(grant.id, 'file id')}"), FileInfo)
 
     def _put_presigned(self, grant: PresignedUpload, content: bytes, content_type: str) -> httpx.Response:
         request = self._http.build_request(
@@ -379,6 +402,13 @@ class VlmRunClient:
                 self._sleep(self._backoff(attempt))
                 continue
             self._raise_for_4xx(response)
+            if not response.is_success:
+                # Redirects are not followed (our key must not travel to another host) and a 3xx body is
+                # never the thing asked for: saving it as an artifact would deliver a wrong file.
+                raise VlmRunError(
+                    f"unexpected HTTP {response.status_code} from VLM Run for {response.request.url.path}",
+                    status_code=response.status_code,
+                )
             return response
         raise AssertionError("unreachable")  # pragma: no cover
 

@@ -17,11 +17,15 @@ import hmac
 import json
 import logging
 import re
+import threading
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from vlmwatch.jobs import IN_FLIGHT, JobStore, Status
+from vlmwatch.secret_store import SecretUnavailableError
 from vlmwatch.submit import callback_token
+from vlmwatch.vlmrun import SAFE_ID
 
 if TYPE_CHECKING:
     from vlmwatch.submit import Submitter
@@ -34,6 +38,42 @@ SIGNATURE_HEADER = "x-vlmrun-signature"
 _HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
 # What an unauthenticated caller learns: nothing about why.
 UNAUTHORIZED = (401, {"message": "Unauthorized"})
+UNAVAILABLE = (503, {"message": "Service Unavailable"})
+
+
+class ThrottledLog:
+    """At most one log line per ``interval`` seconds for a repeated event, with the count it stands for.
+
+    The webhook URL is public: a flood of forged requests must not become a flood of log lines (each one
+    paid for in CloudWatch Logs ingestion).
+    """
+
+    def __init__(
+        self,
+        log: Callable[..., None],
+        message: str,
+        *,
+        interval: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._log = log
+        self._message = message
+        self._interval = interval
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._last: float | None = None
+        self._suppressed = 0
+
+    def __call__(self, **fields: object) -> bool:
+        """Count one occurrence; returns True when it was logged."""
+        now = self._clock()
+        with self._lock:
+            if self._last is not None and now - self._last < self._interval:
+                self._suppressed += 1
+                return False
+            count, self._suppressed, self._last = self._suppressed + 1, 0, now
+        self._log(self._message, extra={"occurrences": count, "window_seconds": self._interval, **fields})
+        return True
 
 
 def verify_signature(secret: str, body: bytes, header: str | None) -> bool:
@@ -51,7 +91,8 @@ class WebhookReceiver:
     """Handles one callback.
 
     Args:
-        secret: zero-argument callable returning the webhook secret (from Secrets Manager, cached).
+        secrets: zero-argument callable returning the webhook secrets a callback may be signed with
+            (current, then previous during a rotation; cached), or raising ``SecretUnavailableError``.
         store: the job table.
         tracker: applies the re-fetched execution (the pollers' code path).
         vlmrun: zero-argument callable returning the VLM Run client.
@@ -59,43 +100,58 @@ class WebhookReceiver:
 
     def __init__(
         self,
-        secret: Callable[[], str],
+        secrets: Callable[[], list[str]],
         store: JobStore,
         tracker: Tracker,
         vlmrun: Callable[[], VlmRunClient],
         submitter: Submitter | None = None,
     ) -> None:
-        self._secret = secret
+        self._secrets = secrets
+        self._rejected = ThrottledLog(
+            logger.warning, "webhook requests rejected: missing, malformed or wrong signature"
+        )
+        self._unconfigured = ThrottledLog(logger.error, "webhook secret unavailable: every callback is refused")
         self._store = store
         self._tracker = tracker
         self._vlmrun = vlmrun
         self._submitter = submitter
 
-    def _attempt_from(self, query: dict[str, str] | None) -> tuple[str, int] | None:
+    def _attempt_from(self, query: dict[str, str] | None, secrets: list[str]) -> tuple[str, int] | None:
         """(job id, attempt) when the URL carries our valid token for them, else None."""
         if not query:
             return None
         job_id, attempt, token = query.get("job_id"), query.get("attempt"), query.get("token")
         if not job_id or not attempt or not token or not attempt.isdigit() or len(job_id) > 80:
             return None
-        expected = callback_token(self._secret(), job_id, int(attempt))
-        if not hmac.compare_digest(token.encode(), expected.encode()):
-            return None
-        return job_id, int(attempt)
+        # Any candidate may have made it: a job submitted before a rotation carries a token of the old secret.
+        matches = [
+            hmac.compare_digest(token.encode(), callback_token(secret, job_id, int(attempt)).encode())
+            for secret in secrets
+        ]
+        return (job_id, int(attempt)) if any(matches) else None
 
     def handle(
         self, body: bytes, signature: str | None, query: dict[str, str] | None = None
     ) -> tuple[int, dict[str, Any]]:
         """Returns (HTTP status, JSON body)."""
-        if not verify_signature(self._secret(), body, signature):
-            logger.warning("webhook rejected: missing, malformed or wrong signature")
+        try:
+            secrets = self._secrets()
+        except SecretUnavailableError as exc:
+            # Cached by the secret store: a flood of callbacks costs no Secrets Manager call per request.
+            self._unconfigured(error=str(exc))
+            return UNAVAILABLE  # VLM Run retries a 5xx: nothing is lost while the secret is being fixed
+        # Every candidate is checked (no early exit), each in constant time.
+        if not any([verify_signature(secret, body, signature) for secret in secrets]):
+            self._rejected()
             return UNAUTHORIZED
         try:
             payload = json.loads(body)
             execution_id = str(payload.get("id") or payload["execution_id"])
         except (ValueError, KeyError, TypeError, AttributeError):
             return 400, {"message": "Bad request"}
-        evidence = self._attempt_from(query)
+        if not SAFE_ID.match(execution_id):
+            return 400, {"message": "Bad request"}  # it would go into a URL path
+        evidence = self._attempt_from(query, secrets)
         if evidence is not None and self._submitter is not None:
             job_id, attempt = evidence
             job = self._store.get(job_id)
