@@ -9,6 +9,8 @@ PYTHON312 ?= $(shell for p in python3.12 $$HOME/.pyenv/versions/3.12*/bin/python
 PYTHON_SAM ?= $(shell for p in python3.11 python3; do command -v $$p >/dev/null 2>&1 && { echo $$p; break; }; done)
 VENV := .venv
 SAM_VENV := .venv-sam
+# checkov pins its own dependency tree too: a third virtualenv.
+CHECKOV_VENV := .venv-checkov
 export AWS_DEFAULT_REGION ?= us-east-1
 export SAM_CLI_TELEMETRY := 0
 
@@ -27,6 +29,12 @@ $(SAM_VENV)/.installed:
 	$(SAM_VENV)/bin/pip install -q aws-sam-cli==1.170.0 cfn-lint==1.58.0 cfn-lint-serverless==0.3.6
 	touch $@
 
+$(CHECKOV_VENV)/.installed:
+	@echo "installing checkov into $(CHECKOV_VENV) (about a minute, once)"
+	$(PYTHON_SAM) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/pip install -q checkov==3.3.30
+	touch $@
+
 venv: $(VENV)/.installed ## create .venv with the app and dev dependencies
 
 demo: $(VENV)/.installed ## run the whole pipeline locally (moto server + VLM Run emulator) on the sample files
@@ -35,7 +43,7 @@ demo: $(VENV)/.installed ## run the whole pipeline locally (moto server + VLM Ru
 test: $(VENV)/.installed ## run the test suite (unit + end-to-end on the local stack)
 	$(VENV)/bin/python -m pytest -q -p no:cacheprovider $(ARGS)
 
-lint: $(VENV)/.installed lint-template ## ruff + template checks
+lint: $(VENV)/.installed lint-template lint-security ## ruff + template checks + checkov
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy layers/vlmwatch/vlmwatch
@@ -48,6 +56,9 @@ lint-template: $(SAM_VENV)/.installed ## sam validate --lint, and cfn-lint (serv
 	  $(SAM_VENV)/bin/cfn-lint template.yaml --parameters PollingMode=$$mode EnableWebhook=$$hook \
 	    -a cfn_lint_serverless.rules || exit 1; done; done
 
+lint-security: $(CHECKOV_VENV)/.installed ## checkov on the template, all four PollingMode x EnableWebhook combinations
+	CHECKOV=$(CHECKOV_VENV)/bin/checkov ./scripts/checkov-all-modes.sh
+
 build: $(SAM_VENV)/.installed ## sam build (needs python3.12 on PATH, which this provides)
 	PATH="$(dir $(PYTHON312)):$$PATH" $(SAM_VENV)/bin/sam build
 
@@ -58,6 +69,6 @@ chaos: $(VENV)/.installed ## fault harness: 1,000 files under faults, invariants
 	$(VENV)/bin/python -m vlmwatch_local chaos $(ARGS)
 
 clean: ## remove virtualenvs, build output and demo output
-	rm -rf $(VENV) $(SAM_VENV) .aws-sam demo-output
+	rm -rf $(VENV) $(SAM_VENV) $(CHECKOV_VENV) .aws-sam demo-output
 
-.PHONY: help venv demo test lint lint-template build bench chaos clean
+.PHONY: help venv demo test lint lint-template lint-security build bench chaos clean

@@ -15,7 +15,7 @@ def resources(kind: str) -> dict:
 def test_buckets_match_the_template(stack):
     s3 = boto3.client("s3")
     declared = resources("AWS::S3::Bucket")
-    assert set(stack.buckets) == set(declared) == {"InputBucket", "OutputBucket"}
+    assert set(stack.buckets) == set(declared) == {"InputBucket", "OutputBucket", "AccessLogBucket"}
     for logical, props in declared.items():
         name = stack.buckets[logical]
         assert s3.get_bucket_versioning(Bucket=name).get("Status") == props["VersioningConfiguration"]["Status"]

@@ -225,7 +225,9 @@ def test_ids_from_responses_are_validated_before_they_go_into_a_url():
 @pytest.mark.parametrize("status", [301, 302, 307])
 def test_a_redirect_from_the_artifacts_endpoint_is_an_error_not_an_artifact(status):
     def handler(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(status, headers={"Location": "https://elsewhere.example/x"}, content=b"<html>moved</html>")
+        return httpx.Response(
+            status, headers={"Location": "https://elsewhere.example/x"}, content=b"<html>moved</html>"
+        )
 
     with pytest.raises(VlmRunError, match=f"unexpected HTTP {status}"):
         _client(handler).get_artifact("e1", "img_1")

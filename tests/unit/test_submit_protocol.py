@@ -287,7 +287,8 @@ def test_head_403_falls_back_to_the_raw_key_and_says_what_403_means(stack, local
 def test_ingest_role_can_tell_a_missing_object_from_a_forbidden_one():
     from vlmwatch_local.provision import load_template
 
-    statements = load_template()["Resources"]["IngestFunction"]["Properties"]["Policies"][0]["Statement"]
+    role = load_template()["Resources"]["IngestRole"]["Properties"]
+    statements = role["Policies"][0]["PolicyDocument"]["Statement"]
     assert any(s.get("Action") == "s3:ListBucket" for s in statements if isinstance(s, dict))
 
 

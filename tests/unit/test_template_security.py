@@ -1,0 +1,132 @@
+"""The template's permissions, read as a reviewer would: every grant names its resource.
+
+A function or state machine without an explicit ``Role`` gets a SAM-generated one, and SAM then attaches
+AWS managed policies with ``"Resource": "*"`` for its event sources and tracing
+(``AWSLambdaSQSQueueExecutionRole``, ``AWSLambdaDynamoDBExecutionRole``, ``AWSXrayWriteOnlyAccess``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from vlmwatch_local.provision import load_template
+
+TEMPLATE = load_template()
+RESOURCES: dict[str, dict[str, Any]] = TEMPLATE["Resources"]
+
+# The only grants that may name "*": services whose actions have no resource-level permissions.
+WILDCARD_ALLOWED = {
+    # X-Ray: PutTraceSegments / PutTelemetryRecords (and the sampling calls) accept no resource ARN.
+    frozenset({"xray:PutTraceSegments", "xray:PutTelemetryRecords"}),
+    frozenset(
+        {"xray:PutTraceSegments", "xray:PutTelemetryRecords", "xray:GetSamplingRules", "xray:GetSamplingTargets"}
+    ),
+    # CloudWatch Logs delivery for Step Functions logging: these APIs take no resource.
+    frozenset(
+        {
+            "logs:CreateLogDelivery",
+            "logs:GetLogDelivery",
+            "logs:UpdateLogDelivery",
+            "logs:DeleteLogDelivery",
+            "logs:ListLogDeliveries",
+            "logs:PutResourcePolicy",
+            "logs:DescribeResourcePolicies",
+            "logs:DescribeLogGroups",
+        }
+    ),
+}
+
+
+def statements() -> Iterator[tuple[str, dict[str, Any]]]:
+    """Every IAM statement in the template (roles and inline function/state machine policies), resolved
+    through ``Fn::If`` branches."""
+
+    def flatten(node: Any) -> Iterator[dict[str, Any]]:
+        if isinstance(node, dict) and "Fn::If" in node:
+            for branch in node["Fn::If"][1:]:
+                yield from flatten(branch)
+        elif isinstance(node, dict) and "Effect" in node:
+            yield node
+
+    for name, resource in RESOURCES.items():
+        props = resource.get("Properties", {})
+        documents = [
+            p["PolicyDocument"] for p in props.get("Policies", []) if isinstance(p, dict) and "PolicyDocument" in p
+        ]
+        documents += [p for p in props.get("Policies", []) if isinstance(p, dict) and "Statement" in p]
+        for document in documents:
+            for statement in document["Statement"]:
+                for leaf in flatten(statement):
+                    yield name, leaf
+
+
+def as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def test_every_function_and_state_machine_has_its_own_written_out_role():
+    for name, resource in RESOURCES.items():
+        if resource["Type"] in ("AWS::Serverless::Function", "AWS::Serverless::StateMachine"):
+            props = resource["Properties"]
+            assert "Role" in props, f"{name} has no Role: SAM would attach managed policies with Resource '*'"
+            assert "Policies" not in props, f"{name}: Policies are ignored next to Role; put them on the role"
+        if resource["Type"] == "AWS::IAM::Role":
+            assert "ManagedPolicyArns" not in resource["Properties"], f"{name} attaches a managed policy"
+
+
+def test_no_wildcard_grant_beyond_the_services_that_cannot_be_scoped():
+    offending = []
+    for name, statement in statements():
+        if statement["Effect"] != "Allow":
+            continue
+        actions = {str(a) for a in as_list(statement["Action"])}
+        if any("*" in action for action in actions):
+            offending.append((name, statement.get("Sid"), "action wildcard", sorted(actions)))
+        if "*" in as_list(statement.get("Resource")) and frozenset(actions) not in WILDCARD_ALLOWED:
+            offending.append((name, statement.get("Sid"), "Resource '*'", sorted(actions)))
+    assert offending == []
+
+
+def _sub(value: Any) -> str:
+    return value["Fn::Sub"] if isinstance(value, dict) and "Fn::Sub" in value else str(value)
+
+
+@pytest.mark.parametrize("role", ["IngestRole", "PollerRole", "CompleteRole"])
+def test_object_access_is_limited_to_the_configured_prefixes(role):
+    for _, statement in (s for s in statements() if s[0] == role):
+        actions = {str(a) for a in as_list(statement["Action"])}
+        if actions & {"s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:GetObjectVersion"}:
+            for resource in as_list(statement["Resource"]):
+                text = _sub(resource)
+                assert text in ("${InputBucket.Arn}/${InputPrefix}*", "${OutputBucket.Arn}/${OutputPrefix}*"), (
+                    f"{role}/{statement.get('Sid')} grants objects outside the configured prefix: {text}"
+                )
+                if actions & {"s3:PutObject", "s3:DeleteObject"}:
+                    assert text.startswith("${OutputBucket.Arn}"), f"{role} may write the input bucket"
+
+
+def test_event_sources_are_granted_on_their_own_queue_and_stream_only():
+    grants = {(name, statement.get("Sid")): statement for name, statement in statements()}
+    assert grants[("IngestRole", "IngestQueue")]["Resource"] == {"Fn::GetAtt": ["IngestQueue", "Arn"]}
+    assert _sub(grants[("CompleteRole", "JobStream")]["Resource"]) == "${JobsTable.Arn}/stream/*"
+
+
+def test_the_public_webhook_has_a_concurrency_cap():
+    props = RESOURCES["WebhookFunction"]["Properties"]
+    assert props["ReservedConcurrentExecutions"] == {"Ref": "WebhookReservedConcurrency"}
+    assert props["FunctionUrlConfig"]["AuthType"] == "NONE"  # why the cap matters
+
+
+def test_presign_ttl_is_a_parameter_that_reaches_the_functions():
+    assert TEMPLATE["Parameters"]["PresignTtlSeconds"]["MaxValue"] <= 7 * 24 * 3600
+    env = TEMPLATE["Globals"]["Function"]["Environment"]["Variables"]
+    assert env["PRESIGN_TTL_SECONDS"] == {"Ref": "PresignTtlSeconds"}
+
+
+def test_every_checkov_skip_says_why():
+    for name, resource in RESOURCES.items():
+        for skip in resource.get("Metadata", {}).get("checkov", {}).get("skip", []):
+            assert len(str(skip.get("comment", "")).strip()) > 40, f"{name}: skip {skip.get('id')} has no reason"
