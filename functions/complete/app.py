@@ -13,6 +13,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from vlmwatch import runtime
 
 logger = Logger(service="vlmwatch-complete")
+runtime.route_library_logs(logger)  # vlmwatch.* lines: JSON, with this handler's keys
 metrics = Metrics(namespace="vlmwatch", service="complete")
 tracer = Tracer(service="vlmwatch-complete")
 processor = BatchProcessor(event_type=EventType.DynamoDBStreams)
@@ -22,12 +23,17 @@ processor = BatchProcessor(event_type=EventType.DynamoDBStreams)
 def handle_record(record: DynamoDBRecord) -> None:
     job_id = record.dynamodb.keys["job_id"]  # type: ignore[union-attr]
     logger.append_keys(job_id=job_id)
-    if runtime.deliverer().deliver(job_id) is not None:
+    delivery = runtime.deliverer().deliver(job_id)
+    if delivery is not None:
         metrics.add_metric(name="Delivered", unit=MetricUnit.Count, value=1)
+        # JobsCompleted / JobsFailed / JobsTimedOut, and received -> document latency, for the dashboard.
+        metrics.add_metric(name=f"Jobs{delivery.outcome.title().replace('_', '')}", unit=MetricUnit.Count, value=1)
+        metrics.add_metric(name="EndToEndSeconds", unit=MetricUnit.Seconds, value=delivery.seconds)
 
 
 @logger.inject_lambda_context(clear_state=True)
 @metrics.log_metrics
 @tracer.capture_lambda_handler
+@runtime.reports_usage(metrics)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return process_partial_response(event=event, record_handler=handle_record, processor=processor, context=context)

@@ -14,6 +14,7 @@ from vlmwatch import runtime
 from vlmwatch.events import refs_from_body
 
 logger = Logger(service="vlmwatch-ingest")
+runtime.route_library_logs(logger)  # vlmwatch.* lines: JSON, with this handler's keys
 metrics = Metrics(namespace="vlmwatch", service="ingest")
 tracer = Tracer(service="vlmwatch-ingest")
 # A batch in which every record failed (say, all rate limited) is still a partial-batch response:
@@ -43,6 +44,7 @@ def handle_record(record: SQSRecord) -> None:
 @logger.inject_lambda_context(clear_state=True)
 @metrics.log_metrics
 @tracer.capture_lambda_handler
+@runtime.reports_usage(metrics)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     records = event.get("Records") or []
     if records and records[0].get("eventSource") == "aws:s3":

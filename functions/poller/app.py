@@ -12,6 +12,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from vlmwatch import runtime
 
 logger = Logger(service="vlmwatch-poller")
+runtime.route_library_logs(logger)  # vlmwatch.* lines: JSON, with this handler's keys
 metrics = Metrics(namespace="vlmwatch", service="poller")
 tracer = Tracer(service="vlmwatch-poller")
 
@@ -19,6 +20,7 @@ tracer = Tracer(service="vlmwatch-poller")
 @logger.inject_lambda_context(clear_state=True)
 @metrics.log_metrics
 @tracer.capture_lambda_handler
+@runtime.reports_usage(metrics)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     summary = runtime.tracker().run()
     for name in ("due", "polled", "finished", "timed_out", "errors"):

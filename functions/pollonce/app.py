@@ -16,6 +16,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from vlmwatch import runtime
 
 logger = Logger(service="vlmwatch-pollonce")
+runtime.route_library_logs(logger)  # vlmwatch.* lines: JSON, with this handler's keys
 metrics = Metrics(namespace="vlmwatch", service="pollonce")
 tracer = Tracer(service="vlmwatch-pollonce")
 
@@ -23,6 +24,7 @@ tracer = Tracer(service="vlmwatch-pollonce")
 @logger.inject_lambda_context(clear_state=True)
 @metrics.log_metrics
 @tracer.capture_lambda_handler
+@runtime.reports_usage(metrics)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     job_id = str(event["job_id"])
     logger.append_keys(job_id=job_id)

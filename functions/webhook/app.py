@@ -15,6 +15,7 @@ from vlmwatch import runtime
 from vlmwatch.webhooks import SIGNATURE_HEADER
 
 logger = Logger(service="vlmwatch-webhook")
+runtime.route_library_logs(logger)  # vlmwatch.* lines: JSON, with this handler's keys
 metrics = Metrics(namespace="vlmwatch", service="webhook")
 tracer = Tracer(service="vlmwatch-webhook")
 
@@ -23,6 +24,7 @@ tracer = Tracer(service="vlmwatch-webhook")
 @metrics.log_metrics
 @tracer.capture_lambda_handler
 @event_source(data_class=LambdaFunctionUrlEvent)
+@runtime.reports_usage(metrics)
 def lambda_handler(event: LambdaFunctionUrlEvent, context: LambdaContext) -> dict[str, Any]:
     if event.request_context.http.method != "POST":
         return _response(405, {"message": "Method not allowed"})

@@ -73,7 +73,8 @@ class Stack:
 
     @property
     def input_bucket(self) -> str:
-        return self.buckets["InputBucket"]
+        # ExistingInputBucket: the stack watches a bucket it did not create.
+        return self.buckets.get("InputBucket") or self.parameters["ExistingInputBucket"]
 
     @property
     def output_bucket(self) -> str:
@@ -122,10 +123,27 @@ class _Resolver:
     def __init__(self, stack: Stack) -> None:
         self._stack = stack
 
+    def condition(self, name: str) -> bool:
+        """A template condition, evaluated with this stack's parameters."""
+        conditions = load_template().get("Conditions", {})
+        return bool(self.resolve(conditions[name]))
+
     def resolve(self, value: Any) -> Any:
         s = self._stack
         if isinstance(value, dict) and len(value) == 1:
             ((name, arg),) = value.items()
+            if name == "Fn::If":
+                return self.resolve(arg[1] if self.condition(arg[0]) else arg[2])
+            if name == "Fn::Equals":
+                return self.resolve(arg[0]) == self.resolve(arg[1])
+            if name == "Fn::Not":
+                return not self.resolve(arg[0])
+            if name == "Fn::And":
+                return all(self.resolve(a) for a in arg)
+            if name == "Fn::Or":
+                return any(self.resolve(a) for a in arg)
+            if name == "Condition":
+                return self.condition(arg)
             if name == "Ref":
                 if arg in s.parameters:
                     return s.parameters[arg]
@@ -151,10 +169,13 @@ class _Resolver:
                 raise KeyError(f"cannot resolve !GetAtt {logical}.{attr} locally")
             if name == "Fn::Sub":
                 text = arg if isinstance(arg, str) else arg[0]
+                variables = {} if isinstance(arg, str) else {k: self.resolve(v) for k, v in arg[1].items()}
                 return re.sub(
                     r"\$\{([^}]+)\}",
                     lambda m: str(
-                        self.resolve(
+                        variables[m.group(1)]
+                        if m.group(1) in variables
+                        else self.resolve(
                             {"Fn::GetAtt": m.group(1).split(".", 1)} if "." in m.group(1) else {"Ref": m.group(1)}
                         )
                     ),
@@ -191,7 +212,12 @@ def provision(
     resources: dict[str, dict[str, Any]] = template["Resources"]
 
     def of_type(kind: str) -> list[tuple[str, dict[str, Any]]]:
-        return [(k, v.get("Properties", {})) for k, v in resources.items() if v["Type"] == kind]
+        # Resources whose Condition is false for these parameters are not created, as in CloudFormation.
+        return [
+            (k, v.get("Properties", {}))
+            for k, v in resources.items()
+            if v["Type"] == kind and ("Condition" not in v or resolver.condition(v["Condition"]))
+        ]
 
     for logical, props in of_type("AWS::S3::Bucket"):
         name = f"vlmwatch-{logical.lower()}-{suffix}"

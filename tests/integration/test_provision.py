@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
+
 import boto3
 
 from vlmwatch_local.loops import stream_filter
-from vlmwatch_local.provision import load_template
+from vlmwatch_local.provision import load_template, provision
 
 
 def resources(kind: str) -> dict:
@@ -100,3 +102,37 @@ def test_stream_filter_passes_only_transitions_into_a_terminal_status():
     assert not passes(record("completed", "delivered"))
     assert not passes(record("completed", "completed"))
     assert not passes(record(None, "skipped", "INSERT"))
+
+
+def test_an_existing_bucket_is_watched_instead_of_a_new_one(aws):
+    """ExistingInputBucket: no bucket created, the rule and the functions' settings name the user's bucket."""
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket="teams-existing-scans")
+    # The one setting the README asks for on an existing bucket.
+    s3.put_bucket_notification_configuration(
+        Bucket="teams-existing-scans", NotificationConfiguration={"EventBridgeConfiguration": {}}
+    )
+    stack = provision(region="us-east-1", parameters={"ExistingInputBucket": "teams-existing-scans"})
+
+    assert "InputBucket" not in stack.buckets
+    assert stack.input_bucket == "teams-existing-scans"
+    assert stack.environment()["INPUT_BUCKET"] == "teams-existing-scans"
+    s3.put_object(Bucket="teams-existing-scans", Key="scan.txt", Body=b"x")
+    bodies = [
+        m["Body"]
+        for m in boto3.client("sqs")
+        .receive_message(QueueUrl=stack.ingest_queue_url, MaxNumberOfMessages=10)
+        .get("Messages", [])
+    ]
+    assert len(bodies) == 1 and "scan.txt" in bodies[0]
+
+
+def test_existing_bucket_grants_name_that_bucket():
+    statements = [
+        st
+        for role in ("IngestRole", "PollerRole", "CompleteRole")
+        for st in load_template()["Resources"][role]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
+        if isinstance(st, dict) and str(st.get("Action", "")).startswith(("s3:", "['s3:"))
+    ]
+    text = json.dumps(statements)
+    assert "ExistingInputBucket" in text and "InputBucket.Arn" not in text

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
 from vlmwatch.exceptions import VlmRunRejectedError
 from vlmwatch.jobs import TERMINAL, Job, JobStore, Status, bounded
+from vlmwatch.notify import DetailType, JobEvents, detail_for
 from vlmwatch.output import OutputWriter, artifact_refs
 from vlmwatch.vlmrun import Execution
 
@@ -19,7 +20,15 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-EVENT_SOURCE = "vlmwatch"
+
+@dataclass(frozen=True)
+class Delivery:
+    """One delivered job: where its document is, how it ended, and seconds from received to delivered."""
+
+    job_id: str
+    uri: str
+    outcome: str
+    seconds: int
 
 
 class Deliverer:
@@ -29,8 +38,7 @@ class Deliverer:
         store: the job table.
         writer: the output writer.
         vlmrun: zero-argument callable returning the VLM Run client.
-        events: a boto3 EventBridge client, or None to emit nothing.
-        event_bus: the bus downstream consumers listen on.
+        events: where ``Job Completed`` / ``Job Failed`` go (:class:`~vlmwatch.notify.JobEvents`), or None.
         source_s3: an S3 client that may HEAD the input bucket (which version is current), or None
             to skip the stable-path copy.
         retry_seconds: when the sweeper tries again after a delivery failed.
@@ -41,8 +49,7 @@ class Deliverer:
         store: JobStore,
         writer: OutputWriter,
         vlmrun: Callable[[], VlmRunClient],
-        events: Any = None,
-        event_bus: str | None = "default",
+        events: JobEvents | None = None,
         *,
         source_s3: Any = None,
         retry_seconds: int = 60,
@@ -53,12 +60,11 @@ class Deliverer:
         self._writer = writer
         self._vlmrun = vlmrun
         self._events = events
-        self._bus = event_bus
 
-    def deliver(self, job_id: str) -> str | None:
+    def deliver(self, job_id: str) -> Delivery | None:
         """Deliver one job. Idempotent: a replayed stream record rewrites the same objects or does nothing.
 
-        Returns the URI of the document written, or None if the job needs nothing (already delivered).
+        Returns what was delivered, or None if the job needs nothing (already delivered).
         Raises on any failure so the stream batch retries (and, in the end, the on-failure destination keeps it).
         """
         job = self._store.get(job_id)
@@ -74,8 +80,9 @@ class Deliverer:
             self._store.delivery_failed(job.job_id, f"{type(exc).__name__}: {exc}", retry_at)
             raise
 
-    def _deliver(self, job: Job) -> str:
+    def _deliver(self, job: Job) -> Delivery:
         now = self._store.now()
+        detail_type: DetailType
         if job.status == Status.COMPLETED:
             key, detail_type = self._deliver_result(job, now), "Job Completed"
             uri = self._writer.uri(key)
@@ -96,7 +103,7 @@ class Deliverer:
             job.job_id, Status.DELIVERED, set_fields=fields, remove_fields=("execution_snapshot", "delivery_error")
         )
         logger.info("delivered", extra={"job_id": job.job_id, "uri": uri, "outcome": job.status.value})
-        return uri
+        return Delivery(job_id=job.job_id, uri=uri, outcome=job.status.value, seconds=max(0, now - job.created_at))
 
     def _current_version(self, job: Job) -> tuple[str | None, str | None] | None:
         """The input key's current (version id, etag), or None when it is gone (or we may not see it)."""
@@ -130,26 +137,6 @@ class Deliverer:
             records.append(self._writer.put_artifact(job, artifact))
         return self._writer.put_result(job, execution, records, now, missing=missing)
 
-    def _emit(self, job: Job, detail_type: str, uri: str) -> None:
-        if self._events is None or not self._bus:
-            return
-        detail = {
-            "job_id": job.job_id,
-            "status": job.status.value,
-            "source": {"bucket": job.bucket, "key": job.key, "version_id": job.version_id},
-            "execution_id": job.execution_id,
-            "document": uri,
-            "error": job.error if job.status != Status.COMPLETED else None,
-        }
-        result = self._events.put_events(
-            Entries=[
-                {
-                    "Source": EVENT_SOURCE,
-                    "DetailType": detail_type,
-                    "Detail": json.dumps(detail),
-                    "EventBusName": self._bus,
-                }
-            ]
-        )
-        if result.get("FailedEntryCount"):
-            raise RuntimeError(f"EventBridge rejected the {detail_type} event: {result['Entries']}")
+    def _emit(self, job: Job, detail_type: DetailType, uri: str) -> None:
+        if self._events is not None:
+            self._events.emit(detail_type, detail_for(job, document=uri))

@@ -123,6 +123,11 @@ class Job(BaseModel):
     orphan_execution_ids: list[str] = Field(default_factory=list)
     input_file_id: str | None = None  # upload mode: the uploaded copy, reused by every submit attempt
     delivery_attempts: int = 0
+    # `vlmwatch retry`: how often this job was reopened, the attempt count when it last was (callbacks for
+    # attempts up to it belong to an execution that already ended), and the executions it had before.
+    retries: int = 0
+    retried_at_attempt: int = 0
+    previous_execution_ids: list[str] = Field(default_factory=list)
     delivery_error: str | None = None
     last_poll_error: str | None = None
     created_at: int
@@ -474,6 +479,50 @@ class JobStore:
             values[f":from{i}"] = status.value
         cond = f"#status IN ({', '.join(f':from{i}' for i in range(len(allowed)))})"
         return self._update(job_id, expr, values, cond, names=names)
+
+    # Outcomes a retry may reopen; everything else is in flight, delivered fine, or skipped on purpose.
+    RETRYABLE = (Status.FAILED, Status.TIMED_OUT)
+
+    def reopen(self, job: Job, *, due_at: int) -> bool:
+        """Put a failed or timed-out job back to ``received`` (``vlmwatch retry``), due at ``due_at``.
+
+        Conditional on the row being exactly as read (same status and attempts): never while the job is in
+        flight, never twice for one read, so a retry can never add an execution to one still running. The
+        sweeper then submits it like any deferred job; the execution it had moves to
+        ``previous_execution_ids``.
+        """
+        if not (job.status in self.RETRYABLE or (job.status == Status.DELIVERED and job.outcome in self.RETRYABLE)):
+            return False
+        now = self.now()
+        clear = [
+            *("execution_id", "remote_status", "outcome", "error", "finished_at", "delivered_at", "result_uri"),
+            *("error_uri", "latest_uri", "submit_started_at", "expires_at", "execution_snapshot", "delivery_error"),
+            *("submitted_at", "deadline_at", "usage", "last_poll_error"),
+        ]
+        names = {f"#c{i}": name for i, name in enumerate(clear)}
+        removes = ", ".join(names)
+        expr = (
+            "SET #status = :received, updated_at = :now, next_poll_at = :due, poll_shard = :shard, "
+            "retries = if_not_exists(retries, :zero) + :one, retried_at_attempt = :attempts, "
+            "delivery_attempts = :zero, "
+            "previous_execution_ids = list_append(if_not_exists(previous_execution_ids, :empty), :previous) "
+            f"REMOVE {removes}"
+        )
+        values = {
+            ":received": Status.RECEIVED.value,
+            ":now": now,
+            ":due": due_at,
+            ":shard": self._shard(job.job_id),
+            ":zero": 0,
+            ":one": 1,
+            ":attempts": job.attempts,
+            ":empty": [],
+            ":previous": [job.execution_id] if job.execution_id else [],
+            ":seen": job.status.value,
+        }
+        same_attempts = "attempts = :attempts" if job.attempts else "attribute_not_exists(attempts)"
+        cond = f"#status = :seen AND {same_attempts}"
+        return self._update(job.job_id, expr, values, cond, names=names)
 
     def _update(
         self, job_id: str, expr: str, values: dict[str, Any], cond: str, *, names: dict[str, str] | None = None

@@ -229,6 +229,9 @@ class OutputWriter:
         }
         key = self.result_key(job)
         self._put(key, _json(document), "application/json", job)
+        if job.retries:
+            # A retried version that now succeeded: its earlier error document is no longer its outcome.
+            self._s3.delete_object(Bucket=self.bucket, Key=self.error_key(job))
         return key
 
     def put_error(self, job: Job, *, status: str, message: str, now: int, execution: Execution | None = None) -> str:

@@ -27,12 +27,14 @@ class Backpressure:
         self._until = 0.0
         self._last = 0.0
         self._lock = threading.Lock()
+        self.hits = 0  # 429s seen by this process (a metric)
 
     def block(self, seconds: float) -> None:
         """VLM Run said 429 with ``Retry-After: seconds``."""
         with self._lock:
             self._until = max(self._until, self._clock() + max(seconds, 0.0))
             self._last = max(seconds, 0.0)
+            self.hits += 1
 
     @property
     def blocked(self) -> bool:

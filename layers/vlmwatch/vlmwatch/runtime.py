@@ -4,8 +4,10 @@ and reused across invocations. Tests call :func:`reset` or :func:`use` to swap p
 from __future__ import annotations
 
 import functools
+import logging
 import os
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any
 
 import boto3
 import httpx
@@ -14,6 +16,7 @@ from botocore.config import Config
 from vlmwatch.delivery import Deliverer
 from vlmwatch.ingest import Ingestor
 from vlmwatch.jobs import JobStore
+from vlmwatch.notify import JobEvents
 from vlmwatch.output import OutputWriter
 from vlmwatch.pressure import Backpressure
 from vlmwatch.redact import install_log_redaction
@@ -23,9 +26,6 @@ from vlmwatch.submit import Submitter
 from vlmwatch.tracking import Tracker
 from vlmwatch.vlmrun import VlmRunClient
 from vlmwatch.webhooks import WebhookReceiver
-
-if TYPE_CHECKING:
-    from collections.abc import Callable
 
 _overrides: dict[str, Any] = {}
 
@@ -54,12 +54,14 @@ def use(
 def reset() -> None:
     """Forget every cached object (and overrides), as a fresh Lambda container would."""
     _overrides.clear()
+    _reported.update(requests=0, rate_limited=0)
     for fn in (
         settings,
         _boto,
         s3,
         job_store,
         secret_store,
+        job_events,
         vlmrun_client,
         webhook_receiver,
         ingestor,
@@ -148,9 +150,65 @@ def vlmrun_client() -> VlmRunClient:
     return VlmRunClient(cfg.vlmrun_base_url, api_key, timeout=timeout, transport=_overrides.get("transport"))
 
 
+_reported = {"requests": 0, "rate_limited": 0}
+
+
+def report_usage(metrics: Any) -> None:
+    """Add this invocation's VLM Run requests and 429s to a powertools ``Metrics`` (per-process deltas).
+
+    Nothing is built to report zero: a handler that never talked to VLM Run adds nothing.
+    """
+    from aws_lambda_powertools.metrics import MetricUnit
+
+    if vlmrun_client.cache_info().currsize:
+        sent = vlmrun_client().requests_sent
+        metrics.add_metric(name="VlmRunRequests", unit=MetricUnit.Count, value=sent - _reported["requests"])
+        _reported["requests"] = sent
+    if pressure.cache_info().currsize:
+        hits = pressure().hits
+        metrics.add_metric(name="VlmRunRateLimited", unit=MetricUnit.Count, value=hits - _reported["rate_limited"])
+        _reported["rate_limited"] = hits
+
+
+def route_library_logs(logger: Any, *, force: bool = False) -> None:
+    """Send the ``vlmwatch.*`` loggers' lines through a handler's powertools ``Logger``.
+
+    Without this they reach the root logger only: plain text in CloudWatch, without the keys the handler
+    appended (``job_id``). With it they are JSON lines with the handler's level, keys and the logger name.
+    Only in Lambda (or ``force``): elsewhere (tests, the local runner) the standard logging tree stays as is.
+    """
+    if not (force or os.environ.get("AWS_LAMBDA_FUNCTION_NAME")):
+        return
+    from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
+
+    logging.getLogger("vlmwatch")  # registered before the copy looks for it
+    copy_config_to_registered_loggers(source_logger=logger, include={"vlmwatch"})
+
+
+def reports_usage(metrics: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Handler decorator (innermost, under ``@metrics.log_metrics``): :func:`report_usage` on the way out."""
+
+    def wrap(handler: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(handler)
+        def wrapped(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return handler(*args, **kwargs)
+            finally:
+                report_usage(metrics)
+
+        return wrapped
+
+    return wrap
+
+
 @functools.cache
 def pressure() -> Backpressure:
     return Backpressure(clock=job_store().now)
+
+
+@functools.cache
+def job_events() -> JobEvents:
+    return JobEvents(lambda: _boto("events"), settings().event_bus_name)
 
 
 @functools.cache
@@ -164,6 +222,7 @@ def submitter() -> Submitter:
         pressure(),
         webhook_secret=webhook_secret if cfg.callback_url else None,
         sfn=lambda: _boto("stepfunctions"),
+        events=job_events(),
     )
 
 
@@ -186,13 +245,11 @@ def tracker() -> Tracker:
 @functools.cache
 def deliverer() -> Deliverer:
     cfg = settings()
-    events = _boto("events") if cfg.event_bus_name else None
     return Deliverer(
         job_store(),
         output_writer(),
         vlmrun_client,
-        events,
-        cfg.event_bus_name,
+        job_events(),
         source_s3=s3(),
         retry_seconds=max(1, cfg.delivery_grace_seconds // 5),
     )

@@ -133,8 +133,7 @@ class Settings(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> Settings:
-        if self.default_agent and self.default_prompt:
-            raise ValueError("set DEFAULT_AGENT_NAME or DEFAULT_PROMPT, not both")
+        # Both may be set (the template ships a default prompt): the agent wins, see ingest.default_route.
         if self.poll_cap_seconds < self.poll_base_seconds:
             raise ValueError("POLL_CAP_SECONDS must be >= POLL_BASE_SECONDS")
         return self

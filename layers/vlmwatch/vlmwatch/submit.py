@@ -51,6 +51,7 @@ from vlmwatch.exceptions import (
     VlmRunRejectedError,
 )
 from vlmwatch.jobs import Job, JobStore, Status, bounded
+from vlmwatch.notify import JobEvents
 from vlmwatch.pressure import Backpressure
 from vlmwatch.settings import Settings
 
@@ -100,6 +101,7 @@ class Submitter:
         vlmrun: zero-argument callable returning the VLM Run client (built on first use).
         pressure: the process's shared 429 back-pressure.
         webhook_secret: zero-argument callable returning the webhook secret (webhooks on only).
+        events: where ``Job Started`` goes once an execution is recorded (best effort), or None.
         sfn: zero-argument callable returning a Step Functions client (stepfunctions mode only).
     """
 
@@ -112,6 +114,7 @@ class Submitter:
         pressure: Backpressure,
         *,
         webhook_secret: Callable[[], str] | None = None,
+        events: JobEvents | None = None,
         sfn: Callable[[], Any] | None = None,
     ) -> None:
         self._settings = settings
@@ -120,6 +123,7 @@ class Submitter:
         self._vlmrun = vlmrun
         self._pressure = pressure
         self._webhook_secret = webhook_secret
+        self._events = events
         self._sfn = sfn
 
     # -- OPEN → CLAIMED → ... -------------------------------------------------------------------
@@ -214,7 +218,9 @@ class Submitter:
         job = self._store.get(job_id)
         if job is None:
             return "unknown"
-        if job.status == Status.RECEIVED and attempt <= job.attempts and self._plausible(job, execution):
+        # Attempts up to retried_at_attempt belong to executions that ended before a `vlmwatch retry`.
+        fresh_attempt = job.retried_at_attempt < attempt <= job.attempts
+        if job.status == Status.RECEIVED and fresh_attempt and self._plausible(job, execution):
             if self.record_started(job_id, execution):
                 logger.info("execution adopted on evidence", extra={"job_id": job_id, "execution_id": execution.id})
                 return "adopted"
@@ -247,6 +253,10 @@ class Submitter:
             return False
         logger.info("execution started", extra={"job_id": job_id, "execution_id": execution.id})
         self.start_tracking(job_id, now)
+        if self._events is not None and self._events.enabled:
+            started = self._store.get(job_id)
+            if started is not None:
+                self._events.started(started)
         return True
 
     def start_tracking(self, job_id: str, submitted_at: int) -> None:

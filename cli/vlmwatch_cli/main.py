@@ -1,0 +1,317 @@
+"""Operate a vlmwatch deployment: submit files and follow them, see jobs, retry, backfill, redrive.
+
+The deployment is found by --stack NAME (its CloudFormation outputs) or by explicit names (--input-bucket,
+--output-bucket, --table or VLMWATCH_* variables). AWS is reached through boto3's usual settings:
+AWS_ENDPOINT_URL points every command at the local stack.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from vlmwatch.jobs import Job, Status
+from vlmwatch_cli import ops
+from vlmwatch_cli.target import Target, TargetError
+
+app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False)
+dlq_app = typer.Typer(help="See and redrive the ingest DLQ and the failed-deliveries queue.", no_args_is_help=True)
+app.add_typer(dlq_app, name="dlq")
+console = Console(highlight=False)
+
+StackOpt = Annotated[str | None, typer.Option("--stack", envvar="VLMWATCH_STACK", help="CloudFormation stack name.")]
+InputOpt = Annotated[str | None, typer.Option("--input-bucket", help="Input bucket (instead of --stack).")]
+OutputOpt = Annotated[str | None, typer.Option("--output-bucket", help="Output bucket (instead of --stack).")]
+TableOpt = Annotated[str | None, typer.Option("--table", help="Job table (instead of --stack).")]
+
+
+def _target(stack: str | None, input_bucket: str | None, output_bucket: str | None, table: str | None) -> Target:
+    try:
+        return Target.resolve(stack, input_bucket=input_bucket, output_bucket=output_bucket, table=table)
+    except TargetError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+
+
+def _when(epoch: int | None) -> str:
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M:%S") if epoch else "-"
+
+
+def _outcome(job: Job) -> str:
+    outcome = (job.outcome or job.status).value
+    colour = {"completed": "green", "failed": "red", "timed_out": "red", "skipped": "yellow"}.get(outcome, "cyan")
+    shown = outcome if job.status != Status.DELIVERED or outcome == job.status.value else f"{outcome} (delivered)"
+    return f"[{colour}]{shown}[/{colour}]"
+
+
+def _document(job: Job) -> str | None:
+    return job.result_uri or job.error_uri
+
+
+def _read_document(target: Target, uri: str) -> dict[str, Any] | None:
+    bucket, _, key = uri[5:].partition("/")
+    try:
+        body = target.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read()
+        return json.loads(body)
+    except Exception:
+        return None
+
+
+def _short(value: Any, limit: int = 400) -> str:
+    text = json.dumps(value, ensure_ascii=False) if not isinstance(value, str) else value
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _show_outcome(target: Target, job: Job) -> None:
+    uri = _document(job)
+    console.print(f"[bold]{job.key}[/bold]  {_outcome(job)}  job {job.job_id}")
+    if job.status == Status.SKIPPED:
+        console.print(f"  skipped: {job.skip_reason}")
+        return
+    if uri:
+        console.print(f"  document: {uri}")
+        document = _read_document(target, uri)
+        if document and "response" in document:
+            console.print(f"  response: {_short(document['response'])}")
+        elif document and "error" in document:
+            console.print(f"  error: {_short(document['error'].get('message', document['error']))}")
+    elif job.error:
+        console.print(f"  error: {_short(job.error)}")
+
+
+@app.command()
+def submit(
+    files: Annotated[list[Path], typer.Argument(exists=True, dir_okay=False, help="Files to upload.")],
+    prefix: Annotated[str, typer.Option(help="Key prefix in the input bucket (e.g. invoices/).")] = "",
+    wait: Annotated[bool, typer.Option("--wait", help="Follow each job to its outcome.")] = False,
+    timeout: Annotated[float, typer.Option(help="Seconds --wait follows the jobs.")] = 3600,
+    stack: StackOpt = None,
+    input_bucket: InputOpt = None,
+    output_bucket: OutputOpt = None,
+    table: TableOpt = None,
+) -> None:
+    """Upload files to the input bucket; with --wait, follow each to its result or error document."""
+    target = _target(stack, input_bucket, output_bucket, table)
+    submitted = ops.submit(target, files, prefix)
+    for item in submitted:
+        console.print(f"uploaded s3://{target.input_bucket}/{item.key}  job {item.job_id}")
+    if not wait:
+        return
+    rows: dict[str, str] = {s.job_id: "waiting for the event" for s in submitted}
+    started = time.monotonic()
+
+    def render() -> Table:
+        grid = Table(show_header=True, header_style="bold")
+        grid.add_column("file")
+        grid.add_column("status")
+        grid.add_column("elapsed", justify="right")
+        for item in submitted:
+            grid.add_row(item.key, rows[item.job_id], f"{time.monotonic() - started:.0f} s")
+        return grid
+
+    with Live(render(), console=console, refresh_per_second=4, transient=True) as live:
+
+        def changed(job: Job) -> None:
+            rows[job.job_id] = job.status.value if job.status != Status.DELIVERED else _outcome(job)
+            live.update(render())
+
+        final = ops.wait(target, [s.job_id for s in submitted], timeout=timeout, on_change=changed)
+    unsettled = 0
+    for item in submitted:
+        job = final[item.job_id]
+        if job is None or job.status not in ops.SETTLED:
+            unsettled += 1
+            state = job.status.value if job else "no job yet"
+            console.print(f"[yellow]{item.key}[/yellow]: still {state} after {timeout:.0f} s (it goes on)")
+        else:
+            _show_outcome(target, job)
+    failed = sum(
+        1 for j in final.values() if j is not None and (j.outcome or j.status).value in ("failed", "timed_out")
+    )
+    raise typer.Exit(1 if unsettled or failed else 0)
+
+
+@app.command()
+def status(
+    ref: Annotated[str, typer.Argument(help="A job id, or an input key (its current version's job).")],
+    as_json: Annotated[bool, typer.Option("--json", help="The job row as JSON.")] = False,
+    stack: StackOpt = None,
+    input_bucket: InputOpt = None,
+    output_bucket: OutputOpt = None,
+    table: TableOpt = None,
+) -> None:
+    """One job: where it is, what ran, and its document or the reason it has none."""
+    target = _target(stack, input_bucket, output_bucket, table)
+    job = ops.find_job(target, ref)
+    if job is None:
+        console.print(f"[red]no job for {ref!r}[/red] (not a job id, and no job for that key)")
+        raise typer.Exit(1)
+    if as_json:
+        print(job.model_dump_json(exclude_none=True, indent=2))
+        return
+    _show_outcome(target, job)
+    route = job.route
+    console.print(f"  source: s3://{job.bucket}/{job.key} (version {job.version_id or '-'})")
+    if route:
+        console.print(f"  ran: {route.agent or 'inline prompt'} (rule {route.rule}, model {route.model})")
+    console.print(f"  execution: {job.execution_id or '-'}  status at VLM Run: {job.remote_status or '-'}")
+    console.print(f"  received {_when(job.created_at)}  finished {_when(job.finished_at)}  polls {job.poll_count}")
+    if job.previous_execution_ids:
+        console.print(f"  retried {job.retries}x; earlier executions: {', '.join(job.previous_execution_ids)}")
+    if job.orphan_execution_ids:
+        console.print(f"  extra executions on record: {', '.join(job.orphan_execution_ids)}")
+
+
+def _since(value: str | None) -> int | None:
+    """``2h``, ``30m``, ``3d`` ago, or an ISO date/time."""
+    if not value:
+        return None
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    if value[-1] in units and value[:-1].isdigit():
+        return int(time.time()) - int(value[:-1]) * units[value[-1]]
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise typer.BadParameter("use 30m, 2h, 3d or an ISO date/time") from exc
+    return int((parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp())
+
+
+@app.command("list")
+def list_(
+    status_: Annotated[
+        str | None, typer.Option("--status", help="Comma-separated statuses (failed also lists delivered failures).")
+    ] = None,
+    since: Annotated[str | None, typer.Option(help="Only jobs received since: 30m, 2h, 3d or an ISO time.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per job, one per line.")] = False,
+    limit: Annotated[int, typer.Option(help="At most this many rows (newest first).")] = 200,
+    stack: StackOpt = None,
+    input_bucket: InputOpt = None,
+    output_bucket: OutputOpt = None,
+    table: TableOpt = None,
+) -> None:
+    """Jobs, newest first."""
+    target = _target(stack, input_bucket, output_bucket, table)
+    jobs = ops.list_jobs(target, (status_ or "").split(","), _since(since))[:limit]
+    if as_json:
+        for job in jobs:
+            print(job.model_dump_json(exclude_none=True, exclude={"execution_snapshot"}))
+        return
+    grid = Table(show_header=True, header_style="bold")
+    for column in ("job id", "key", "status", "received", "document or reason"):
+        grid.add_column(column, overflow="fold")
+    for job in jobs:
+        why = _document(job) or job.skip_reason or job.error or ""
+        grid.add_row(job.job_id[:12], job.key, _outcome(job), _when(job.created_at), _short(why, 120))
+    console.print(grid)
+    console.print(f"{len(jobs)} job(s)")
+
+
+@app.command()
+def retry(
+    job_ids: Annotated[list[str] | None, typer.Argument(help="Job ids to retry.")] = None,
+    status_: Annotated[str | None, typer.Option("--status", help="Retry every job with these outcomes.")] = None,
+    stack: StackOpt = None,
+    input_bucket: InputOpt = None,
+    output_bucket: OutputOpt = None,
+    table: TableOpt = None,
+) -> None:
+    """Reprocess failed or timed-out jobs without a re-upload (never one in flight)."""
+    if not job_ids and not status_:
+        raise typer.BadParameter("give job ids, or --status failed,timed_out")
+    target = _target(stack, input_bucket, output_bucket, table)
+    try:
+        results = ops.retry(target, job_ids or [], [s for s in (status_ or "").split(",") if s])
+    except ValueError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    for result in results:
+        mark = "[green]retried[/green]" if result.done else "[yellow]skipped[/yellow]"
+        console.print(f"{mark} {result.job_id}: {result.reason}")
+    console.print(f"{sum(r.done for r in results)} of {len(results)} job(s) reopened")
+
+
+@app.command()
+def backfill(
+    uri: Annotated[str, typer.Argument(help="s3://input-bucket/prefix of existing objects to process.")],
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="List what would be enqueued, enqueue nothing.")] = False,
+    rate: Annotated[float, typer.Option(help="Most messages per second (0 = no cap).")] = 0.0,
+    stack: StackOpt = None,
+    input_bucket: InputOpt = None,
+    output_bucket: OutputOpt = None,
+    table: TableOpt = None,
+    ingest_queue_url: Annotated[str | None, typer.Option(help="Ingest queue URL (instead of --stack).")] = None,
+) -> None:
+    """Process objects already in the bucket (safe to run twice: one job per object version)."""
+    target = _target(stack, input_bucket, output_bucket, table)
+    if ingest_queue_url:
+        target.ingest_queue_url = ingest_queue_url
+    try:
+        report = ops.backfill(target, uri, dry_run=dry_run, rate=rate)
+    except ValueError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    if dry_run:
+        for key in report.keys:
+            console.print(f"would enqueue {key}")
+    console.print(
+        f"{report.listed} object(s) listed: {report.enqueued} enqueued, {report.known} already have a job, "
+        f"{report.ignored} folder marker(s) ignored" + (" (dry run)" if dry_run else "")
+    )
+
+
+QueueArg = Annotated[str, typer.Option("--queue", help="ingest (the ingest DLQ) or deliveries (failed deliveries).")]
+
+
+def _describe(body: str) -> str:
+    """An S3 event as the object it names; anything else as its first characters."""
+    try:
+        event = json.loads(body)
+        obj, bucket = event["detail"]["object"], event["detail"]["bucket"]["name"]
+        return f"{event.get('detail-type', 'event')}: s3://{bucket}/{obj['key']} (version {obj.get('version-id', '-')})"
+    except (ValueError, KeyError, TypeError):
+        return _short(body, 160)
+
+
+@dlq_app.command("list")
+def dlq_list(queue: QueueArg = "ingest", stack: StackOpt = None) -> None:
+    """Show what waits in a dead-letter queue (read without removing)."""
+    target = _target(stack, None, None, None)
+    try:
+        messages = ops.dlq_messages(target, queue)
+    except ValueError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    grid = Table(show_header=True, header_style="bold")
+    for column in ("message id", "sent", "receives", "body"):
+        grid.add_column(column, overflow="fold")
+    for message in messages:
+        attrs = message.get("Attributes", {})
+        sent = int(attrs.get("SentTimestamp", "0")) // 1000
+        receives = attrs.get("ApproximateReceiveCount", "?")
+        grid.add_row(message["MessageId"], _when(sent), receives, _describe(message["Body"]))
+    console.print(grid)
+    console.print(f"{len(messages)} message(s) in the {queue} dead-letter queue")
+
+
+@dlq_app.command("redrive")
+def dlq_redrive(queue: QueueArg = "ingest", stack: StackOpt = None) -> None:
+    """Send dead letters back to work (ingest: to the ingest queue; deliveries: jobs made due for delivery)."""
+    target = _target(stack, None, None, None)
+    try:
+        moved = ops.redrive(target, queue)
+    except ValueError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    console.print(f"{moved} message(s) redriven from the {queue} dead-letter queue")
+
+
+def main() -> None:  # pragma: no cover - the console script
+    app()

@@ -1,0 +1,334 @@
+"""What the ``vlmwatch`` commands do, without the terminal: each function is testable against moto.
+
+Nothing here talks to VLM Run. Work is handed to the deployment the way AWS would hand it: objects are
+uploaded to the input bucket, backfilled objects become "Object Created" messages on the ingest queue,
+retried jobs go back on their row for the sweeper. The pipeline's own guarantees (one job per object
+version, one submit at a time) make every command safe to run twice.
+"""
+
+from __future__ import annotations
+
+import json
+import mimetypes
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from vlmwatch.jobs import FINAL, IN_FLIGHT, TERMINAL, Job, JobStore, Status, job_id_for
+from vlmwatch_cli.target import Target
+
+SETTLED = {Status.DELIVERED, Status.SKIPPED}
+JOB_ID_LENGTH = 40
+
+
+@dataclass(frozen=True)
+class Submitted:
+    key: str
+    version_id: str | None
+    job_id: str
+
+
+def submit(target: Target, paths: Iterable[Path], prefix: str = "") -> list[Submitted]:
+    """Upload each file to ``<input bucket>/<prefix><file name>``; returns the job id each becomes."""
+    s3 = target.client("s3")
+    out = []
+    for path in paths:
+        key = f"{prefix}{path.name}"
+        ctype = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+        put = s3.put_object(Bucket=target.input_bucket, Key=key, Body=path.read_bytes(), ContentType=ctype)
+        version = put.get("VersionId") if put.get("VersionId") not in (None, "null") else None
+        etag = (put.get("ETag") or "").strip('"')
+        out.append(Submitted(key, version, job_id_for(target.input_bucket, key, version or f"etag:{etag}")))
+    return out
+
+
+def find_job(target: Target, ref: str) -> Job | None:
+    """A job by id, or the job of an input key's current version (else that key's newest job)."""
+    store: JobStore = target.store
+    if len(ref) == JOB_ID_LENGTH and all(c in "0123456789abcdef" for c in ref):
+        job = store.get(ref)
+        if job is not None:
+            return job
+    try:
+        head = target.client("s3").head_object(Bucket=target.input_bucket, Key=ref)
+    except ClientError:
+        head = None
+    if head is not None:
+        version = head.get("VersionId") if head.get("VersionId") not in (None, "null") else None
+        etag = (head.get("ETag") or "").strip('"')
+        job = store.get(job_id_for(target.input_bucket, ref, version or f"etag:{etag}"))
+        if job is not None:
+            return job
+    jobs = [j for j in list_jobs(target) if j.key == ref]
+    return max(jobs, key=lambda j: j.created_at) if jobs else None
+
+
+def list_jobs(target: Target, statuses: Iterable[str] = (), since: int | None = None) -> list[Job]:
+    """Jobs, newest first, filtered by status (``failed`` also matches delivered jobs that failed) and age."""
+    wanted = {s.strip() for s in statuses if s.strip()}
+    client = target.client("dynamodb")
+    kwargs: dict[str, Any] = {"TableName": target.table}
+    if since is not None:
+        kwargs.update(FilterExpression="created_at >= :since", ExpressionAttributeValues={":since": {"N": str(since)}})
+    jobs = []
+    for page in client.get_paginator("scan").paginate(**kwargs):
+        for item in page.get("Items", []):
+            job = Job.from_item(_plain(item))
+            if wanted and not ({job.status.value, (job.outcome or job.status).value} & wanted):
+                continue
+            jobs.append(job)
+    return sorted(jobs, key=lambda j: (j.created_at, j.job_id), reverse=True)
+
+
+def wait(
+    target: Target,
+    job_ids: list[str],
+    *,
+    timeout: float,
+    interval: float = 1.0,
+    on_change: Callable[[Job], None] | None = None,
+) -> dict[str, Job | None]:
+    """Follow jobs until each is delivered or skipped (or ``timeout``); returns the last seen rows."""
+    last: dict[str, Job | None] = dict.fromkeys(job_ids)
+    deadline = time.monotonic() + timeout
+    while True:
+        for job_id in job_ids:
+            job = target.store.get(job_id)
+            before = last[job_id]
+            changed = job is not None and (before is None or before.status != job.status)
+            if changed and on_change is not None and job is not None:
+                on_change(job)
+            last[job_id] = job
+        if all(j is not None and j.status in SETTLED for j in last.values()) or time.monotonic() >= deadline:
+            return last
+        time.sleep(interval)
+
+
+@dataclass(frozen=True)
+class RetryResult:
+    job_id: str
+    done: bool
+    reason: str
+
+
+def retry(target: Target, job_ids: Iterable[str] = (), statuses: Iterable[str] = ()) -> list[RetryResult]:
+    """Reopen failed / timed-out jobs for the sweeper to submit again (no re-upload).
+
+    Never a job in flight or one that succeeded; the reopen is conditional on the row as read, so two
+    concurrent retries make one new execution, not two.
+    """
+    store: JobStore = target.store
+    jobs: list[Job] = []
+    results: list[RetryResult] = []
+    for job_id in job_ids:
+        job = store.get(job_id)
+        if job is None:
+            results.append(RetryResult(job_id, False, "no such job"))
+        else:
+            jobs.append(job)
+    wanted = set(statuses)
+    if wanted:
+        unknown = wanted - {s.value for s in JobStore.RETRYABLE}
+        if unknown:
+            raise ValueError(f"only failed and timed_out jobs can be retried, not {', '.join(sorted(unknown))}")
+        jobs += list_jobs(target, wanted)
+    for job in jobs:
+        outcome = job.outcome or job.status
+        if job.status in IN_FLIGHT or job.status == Status.RECEIVED:
+            results.append(RetryResult(job.job_id, False, f"in flight ({job.status.value}): not retried"))
+        elif job.status in TERMINAL and job.status not in JobStore.RETRYABLE:
+            results.append(RetryResult(job.job_id, False, f"{job.status.value}: nothing to retry"))
+        elif outcome not in JobStore.RETRYABLE:
+            results.append(RetryResult(job.job_id, False, f"{outcome.value}: only failed or timed-out jobs"))
+        elif store.reopen(job, due_at=store.now()):
+            results.append(RetryResult(job.job_id, True, f"reopened (was {outcome.value}); the sweeper submits it"))
+        else:
+            results.append(RetryResult(job.job_id, False, "changed meanwhile (another retry?): not retried"))
+    return results
+
+
+@dataclass
+class BackfillReport:
+    listed: int = 0
+    enqueued: int = 0
+    known: int = 0
+    ignored: int = 0
+    keys: list[str] = field(default_factory=list)
+
+
+def backfill(
+    target: Target,
+    uri: str,
+    *,
+    dry_run: bool = False,
+    rate: float = 0.0,
+    sleep: Callable[[float], None] = time.sleep,
+) -> BackfillReport:
+    """Enqueue existing objects under ``s3://bucket/prefix`` as "Object Created" events.
+
+    Objects whose job already exists are left alone, and the ingest writes one job per object version
+    whatever arrives twice: running it again never creates a second job or execution. ``rate`` caps the
+    messages per second (0 = as fast as SQS takes them).
+    """
+    bucket, prefix = _parse_s3_uri(uri)
+    if bucket != target.input_bucket:
+        raise ValueError(f"{uri} is not in the watched input bucket s3://{target.input_bucket}/")
+    report = BackfillReport()
+    batch: list[dict[str, Any]] = []
+    for obj in _current_objects(target, bucket, prefix):
+        report.listed += 1
+        key, version = obj["Key"], obj.get("VersionId")
+        version = None if version in (None, "null") else version
+        etag = (obj.get("ETag") or "").strip('"')
+        if key.endswith("/") and not obj.get("Size"):
+            report.ignored += 1
+            continue
+        if target.store.get(job_id_for(bucket, key, version or f"etag:{etag}")) is not None:
+            report.known += 1
+            continue
+        report.keys.append(key)
+        if dry_run:
+            continue
+        batch.append(
+            {
+                "Id": str(len(batch)),
+                "MessageBody": json.dumps(object_created(bucket, key, obj.get("Size"), etag, version)),
+            }
+        )
+        if len(batch) == 10:
+            report.enqueued += _send(target, batch)
+            batch = []
+            if rate > 0:
+                sleep(10 / rate)
+    if batch:
+        report.enqueued += _send(target, batch)
+    return report
+
+
+def object_created(bucket: str, key: str, size: int | None, etag: str, version: str | None) -> dict[str, Any]:
+    """An "Object Created" event as S3 → EventBridge → SQS delivers it (the shape in events/)."""
+    obj: dict[str, Any] = {"key": key, "size": size, "etag": etag}
+    if version:
+        obj["version-id"] = version
+    return {
+        "version": "0",
+        "id": str(uuid.uuid4()),
+        "detail-type": "Object Created",
+        "source": "aws.s3",
+        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "resources": [f"arn:aws:s3:::{bucket}"],
+        "detail": {"version": "0", "bucket": {"name": bucket}, "object": obj, "reason": "vlmwatch backfill"},
+    }
+
+
+# -- dead letters -----------------------------------------------------------------------------------
+
+
+QUEUES = {"ingest": "dlq_url", "deliveries": "failed_deliveries_url"}
+
+
+def dlq_messages(target: Target, queue: str, *, peek_seconds: int = 30) -> list[dict[str, Any]]:
+    """The messages in a dead-letter queue (hidden for ``peek_seconds`` while read, then visible again)."""
+    url = _queue_url(target, queue)
+    sqs = target.client("sqs")
+    seen: dict[str, dict[str, Any]] = {}
+    while True:
+        batch = sqs.receive_message(
+            QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=peek_seconds, AttributeNames=["All"]
+        ).get("Messages", [])
+        new = [m for m in batch if m["MessageId"] not in seen]
+        if not new:
+            break
+        seen.update({m["MessageId"]: m for m in new})
+    for message in seen.values():  # visible again at once: listing changes nothing
+        sqs.change_message_visibility(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=0)
+    return list(seen.values())
+
+
+def redrive(target: Target, queue: str) -> int:
+    """Move dead letters back to work; returns how many messages were handled.
+
+    ``ingest``: each message goes back to the ingest queue (the ingest is idempotent per object version).
+    ``deliveries``: a parked record says only that delivery kept failing; the job table says which jobs:
+    every finished, undelivered job is made due now, so the next sweeper run delivers it, and the
+    parked messages are removed.
+    """
+    url = _queue_url(target, queue)
+    sqs = target.client("sqs")
+    moved = 0
+    if queue == "deliveries":
+        store: JobStore = target.store
+        for job in list_jobs(target):
+            if job.status in TERMINAL:
+                store.reschedule(job.job_id, store.now())
+    while True:
+        batch = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=60).get("Messages", [])
+        if not batch:
+            return moved
+        for message in batch:
+            if queue == "ingest":
+                sqs.send_message(QueueUrl=target.ingest_queue_url, MessageBody=message["Body"])
+            sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+            moved += 1
+
+
+# -- helpers ----------------------------------------------------------------------------------------
+
+
+def _queue_url(target: Target, queue: str) -> str:
+    if queue not in QUEUES:
+        raise ValueError(f"unknown queue {queue!r}: one of {', '.join(QUEUES)}")
+    url = getattr(target, QUEUES[queue])
+    if not url:
+        raise ValueError(f"the {queue} queue is not known: pass --stack or VLMWATCH_{QUEUES[queue].upper()}")
+    return str(url)
+
+
+def _send(target: Target, entries: list[dict[str, Any]]) -> int:
+    if not target.ingest_queue_url:
+        raise ValueError("the ingest queue is not known: pass --stack or VLMWATCH_INGEST_QUEUE_URL")
+    result = target.client("sqs").send_message_batch(QueueUrl=target.ingest_queue_url, Entries=entries)
+    if result.get("Failed"):
+        raise RuntimeError(f"SQS refused {len(result['Failed'])} backfill messages: {result['Failed'][:2]}")
+    return len(entries)
+
+
+def _current_objects(target: Target, bucket: str, prefix: str) -> Iterator[dict[str, Any]]:
+    s3 = target.client("s3")
+    for page in s3.get_paginator("list_object_versions").paginate(Bucket=bucket, Prefix=prefix):
+        for version in page.get("Versions", []):
+            if version.get("IsLatest"):
+                yield version
+
+
+def _parse_s3_uri(uri: str) -> tuple[str, str]:
+    if not uri.startswith("s3://"):
+        raise ValueError(f"expected s3://bucket/prefix, got {uri!r}")
+    bucket, _, prefix = uri[5:].partition("/")
+    return bucket, prefix
+
+
+def _plain(item: dict[str, Any]) -> dict[str, Any]:
+    from boto3.dynamodb.types import TypeDeserializer
+
+    deserializer = TypeDeserializer()
+    return {k: deserializer.deserialize(v) for k, v in item.items()}
+
+
+__all__ = [
+    "FINAL",
+    "SETTLED",
+    "backfill",
+    "dlq_messages",
+    "find_job",
+    "list_jobs",
+    "redrive",
+    "retry",
+    "submit",
+    "wait",
+]

@@ -1,0 +1,199 @@
+"""The `vlmwatch` CLI against the local stack: the same commands an operator runs against AWS."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import boto3
+import pytest
+from typer.testing import CliRunner
+
+from vlmwatch_cli.main import app
+from vlmwatch_local.emulator import EmulatorConfig
+from vlmwatch_local.stack import LocalStack
+
+pytestmark = pytest.mark.e2e
+runner = CliRunner()
+
+
+@pytest.fixture
+def local() -> Iterator[LocalStack]:
+    """A local stack with its loops turning in the background, as AWS's would (per test: the suite's
+    autouse isolation resets the environment between tests)."""
+    env = {"POLL_BASE_SECONDS": "1", "POLL_CAP_SECONDS": "1", "JOB_DEADLINE_SECONDS": "30", "SUBMIT_LEASE_SECONDS": "2"}
+    stack = LocalStack(
+        emulator_config=EmulatorConfig(step_seconds=0.3), env=env, parameters={"AgentName": "doc-extractor:v1"}
+    )
+    stack.start()
+    stop = threading.Event()
+    stack.paused = threading.Lock()  # type: ignore[attr-defined]  # held: the loops stand still
+
+    def turn() -> None:
+        while not stop.wait(0.2):
+            with stack.paused:  # type: ignore[attr-defined]
+                stack.aws.step()
+
+    loop = threading.Thread(target=turn, daemon=True)
+    loop.start()
+    yield stack
+    stop.set()
+    loop.join(timeout=30)
+    stack.stop()
+
+
+def cli(local: LocalStack, *args: str) -> tuple[int, str]:
+    env = {
+        "VLMWATCH_INPUT_BUCKET": local.stack.input_bucket,
+        "VLMWATCH_OUTPUT_BUCKET": local.stack.output_bucket,
+        "VLMWATCH_TABLE": local.stack.table,
+        "VLMWATCH_INGEST_QUEUE_URL": local.stack.ingest_queue_url,
+        "VLMWATCH_DLQ_URL": local.stack.queues["IngestDLQ"],
+        "VLMWATCH_FAILED_DELIVERIES_URL": local.stack.queues["FailedDeliveriesQueue"],
+        "COLUMNS": "200",
+    }
+    result = runner.invoke(app, list(args), env=env)
+    if result.exception and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result.exit_code, result.output
+
+
+def executions(local: LocalStack) -> int:
+    assert local.emulator is not None
+    return len(local.emulator.executions)
+
+
+def test_submit_wait_follows_a_file_to_its_result_document(local, tmp_path: Path):
+    path = tmp_path / "invoice-march.txt"
+    path.write_text("Invoice 42: total 99.50 EUR")
+
+    code, out = cli(local, "submit", str(path), "--prefix", "cli/", "--wait", "--timeout", "60")
+
+    assert code == 0, out
+    assert f"uploaded s3://{local.stack.input_bucket}/cli/invoice-march.txt" in out
+    assert "completed" in out
+    assert f"document: s3://{local.stack.output_bucket}/results/cli/invoice-march.txt.vlmwatch/versions/" in out
+    assert "Invoice 42: total 99.50 EUR" in out  # a short view of the response
+
+
+def test_list_and_status_show_jobs_by_key_and_id(local, tmp_path: Path):
+    path = tmp_path / "listed.txt"
+    path.write_text("listed")
+    assert cli(local, "submit", str(path), "--prefix", "list/", "--wait", "--timeout", "60")[0] == 0
+
+    code, out = cli(local, "list", "--json")
+    assert code == 0
+    rows = [json.loads(line) for line in out.splitlines()]
+    (row,) = [r for r in rows if r["key"] == "list/listed.txt"]
+    assert row["status"] == "delivered" and row["outcome"] == "completed"
+
+    code, out = cli(local, "status", "list/listed.txt")
+    assert code == 0 and row["job_id"] in out and "completed" in out and "execution:" in out
+    code, by_id = cli(local, "status", row["job_id"])
+    assert code == 0 and "list/listed.txt" in by_id
+
+    code, table = cli(local, "list", "--status", "completed", "--since", "1h")
+    assert code == 0 and "list/listed.txt" in table
+    assert cli(local, "status", "no/such/key.txt")[0] == 1
+
+
+def test_retry_makes_one_new_execution_and_never_touches_a_job_in_flight(local, tmp_path: Path):
+    assert local.emulator is not None
+    local.emulator.config.failure_rate = 1.0  # VLM Run fails this one...
+    path = tmp_path / "flaky.txt"
+    path.write_text("works the second time")
+    code, out = cli(local, "submit", str(path), "--prefix", "retry/", "--wait", "--timeout", "60")
+    local.emulator.config.failure_rate = 0.0  # ...and would not any more
+    assert code == 1 and "failed" in out
+    job_id = json.loads(cli(local, "status", "retry/flaky.txt", "--json")[1])["job_id"]
+
+    local.emulator.config.stuck_rate = 1.0  # a second file that stays running at VLM Run
+    stuck = tmp_path / "running.txt"
+    stuck.write_text("still going")
+    cli(local, "submit", str(stuck), "--prefix", "retry/")
+    running = json.loads(_wait_for(local, None, "in_flight", key="retry/running.txt"))
+    local.emulator.config.stuck_rate = 0.0
+    before = executions(local)
+
+    code, out = cli(local, "retry", "--status", "failed")
+    assert code == 0 and f"retried {job_id}" in out
+    code, out = cli(local, "retry", running["job_id"])
+    assert "in flight" in out and "0 of 1" in out
+
+    final = json.loads(_wait_for(local, job_id, "delivered"))
+    assert final["outcome"] == "completed"
+    assert executions(local) == before + 1  # one new execution for the retried job, none for the running one
+    assert len(final["previous_execution_ids"]) == 1 and final["retries"] == 1
+    code, again = cli(local, "retry", job_id)
+    assert "completed: only failed or timed-out jobs" in again  # a success is not re-run
+
+
+def test_backfill_of_50_existing_objects_twice_makes_50_jobs(local):
+    s3 = boto3.client("s3")
+    sqs = boto3.client("sqs")
+    with local.paused:  # "existing" objects: their events never reach this deployment
+        for i in range(50):
+            s3.put_object(Bucket=local.stack.input_bucket, Key=f"old/doc-{i:02d}.txt", Body=f"document {i}".encode())
+        s3.put_object(Bucket=local.stack.input_bucket, Key="old/folder/", Body=b"")
+        sqs.purge_queue(QueueUrl=local.stack.ingest_queue_url)
+
+    code, dry = cli(local, "backfill", f"s3://{local.stack.input_bucket}/old/", "--dry-run")
+    assert code == 0 and "51 object(s) listed: 0 enqueued" in dry and dry.count("would enqueue") == 50
+    before = executions(local)
+    code, first = cli(local, "backfill", f"s3://{local.stack.input_bucket}/old/")
+    code2, _ = cli(local, "backfill", f"s3://{local.stack.input_bucket}/old/", "--rate", "100")
+    assert code == code2 == 0 and "50 enqueued" in first
+
+    for i in range(50):
+        _wait_for(local, None, "delivered", key=f"old/doc-{i:02d}.txt")
+    jobs = [j for j in local.jobs() if j["key"].startswith("old/")]
+    assert len(jobs) == 50 and all(j["outcome"] == "completed" for j in jobs)
+    assert executions(local) == before + 50  # the second run (events twice) started nothing more
+
+    code, third = cli(local, "backfill", f"s3://{local.stack.input_bucket}/old/")
+    assert "0 enqueued, 50 already have a job, 1 folder marker(s) ignored" in third
+
+
+def test_dlq_list_and_redrive(local):
+    s3 = boto3.client("s3")
+    sqs = boto3.client("sqs")
+    with local.paused:
+        put = s3.put_object(Bucket=local.stack.input_bucket, Key="dlq/late.txt", Body=b"was dead-lettered")
+        sqs.purge_queue(QueueUrl=local.stack.ingest_queue_url)
+    from vlmwatch_cli.ops import object_created
+
+    event = object_created(local.stack.input_bucket, "dlq/late.txt", 17, put["ETag"].strip('"'), put.get("VersionId"))
+    sqs.send_message(QueueUrl=local.stack.queues["IngestDLQ"], MessageBody=json.dumps(event))
+
+    code, listed = cli(local, "dlq", "list")
+    assert code == 0 and "1 message(s) in the ingest dead-letter queue" in listed and "dlq/late.txt" in listed
+    code, listed_again = cli(local, "dlq", "list")
+    assert "1 message(s)" in listed_again  # listing takes nothing away
+
+    code, out = cli(local, "dlq", "redrive")
+    assert code == 0 and "1 message(s) redriven" in out
+    assert json.loads(_wait_for(local, None, "delivered", key="dlq/late.txt"))["outcome"] == "completed"
+    assert "0 message(s)" in cli(local, "dlq", "list")[1]
+
+    sqs.send_message(QueueUrl=local.stack.queues["FailedDeliveriesQueue"], MessageBody='{"requestContext": {}}')
+    code, out = cli(local, "dlq", "redrive", "--queue", "deliveries")
+    assert code == 0 and "1 message(s) redriven from the deliveries" in out
+
+
+def _wait_for(
+    local: LocalStack, job_id: str | None, status: str, *, key: str | None = None, timeout: float = 60
+) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ref = job_id or key
+        assert ref is not None
+        code, out = cli(local, "status", ref, "--json")
+        # "in_flight": any status between submitted and finished.
+        wanted = {"submitted", "enqueued", "pending", "running"} if status == "in_flight" else {status}
+        if code == 0 and json.loads(out)["status"] in wanted:
+            return out
+        time.sleep(0.3)
+    raise AssertionError(f"{job_id or key} not {status} after {timeout} s")
