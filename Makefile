@@ -19,12 +19,14 @@ help: ## list targets
 
 $(VENV)/.installed: pyproject.toml
 	@test -n "$(PYTHON312)" || { echo "python3.12 not found (pyenv install 3.12 or put it on PATH)"; exit 1; }
+	@echo "first run: creating $(VENV) and installing vlmwatch with its dev dependencies (about 2 minutes, once)"
 	$(PYTHON312) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
 	$(VENV)/bin/pip install -q -e '.[dev]'
 	touch $@
 
 $(SAM_VENV)/.installed:
+	@echo "installing the SAM CLI and cfn-lint into $(SAM_VENV) (about a minute, once)"
 	$(PYTHON_SAM) -m venv $(SAM_VENV)
 	$(SAM_VENV)/bin/pip install -q aws-sam-cli==1.170.0 cfn-lint==1.58.0 cfn-lint-serverless==0.3.6
 	touch $@
@@ -39,6 +41,9 @@ venv: $(VENV)/.installed ## create .venv with the app and dev dependencies
 
 demo: $(VENV)/.installed ## run the whole pipeline locally (moto server + VLM Run emulator) on the sample files
 	$(VENV)/bin/python -m vlmwatch_local demo $(ARGS)
+
+up: $(VENV)/.installed ## keep a local stack running for the vlmwatch CLI (prints what to export)
+	$(VENV)/bin/python -m vlmwatch_local up $(ARGS)
 
 test: $(VENV)/.installed ## run the test suite (unit + end-to-end on the local stack)
 	$(VENV)/bin/python -m pytest -q -p no:cacheprovider $(ARGS)
@@ -71,4 +76,4 @@ chaos: $(VENV)/.installed ## fault harness: 1,000 files under faults, invariants
 clean: ## remove virtualenvs, build output and demo output
 	rm -rf $(VENV) $(SAM_VENV) $(CHECKOV_VENV) .aws-sam demo-output
 
-.PHONY: help venv demo test lint lint-template lint-security build bench chaos clean
+.PHONY: help venv demo up test lint lint-template lint-security build bench chaos clean

@@ -7,6 +7,7 @@ AWS_ENDPOINT_URL points every command at the local stack.
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from datetime import UTC, datetime
@@ -48,8 +49,7 @@ def _when(epoch: int | None) -> str:
 def _outcome(job: Job) -> str:
     outcome = (job.outcome or job.status).value
     colour = {"completed": "green", "failed": "red", "timed_out": "red", "skipped": "yellow"}.get(outcome, "cyan")
-    shown = outcome if job.status != Status.DELIVERED or outcome == job.status.value else f"{outcome} (delivered)"
-    return f"[{colour}]{shown}[/{colour}]"
+    return f"[{colour}]{outcome}[/{colour}]"
 
 
 def _document(job: Job) -> str | None:
@@ -72,19 +72,20 @@ def _short(value: Any, limit: int = 400) -> str:
 
 def _show_outcome(target: Target, job: Job) -> None:
     uri = _document(job)
-    console.print(f"[bold]{job.key}[/bold]  {_outcome(job)}  job {job.job_id}")
+    say = functools.partial(console.print, soft_wrap=True)  # URIs stay whole, copyable
+    say(f"[bold]{job.key}[/bold]  {_outcome(job)}  job {job.job_id}")
     if job.status == Status.SKIPPED:
-        console.print(f"  skipped: {job.skip_reason}")
+        say(f"  skipped: {job.skip_reason}")
         return
     if uri:
-        console.print(f"  document: {uri}")
+        say(f"  document: {uri}")
         document = _read_document(target, uri)
         if document and "response" in document:
-            console.print(f"  response: {_short(document['response'])}")
+            say(f"  response: {_short(document['response'], 300)}")
         elif document and "error" in document:
-            console.print(f"  error: {_short(document['error'].get('message', document['error']))}")
+            say(f"  error: {_short(document['error'].get('message', document['error']))}")
     elif job.error:
-        console.print(f"  error: {_short(job.error)}")
+        say(f"  error: {_short(job.error)}")
 
 
 @app.command()

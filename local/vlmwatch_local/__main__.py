@@ -13,7 +13,6 @@ import json
 import logging
 import mimetypes
 import os
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -52,9 +51,36 @@ def _files(paths: list[str]) -> list[Path]:
     return out
 
 
+def preflight(base_url: str, key: str | None) -> str | None:
+    """Real mode, before anything starts: None if VLM Run answers with this key, else one line saying what to do."""
+    import httpx
+
+    if not key:
+        return "VLMRUN_API_KEY is not set: export your VLM Run API key, or drop --vlmrun-base-url to use the emulator"
+    url = base_url.rstrip("/") + "/agent/executions"
+    try:
+        response = httpx.get(url, params={"limit": 1}, headers={"Authorization": f"Bearer {key}"}, timeout=5)
+    except httpx.HTTPError as exc:
+        return f"cannot reach VLM Run at {base_url} ({type(exc).__name__}): check the URL and this machine's network"
+    if response.status_code in (401, 403):
+        return f"VLM Run refused VLMRUN_API_KEY (HTTP {response.status_code}): check the key"
+    if response.status_code >= 500:
+        return f"VLM Run answered HTTP {response.status_code} at {url}: try again later"
+    return None
+
+
 def demo(args: argparse.Namespace) -> int:
     files = _files(args.files)
     real = bool(args.vlmrun_base_url)
+    if real:
+        problem = preflight(args.vlmrun_base_url, os.environ.get("VLMRUN_API_KEY"))
+        if problem:
+            print(f"error: {problem}", file=sys.stderr)
+            return 2
+    # Outputs go to a fresh folder inside --out: nothing that was there is touched.
+    out_dir = Path(args.out) / time.strftime("run-%Y%m%d-%H%M%S")
+    while out_dir.exists():
+        out_dir = out_dir.with_name(out_dir.name + "-1")
     env = {"POLL_BASE_SECONDS": "1", "POLL_CAP_SECONDS": "4", "JOB_DEADLINE_SECONDS": str(int(args.timeout))}
     if real:
         # The real service cannot fetch from a moto server on localhost: send the bytes instead.
@@ -95,25 +121,24 @@ def demo(args: argparse.Namespace) -> int:
         jobs = {j["key"]: j for j in local.jobs()}
         outputs = local.output_keys()
 
-        out_dir = Path(args.out)
-        shutil.rmtree(out_dir, ignore_errors=True)
         s3 = boto3.client("s3")
+        out_dir.mkdir(parents=True)
         for key in outputs:
             target = out_dir / key
             target.parent.mkdir(parents=True, exist_ok=True)
             s3.download_file(local.stack.output_bucket, key, str(target))
 
         print(f"\n{'file':<28} {'outcome':<10} {'polls':>5}  {'document':<56} artifacts")
-        lost = []
+        unfinished: list[str] = []
         for key in keys:
             job = jobs.get(key)
             writer = OutputWriter(s3, local.stack.output_bucket, local.stack.parameters["OutputPrefix"])
             result, error = writer.latest_keys(key)
             document = result if result in outputs else error if error in outputs else None
             artifacts = sum(1 for k in outputs if k.startswith(writer.folder(key)) and "/artifacts/" in k)
-            outcome = (job or {}).get("outcome") or (job or {}).get("status") or "missing"
+            outcome = (job or {}).get("outcome") or (job or {}).get("status") or "not ingested"
             if document is None and outcome != "skipped":
-                lost.append(key)
+                unfinished.append(f"{key} ({outcome})")
             print(
                 f"{key:<28} {outcome:<10} {int((job or {}).get('poll_count', 0)):>5}  "
                 f"{(document or '-'):<56} {artifacts}"
@@ -125,9 +150,49 @@ def demo(args: argparse.Namespace) -> int:
             print(f"\nVLM Run requests: {requests} ({dict(sorted(local.emulator.requests.items()))})")
         print(f"outputs copied to {out_dir.resolve()}/ ({len(outputs)} objects)")
         print(f"finished in {time.monotonic() - started:.1f}s")
-        if not settled or lost:
-            print(f"\nLOST: {', '.join(lost) or 'jobs did not settle before the timeout'}", file=sys.stderr)
+        if not settled or unfinished:
+            # Not "lost": each of these still has its job row (or its message in the queue); the run stopped
+            # waiting for them. What is lost would be a file with neither: the pipeline's tests say none are.
+            waiting = ", ".join(unfinished) or "jobs still in flight"
+            print(f"\nUNFINISHED after {args.timeout:.0f} s (still queued or in flight): {waiting}", file=sys.stderr)
             return 1
+    return 0
+
+
+def up(args: argparse.Namespace) -> int:
+    """Keep a local stack running (the loops turning) for the `vlmwatch` CLI, until Ctrl-C."""
+    local = LocalStack(
+        emulator_config=EmulatorConfig(step_seconds=args.step_seconds),
+        env={"POLL_BASE_SECONDS": "1", "POLL_CAP_SECONDS": "4"},
+        parameters={"AgentName": args.agent},
+        webhook=args.webhook,
+    )
+    with local:
+        stack = local.stack
+        exports = {
+            "AWS_ENDPOINT_URL": local.endpoint,
+            "AWS_DEFAULT_REGION": stack.region,
+            "AWS_ACCESS_KEY_ID": "local",
+            "AWS_SECRET_ACCESS_KEY": "local",
+            "VLMWATCH_INPUT_BUCKET": stack.input_bucket,
+            "VLMWATCH_OUTPUT_BUCKET": stack.output_bucket,
+            "VLMWATCH_TABLE": stack.table,
+            "VLMWATCH_INGEST_QUEUE_URL": stack.ingest_queue_url,
+            "VLMWATCH_DLQ_URL": stack.queues["IngestDLQ"],
+            "VLMWATCH_FAILED_DELIVERIES_URL": stack.queues["FailedDeliveriesQueue"],
+        }
+        text = "".join(f"export {k}={v}\n" for k, v in exports.items())
+        if args.env_file:
+            Path(args.env_file).write_text(text)
+        print("local stack up (moto + VLM Run emulator). In another shell:\n")
+        print(text if not args.env_file else f"  source {args.env_file}")
+        print("  .venv/bin/vlmwatch submit samples/invoice.pdf --wait\n\nCtrl-C stops it.", flush=True)
+        try:
+            while True:
+                local.aws.step()
+                time.sleep(0.3)
+        except KeyboardInterrupt:
+            print("stopped")
     return 0
 
 
@@ -136,13 +201,19 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("demo", help="run the pipeline locally on the sample files (or yours)")
     p.add_argument("files", nargs="*", help="files or folders to drop (default: samples/)")
-    p.add_argument("--out", default="demo-output", help="folder to copy the outputs to")
+    p.add_argument("--out", default="demo-output", help="outputs are copied to a new run-<time>/ folder inside this")
     p.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for every job to finish")
     p.add_argument("--step-seconds", type=float, default=1.0, help="emulator: seconds per status step")
     p.add_argument("--webhook", action="store_true", help="VLM Run calls back a local function URL (polling slows)")
     p.add_argument("--agent", default="doc-extractor:v1", help="agent for files no demo rule matches")
     p.add_argument("--vlmrun-base-url", help="use this VLM Run instead of the emulator (key: $VLMRUN_API_KEY)")
     p.set_defaults(func=demo)
+    u = sub.add_parser("up", help="keep a local stack running for the vlmwatch CLI (prints the settings)")
+    u.add_argument("--step-seconds", type=float, default=1.0, help="emulator: seconds per status step")
+    u.add_argument("--agent", default="doc-extractor:v1", help="the deployment's default agent")
+    u.add_argument("--webhook", action="store_true", help="VLM Run callbacks to a local function URL")
+    u.add_argument("--env-file", help="also write the export lines to this file")
+    u.set_defaults(func=up)
     b = sub.add_parser("bench", help="load benchmark on the local stack; prints numbers")
     b.add_argument("--files", type=int, default=200)
     b.add_argument("--step-seconds", type=float, default=0.5, help="emulator: seconds per status step")

@@ -60,10 +60,21 @@ def run(files: int = 200, *, step_seconds: float = 0.5, timeout: float = 600, we
         webhook=webhook,
         parameters={"AgentName": "doc-extractor:v1"},
     ) as local:
+        print(f"local stack up; dropping {files} files", flush=True)
         for i in range(files):
             local.drop(f"bench/{i:05d}.txt", f"file {i}\n".encode() * 10, "text/plain")
         started = time.monotonic()
-        local.run_until_settled(expected=files, timeout=timeout, interval=0.2)
+        last = [0.0]
+
+        def progress(_job: dict[str, Any]) -> None:
+            # One line every 5 s at most: a long run is visibly alive, never a flood.
+            now = time.monotonic()
+            if now - last[0] >= 5:
+                last[0] = now
+                done = sum(j["status"] in ("delivered", "skipped") for j in local.jobs())
+                print(f"  {now - started:5.0f} s  {done}/{files} delivered", flush=True)
+
+        local.run_until_settled(expected=files, timeout=timeout, interval=0.2, on_change=progress)
         elapsed = time.monotonic() - started
         jobs = local.jobs()
         emulator = local.emulator
