@@ -60,6 +60,7 @@ lint-template: $(SAM_VENV)/.installed ## sam validate --lint, and cfn-lint (serv
 	  echo "cfn-lint PollingMode=$$mode EnableWebhook=$$hook"; \
 	  $(SAM_VENV)/bin/cfn-lint template.yaml --parameters PollingMode=$$mode EnableWebhook=$$hook \
 	    -a cfn_lint_serverless.rules || exit 1; done; done
+	SAM=$(SAM_VENV)/bin/sam ./scripts/guided-deploy-defaults.sh
 
 lint-security: $(CHECKOV_VENV)/.installed ## checkov on the template, all four PollingMode x EnableWebhook combinations
 	CHECKOV=$(CHECKOV_VENV)/bin/checkov ./scripts/checkov-all-modes.sh
