@@ -314,10 +314,9 @@ def _parse_s3_uri(uri: str) -> tuple[str, str]:
 
 
 def _plain(item: dict[str, Any]) -> dict[str, Any]:
-    from boto3.dynamodb.types import TypeDeserializer
+    from vlmwatch.ddb import deserialize_item
 
-    deserializer = TypeDeserializer()
-    return {k: deserializer.deserialize(v) for k, v in item.items()}
+    return deserialize_item(item)
 
 
 __all__ = [

@@ -4,18 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.dynamo_db_stream_event import DynamoDBRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from vlmwatch import runtime
+from vlmwatch import runtime, tracing
 
 logger = Logger(service="vlmwatch-complete")
 runtime.route_library_logs(logger)  # vlmwatch.* lines: JSON, with this handler's keys
 metrics = Metrics(namespace="vlmwatch", service="complete")
-tracer = Tracer(service="vlmwatch-complete")
+tracer = tracing.tracer("vlmwatch-complete")  # a no-op unless the X-Ray SDK is in the layer
 processor = BatchProcessor(event_type=EventType.DynamoDBStreams)
 
 

@@ -4,19 +4,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from vlmwatch import runtime
+from vlmwatch import runtime, tracing
 from vlmwatch.events import refs_from_body
 
 logger = Logger(service="vlmwatch-ingest")
 runtime.route_library_logs(logger)  # vlmwatch.* lines: JSON, with this handler's keys
 metrics = Metrics(namespace="vlmwatch", service="ingest")
-tracer = Tracer(service="vlmwatch-ingest")
+tracer = tracing.tracer("vlmwatch-ingest")  # a no-op unless the X-Ray SDK is in the layer
 # A batch in which every record failed (say, all rate limited) is still a partial-batch response:
 # SQS retries exactly the reported messages either way, and the function does not count as errored.
 processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)

@@ -5,16 +5,16 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from vlmwatch import runtime
+from vlmwatch import runtime, tracing
 
 logger = Logger(service="vlmwatch-poller")
 runtime.route_library_logs(logger)  # vlmwatch.* lines: JSON, with this handler's keys
 metrics = Metrics(namespace="vlmwatch", service="poller")
-tracer = Tracer(service="vlmwatch-poller")
+tracer = tracing.tracer("vlmwatch-poller")  # a no-op unless the X-Ray SDK is in the layer
 
 
 @logger.inject_lambda_context(clear_state=True)

@@ -6,18 +6,18 @@ import base64
 import json
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.data_classes import LambdaFunctionUrlEvent, event_source
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from vlmwatch import runtime
+from vlmwatch import runtime, tracing
 from vlmwatch.webhooks import SIGNATURE_HEADER
 
 logger = Logger(service="vlmwatch-webhook")
 runtime.route_library_logs(logger)  # vlmwatch.* lines: JSON, with this handler's keys
 metrics = Metrics(namespace="vlmwatch", service="webhook")
-tracer = Tracer(service="vlmwatch-webhook")
+tracer = tracing.tracer("vlmwatch-webhook")  # a no-op unless the X-Ray SDK is in the layer
 
 
 @logger.inject_lambda_context(clear_state=True)

@@ -14,10 +14,10 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
 from pydantic import BaseModel, Field, field_validator
 
+from vlmwatch.ddb import deserialize_item, serialize_item
 from vlmwatch.redact import MAX_TEXT_CHARS, sanitize
 from vlmwatch.routing import Route
 
@@ -565,16 +565,8 @@ class JobStore:
         return _deser(response.get("Attributes", {}))
 
 
-_SERIALIZER = TypeSerializer()
-_DESERIALIZER = TypeDeserializer()
-
-
-def _ser(values: dict[str, Any]) -> dict[str, Any]:
-    return {k: _SERIALIZER.serialize(v) for k, v in values.items()}
-
-
-def _deser(item: dict[str, Any]) -> dict[str, Any]:
-    return {k: _DESERIALIZER.deserialize(v) for k, v in item.items()}
+_ser = serialize_item
+_deser = deserialize_item
 
 
 def _conditional_failed(exc: ClientError) -> bool:

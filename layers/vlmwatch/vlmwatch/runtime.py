@@ -1,5 +1,9 @@
 """Process-wide wiring: settings, AWS clients and the VLM Run client, each built once on first use
-and reused across invocations. Tests call :func:`reset` or :func:`use` to swap parts out."""
+and reused across invocations. Tests call :func:`reset` or :func:`use` to swap parts out.
+
+Each part is imported where it is built: a handler imports only the modules it uses (the webhook never
+loads delivery, the ingest never loads the poller), which keeps every function's cold start short.
+"""
 
 from __future__ import annotations
 
@@ -7,25 +11,25 @@ import functools
 import logging
 import os
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import boto3
-import httpx
-from botocore.config import Config
-
-from vlmwatch.delivery import Deliverer
-from vlmwatch.ingest import Ingestor
 from vlmwatch.jobs import JobStore
-from vlmwatch.notify import JobEvents
-from vlmwatch.output import OutputWriter
-from vlmwatch.pressure import Backpressure
 from vlmwatch.redact import install_log_redaction
-from vlmwatch.secret_store import SecretStore
 from vlmwatch.settings import Settings
-from vlmwatch.submit import Submitter
-from vlmwatch.tracking import Tracker
-from vlmwatch.vlmrun import VlmRunClient
-from vlmwatch.webhooks import WebhookReceiver
+
+if TYPE_CHECKING:
+    import httpx
+
+    from vlmwatch.delivery import Deliverer
+    from vlmwatch.ingest import Ingestor
+    from vlmwatch.notify import JobEvents
+    from vlmwatch.output import OutputWriter
+    from vlmwatch.pressure import Backpressure
+    from vlmwatch.secret_store import SecretStore
+    from vlmwatch.submit import Submitter
+    from vlmwatch.tracking import Tracker
+    from vlmwatch.vlmrun import VlmRunClient
+    from vlmwatch.webhooks import WebhookReceiver
 
 _overrides: dict[str, Any] = {}
 
@@ -57,6 +61,7 @@ def reset() -> None:
     _reported.update(requests=0, rate_limited=0)
     for fn in (
         settings,
+        _session,
         _boto,
         s3,
         job_store,
@@ -80,15 +85,26 @@ def settings() -> Settings:
 
 
 @functools.cache
+def _session() -> Any:
+    # botocore, not boto3: boto3's import pulls in s3transfer (~180 ms of cold start) for nothing we use.
+    # Imported here, with the first client: a handler's import stays light (Lambda's init timer runs on it).
+    import botocore.session
+
+    return botocore.session.get_session()
+
+
+@functools.cache
 def _boto(service: str) -> Any:
-    # One client per service per process; boto3's per-service overloads need a literal name.
-    return boto3.client(service)  # type: ignore[call-overload]
+    """One client per service per process (clients are thread-safe; building one costs more than a call)."""
+    return _session().create_client(service)
 
 
 @functools.cache
 def s3() -> Any:
     # SigV4 explicitly: presigned URLs must work in every region (botocore may still pick SigV2 for them).
-    return boto3.client("s3", config=Config(signature_version="s3v4"))
+    from botocore.config import Config
+
+    return _session().create_client("s3", config=Config(signature_version="s3v4"))
 
 
 @functools.cache
@@ -106,6 +122,8 @@ def job_store() -> JobStore:
 
 @functools.cache
 def secret_store() -> SecretStore:
+    from vlmwatch.secret_store import SecretStore
+
     # The one path every secret is read through: cached for SECRET_MAX_AGE_SECONDS, current and previous.
     clock = _overrides.get("clock")
     return SecretStore(
@@ -140,11 +158,17 @@ def webhook_secrets() -> list[str]:
 
 @functools.cache
 def webhook_receiver() -> WebhookReceiver:
+    from vlmwatch.webhooks import WebhookReceiver
+
     return WebhookReceiver(webhook_secrets, job_store(), tracker(), vlmrun_client, submitter())
 
 
 @functools.cache
 def vlmrun_client() -> VlmRunClient:
+    import httpx
+
+    from vlmwatch.vlmrun import VlmRunClient
+
     cfg = settings()
     timeout = httpx.Timeout(cfg.vlmrun_timeout_seconds, connect=min(3.0, cfg.vlmrun_timeout_seconds))
     return VlmRunClient(cfg.vlmrun_base_url, api_key, timeout=timeout, transport=_overrides.get("transport"))
@@ -203,16 +227,22 @@ def reports_usage(metrics: Any) -> Callable[[Callable[..., Any]], Callable[..., 
 
 @functools.cache
 def pressure() -> Backpressure:
+    from vlmwatch.pressure import Backpressure
+
     return Backpressure(clock=job_store().now)
 
 
 @functools.cache
 def job_events() -> JobEvents:
+    from vlmwatch.notify import JobEvents
+
     return JobEvents(lambda: _boto("events"), settings().event_bus_name)
 
 
 @functools.cache
 def submitter() -> Submitter:
+    from vlmwatch.submit import Submitter
+
     cfg = settings()
     return Submitter(
         cfg,
@@ -228,22 +258,30 @@ def submitter() -> Submitter:
 
 @functools.cache
 def output_writer() -> OutputWriter:
+    from vlmwatch.output import OutputWriter
+
     cfg = settings()
     return OutputWriter(s3(), cfg.output_bucket, cfg.output_prefix)
 
 
 @functools.cache
 def ingestor() -> Ingestor:
+    from vlmwatch.ingest import Ingestor
+
     return Ingestor(settings(), job_store(), s3(), submitter())
 
 
 @functools.cache
 def tracker() -> Tracker:
+    from vlmwatch.tracking import Tracker
+
     return Tracker(settings(), job_store(), vlmrun_client, submitter(), pressure(), deliverer)
 
 
 @functools.cache
 def deliverer() -> Deliverer:
+    from vlmwatch.delivery import Deliverer
+
     cfg = settings()
     return Deliverer(
         job_store(),
