@@ -182,3 +182,35 @@ def test_a_job_that_finished_at_vlmrun_is_never_declared_timed_out(stack, wire, 
 
     (job,) = jobs(stack)
     assert job["outcome"] == "completed"  # one last look before declaring a timeout
+
+
+def test_an_input_above_the_size_limit_fails_with_an_error_document_and_is_never_uploaded(stack, wire, emulator, clock):
+    wire(INPUT_MODE="upload", MAX_OBJECT_BYTES="1000")
+    local = LocalAws(stack)
+    drop(stack, "big/scan.txt", b"x" * 5000)
+
+    settle(local, clock)
+
+    (job,) = jobs(stack)
+    assert job["outcome"] == "failed"
+    message = read_json(stack, error_key("big/scan.txt"))["error"]["message"]
+    assert message == "the input is 5,000 bytes, above the 1,000-byte limit (MaxObjectBytes): not uploaded"
+    assert not any(k.startswith(("POST /v1/files", "PUT /_uploads")) for k in emulator.requests)
+    assert emulator.executions == {}
+
+
+def test_an_artifact_above_the_size_limit_is_listed_with_the_reason_and_the_result_still_lands(
+    stack, wire, emulator, clock
+):
+    wire(MAX_OBJECT_BYTES="50")  # the emulator's preview image is larger
+    local = LocalAws(stack)
+    drop(stack, "small/note.txt", b"hello")
+
+    settle(local, clock)
+
+    document = read_json(stack, result_key("small/note.txt"))
+    assert document["response"]["file"]["text"] == "hello"
+    assert document["artifacts"] == []
+    (missing,) = document["missing_artifacts"]
+    assert "above the 50-byte limit (MaxObjectBytes): not copied" in missing["error"]
+    assert not [k for k in output_keys(stack) if "/artifacts/" in k]

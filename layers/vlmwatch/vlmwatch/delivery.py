@@ -12,7 +12,7 @@ from botocore.exceptions import ClientError
 from vlmwatch.exceptions import VlmRunRejectedError
 from vlmwatch.jobs import TERMINAL, Job, JobStore, Status, bounded
 from vlmwatch.notify import DetailType, JobEvents, detail_for
-from vlmwatch.output import OutputWriter, artifact_refs
+from vlmwatch.output import OutputWriter, TooLargeError, artifact_refs
 from vlmwatch.vlmrun import Execution
 
 if TYPE_CHECKING:
@@ -42,6 +42,8 @@ class Deliverer:
         source_s3: an S3 client that may HEAD the input bucket (which version is current), or None
             to skip the stable-path copy.
         retry_seconds: when the sweeper tries again after a delivery failed.
+        max_bytes: the largest artifact copied; a larger one is listed in the result document's
+            ``missing_artifacts`` with the reason.
     """
 
     def __init__(
@@ -53,7 +55,9 @@ class Deliverer:
         *,
         source_s3: Any = None,
         retry_seconds: int = 60,
+        max_bytes: int = 5 * 1024**3,
     ) -> None:
+        self._max_bytes = max_bytes
         self._source_s3 = source_s3
         self._retry_seconds = retry_seconds
         self._store = store
@@ -128,13 +132,15 @@ class Deliverer:
         # Artifacts first: the result document is the consumer's signal that everything is there.
         for object_id in artifact_refs(execution.response):
             try:
-                artifact = client.get_artifact(job.execution_id, object_id)
+                # Streamed: a video of any size passes through one multipart part's worth of memory.
+                with client.open_artifact(job.execution_id, object_id) as stream:
+                    records.append(self._writer.put_artifact_stream(job, stream, max_bytes=self._max_bytes))
             except VlmRunRejectedError as exc:
                 # VLM Run says it has no such artifact (or the id was only text that looked like one):
                 # retrying cannot help, so the result document says so instead of failing delivery.
                 missing.append({"object_id": object_id, "error": exc.message})
-                continue
-            records.append(self._writer.put_artifact(job, artifact))
+            except TooLargeError as exc:
+                missing.append({"object_id": object_id, "error": str(exc)})
         return self._writer.put_result(job, execution, records, now, missing=missing)
 
     def _emit(self, job: Job, detail_type: DetailType, uri: str) -> None:

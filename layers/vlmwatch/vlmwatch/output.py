@@ -40,7 +40,7 @@ from vlmwatch.jobs import Job
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
-    from vlmwatch.vlmrun import Artifact, Execution
+    from vlmwatch.vlmrun import Artifact, ArtifactStream, Execution
 
 MARKER = ".vlmwatch/"
 LONG_FOLDER = ".vlmwatch-long/"
@@ -92,6 +92,23 @@ def artifact_extension(object_id: str, content_type: str) -> str:
         or (mimetypes.guess_extension(content_type) or "").lstrip(".")
         or _EXT_BY_KIND.get(kind, "bin")
     )
+
+
+# Multipart part size for streamed artifacts: S3's minimum is 5 MiB; 8 MiB keeps the part count low
+# (10,000 parts = 80 GB) while bounding what is held in memory.
+PART_BYTES = 8 * 1024 * 1024
+
+
+class TooLargeError(Exception):
+    """An artifact or input above the configured limit (``MAX_OBJECT_BYTES``)."""
+
+    def __init__(self, object_id: str, size: int, limit: int, *, at_least: bool = False) -> None:
+        more = "more than " if at_least else ""
+        super().__init__(
+            f"{object_id} is {more}{size:,} bytes, above the {limit:,}-byte limit (MaxObjectBytes): not copied"
+        )
+        self.size = size
+        self.limit = limit
 
 
 class ArtifactRecord(BaseModel):
@@ -197,6 +214,64 @@ class OutputWriter:
             s3_uri=self.uri(key),
             content_type=artifact.content_type,
             bytes=len(artifact.content),
+        )
+
+    def put_artifact_stream(self, job: Job, stream: ArtifactStream, *, max_bytes: int) -> ArtifactRecord:
+        """Copy a streamed artifact to S3 with at most one part (8 MiB) in memory.
+
+        Small artifacts (one part) are one ``PutObject``; larger ones a multipart upload, aborted if
+        anything fails so no partial object or orphaned parts are left.
+
+        Raises:
+            TooLargeError: the artifact is bigger than ``max_bytes`` (nothing is kept).
+        """
+        if stream.length is not None and stream.length > max_bytes:
+            raise TooLargeError(stream.object_id, stream.length, max_bytes)
+        key = self.artifact_key(job, stream.object_id, stream.content_type)
+        buffer = bytearray()
+        total = 0
+        upload_id: str | None = None
+        parts: list[Any] = []
+        try:
+            for chunk in stream.chunks:
+                total += len(chunk)
+                if total > max_bytes:
+                    raise TooLargeError(stream.object_id, total, max_bytes, at_least=True)
+                buffer += chunk
+                if len(buffer) >= PART_BYTES:
+                    if upload_id is None:
+                        upload_id = self._s3.create_multipart_upload(
+                            Bucket=self.bucket,
+                            Key=key,
+                            ContentType=stream.content_type,
+                            Metadata={"vlmwatch-job-id": job.job_id},
+                        )["UploadId"]
+                    part = self._s3.upload_part(
+                        Bucket=self.bucket,
+                        Key=key,
+                        UploadId=upload_id,
+                        PartNumber=len(parts) + 1,
+                        Body=bytes(buffer[:PART_BYTES]),
+                    )
+                    parts.append({"PartNumber": len(parts) + 1, "ETag": part["ETag"]})
+                    del buffer[:PART_BYTES]
+            if upload_id is None:
+                self._put(key, bytes(buffer), stream.content_type, job)
+            else:
+                if buffer:
+                    part = self._s3.upload_part(
+                        Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumber=len(parts) + 1, Body=bytes(buffer)
+                    )
+                    parts.append({"PartNumber": len(parts) + 1, "ETag": part["ETag"]})
+                self._s3.complete_multipart_upload(
+                    Bucket=self.bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}
+                )
+        except BaseException:
+            if upload_id is not None:
+                self._s3.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
+            raise
+        return ArtifactRecord(
+            object_id=stream.object_id, s3_uri=self.uri(key), content_type=stream.content_type, bytes=total
         )
 
     def put_result(

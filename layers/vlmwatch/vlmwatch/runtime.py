@@ -290,4 +290,5 @@ def deliverer() -> Deliverer:
         job_events(),
         source_s3=s3(),
         retry_seconds=max(1, cfg.delivery_grace_seconds // 5),
+        max_bytes=cfg.max_object_bytes,
     )

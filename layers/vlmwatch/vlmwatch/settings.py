@@ -49,6 +49,7 @@ _ENV = {
     "VLMRUN_TIMEOUT_SECONDS": "vlmrun_timeout_seconds",
     "POLLING_MODE": "polling_mode",
     "POLL_CLAIM_SECONDS": "poll_claim_seconds",
+    "MAX_OBJECT_BYTES": "max_object_bytes",
     "STATE_MACHINE_ARN": "state_machine_arn",
     "WEBHOOK_ENABLED": "webhook_enabled",
 }
@@ -110,6 +111,8 @@ class Settings(BaseModel):
     # How long a poller run's claim on a job lasts: longer than one run can take.
     poll_claim_seconds: int = Field(120, ge=1)
     polling_mode: Literal["schedule", "stepfunctions"] = "schedule"
+    # The largest artifact (or upload-mode input) vlmwatch moves; both are streamed, never held whole.
+    max_object_bytes: int = Field(5 * 1024**3, ge=1)
 
     @field_validator("routing_rules", mode="before")
     @classmethod

@@ -37,7 +37,7 @@ import hashlib
 import hmac
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
@@ -320,14 +320,23 @@ class Submitter:
             )
         file_id = job.input_file_id
         if not file_id:
-            obj = self._s3.get_object(**params)
-            content = obj["Body"].read()
             name = job.key.rsplit("/", 1)[-1]
             ctype = job.content_type or "application/octet-stream"
             client = self._vlmrun()
-            if len(content) > PRESIGNED_UPLOAD_THRESHOLD:
-                info = client.upload_file_presigned(name, content, ctype)
+            size = job.size if job.size is not None else int(self._s3.head_object(**params)["ContentLength"])
+            if size > self._settings.max_object_bytes:
+                raise VlmRunRejectedError(
+                    f"the input is {size:,} bytes, above the {self._settings.max_object_bytes:,}-byte limit "
+                    "(MaxObjectBytes): not uploaded"
+                )
+            if size > PRESIGNED_UPLOAD_THRESHOLD:
+                # Streamed from S3 to VLM Run's storage in 1 MiB chunks: memory stays flat for any size.
+                def chunks() -> Iterator[bytes]:
+                    return iter(self._s3.get_object(**params)["Body"].iter_chunks(1024 * 1024))
+
+                info = client.upload_file_presigned(name, chunks, ctype, size=size)
             else:
+                content = self._s3.get_object(**params)["Body"].read()
                 info = client.upload_file(name, content, ctype)
             file_id = info.id
             # Recorded before the POST: every later attempt reuses it, and a claim that expires

@@ -16,7 +16,9 @@ import logging
 import random
 import re
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -42,6 +44,7 @@ TERMINAL_STATUSES = frozenset({"completed", "failed", "cancelled"})
 DEFAULT_TIMEOUT = httpx.Timeout(15.0, connect=3.0)
 # Artifacts can be videos: allow a longer read, same connect budget.
 ARTIFACT_TIMEOUT = httpx.Timeout(120.0, connect=3.0)
+STREAM_CHUNK_BYTES = 1024 * 1024
 # Ids from responses go into URL paths: UUIDs and ``file_...``-style ids, never a '/', '.' or '%'.
 SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")
 
@@ -142,6 +145,16 @@ class Artifact(BaseModel):
     object_id: str
     content: bytes
     content_type: str
+
+
+@dataclass
+class ArtifactStream:
+    """An artifact being downloaded: read ``chunks`` once."""
+
+    object_id: str
+    content_type: str
+    length: int | None
+    chunks: Iterator[bytes]
 
 
 def error_message(response: httpx.Response) -> str:
@@ -316,10 +329,43 @@ class VlmRunClient:
         return self._parse(self._get("artifacts/list", params=params), ArtifactList)
 
     def get_artifact(self, execution_id: str, object_id: str) -> Artifact:
+        """An artifact read whole (small ones; delivery streams them with :meth:`open_artifact`)."""
+        with self.open_artifact(execution_id, object_id) as stream:
+            content = b"".join(stream.chunks)
+        return Artifact(object_id=object_id, content=content, content_type=stream.content_type)
+
+    @contextmanager
+    def open_artifact(self, execution_id: str, object_id: str) -> Iterator[ArtifactStream]:
+        """An artifact as a stream of chunks: a video of any size passes through a bounded buffer.
+
+        The request is retried like any GET until its status line says the body is coming; the body
+        itself is read once, by the caller, inside the ``with``.
+        """
         params = {"execution_id": safe_id(execution_id, "execution id"), "object_id": safe_id(object_id, "object id")}
-        response = self._get("artifacts", params=params, timeout=ARTIFACT_TIMEOUT)
-        ctype = response.headers.get("Content-Type", "application/octet-stream").split(";")[0].strip()
-        return Artifact(object_id=object_id, content=response.content, content_type=ctype)
+        opened: list[httpx.Response] = []
+
+        def send() -> httpx.Response:
+            request = self._http.build_request("GET", "artifacts", params=params, timeout=ARTIFACT_TIMEOUT)
+            self.requests_sent += 1
+            response = self._http.send(request, stream=True)
+            opened.append(response)
+            if response.status_code >= 400 or not response.is_success:
+                response.read()  # error bodies are small; the message is in them
+            return response
+
+        try:
+            response = self._with_retries(send)
+            ctype = response.headers.get("Content-Type", "application/octet-stream").split(";")[0].strip()
+            length = response.headers.get("Content-Length")
+            yield ArtifactStream(
+                object_id=object_id,
+                content_type=ctype,
+                length=int(length) if length and length.isdigit() else None,
+                chunks=response.iter_bytes(STREAM_CHUNK_BYTES),
+            )
+        finally:
+            for item in opened:
+                item.close()
 
     # -- files --------------------------------------------------------------------------------
 
@@ -340,29 +386,49 @@ class VlmRunClient:
         )
         return self._parse(response, FileInfo)
 
-    def upload_file_presigned(self, filename: str, content: bytes, content_type: str) -> FileInfo:
-        """The presigned flow for large files: get a URL, PUT the bytes, verify."""
+    def upload_file_presigned(
+        self,
+        filename: str,
+        content: bytes | Callable[[], Iterator[bytes]],
+        content_type: str,
+        *,
+        size: int | None = None,
+    ) -> FileInfo:
+        """The presigned flow for large files: get a URL, PUT the bytes, verify.
+
+        ``content`` may be a callable returning a fresh iterator of chunks (with ``size``): the file is then
+        streamed (from S3, say) and never held whole; each retry of the PUT opens it again.
+        """
+        if callable(content) and size is None:
+            raise ValueError("a streamed upload needs its size (a presigned PUT cannot be chunked)")
         grant = self._parse(
             self._with_retries(
                 lambda: self._send("POST", "files/presigned-url", json={"filename": filename, "purpose": "assistants"})
             ),
             PresignedUpload,
         )
-        put = self._with_retries(lambda: self._put_presigned(grant, content, content_type))
+        put = self._with_retries(lambda: self._put_presigned(grant, content, content_type, size))
         if put.status_code >= 300:
             raise VlmRunUnavailableError(
                 f"presigned upload PUT failed: HTTP {put.status_code}", status_code=put.status_code
             )
         return self._parse(self._get(f"files/verify-upload/{safe_id(grant.id, 'file id')}"), FileInfo)
 
-    def _put_presigned(self, grant: PresignedUpload, content: bytes, content_type: str) -> httpx.Response:
-        request = self._http.build_request(
-            "PUT",
-            grant.url,
-            content=content,
-            headers={"Content-Type": grant.content_type or content_type},
-            timeout=ARTIFACT_TIMEOUT,
-        )
+    def _put_presigned(
+        self,
+        grant: PresignedUpload,
+        content: bytes | Callable[[], Iterator[bytes]],
+        content_type: str,
+        size: int | None = None,
+    ) -> httpx.Response:
+        headers = {"Content-Type": grant.content_type or content_type}
+        body: bytes | Iterator[bytes]
+        if callable(content):
+            body = content()
+            headers["Content-Length"] = str(size)  # storage hosts refuse chunked PUTs
+        else:
+            body = content
+        request = self._http.build_request("PUT", grant.url, content=body, headers=headers, timeout=ARTIFACT_TIMEOUT)
         self.requests_sent += 1
         # The URL carries its own authorisation; our API key must not travel to a storage host.
         return self._http.send(request, auth=httpx.Auth())
