@@ -68,6 +68,9 @@ lint-security: $(CHECKOV_VENV)/.installed ## checkov on the template, all four P
 build: $(SAM_VENV)/.installed ## sam build (needs python3.12 on PATH, which this provides)
 	PATH="$(dir $(PYTHON312)):$$PATH" $(SAM_VENV)/bin/sam build
 
+coldstart: $(VENV)/.installed ## median handler import times beside a baseline, and the built layer's size
+	$(VENV)/bin/python -m vlmwatch_local coldstart $(ARGS)
+
 bench: $(VENV)/.installed ## load benchmark on the local stack (not in CI; prints numbers)
 	$(VENV)/bin/python -m vlmwatch_local bench $(ARGS)
 
@@ -77,4 +80,4 @@ chaos: $(VENV)/.installed ## fault harness: 1,000 files under faults, invariants
 clean: ## remove virtualenvs, build output and demo output
 	rm -rf $(VENV) $(SAM_VENV) $(CHECKOV_VENV) .aws-sam demo-output
 
-.PHONY: help venv demo up test lint lint-template lint-security build bench chaos clean
+.PHONY: help venv demo up coldstart test lint lint-template lint-security build bench chaos clean

@@ -78,6 +78,8 @@ def list_jobs(target: Target, statuses: Iterable[str] = (), since: int | None = 
     jobs = []
     for page in client.get_paginator("scan").paginate(**kwargs):
         for item in page.get("Items", []):
+            if item["job_id"]["S"].startswith("#"):
+                continue  # the request budget's rows, not jobs
             job = Job.from_item(_plain(item))
             if wanted and not ({job.status.value, (job.outcome or job.status).value} & wanted):
                 continue

@@ -94,13 +94,14 @@ class Stack:
         return self._s3.put_object(**kwargs).get("VersionId")
 
     def jobs(self) -> list[dict[str, Any]]:
-        """Every row of the job table (a full scan: for tests and the local stack only)."""
+        """Every job in the job table (a full scan: for tests and the local stack only); the request
+        budget's rows (ids starting with "#") are not jobs."""
         table = self._table
         items: list[dict[str, Any]] = []
         kwargs: dict[str, Any] = {}
         while True:
             page = table.scan(**kwargs)
-            items += page["Items"]
+            items += [item for item in page["Items"] if not str(item["job_id"]).startswith("#")]
             if "LastEvaluatedKey" not in page:
                 return items
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]

@@ -11,6 +11,10 @@ import random
 import threading
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from vlmwatch.budget import RequestBudget
 
 
 class Backpressure:
@@ -21,8 +25,14 @@ class Backpressure:
         rng: jitter source.
     """
 
-    def __init__(self, clock: Callable[[], float] = time.time, rng: random.Random | None = None) -> None:
+    def __init__(
+        self,
+        clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+        budget: RequestBudget | None = None,
+    ) -> None:
         self._clock = clock
+        self._budget = budget
         self._rng = rng or random.Random()
         self._until = 0.0
         self._last = 0.0
@@ -30,11 +40,23 @@ class Backpressure:
         self.hits = 0  # 429s seen by this process (a metric)
 
     def block(self, seconds: float) -> None:
-        """VLM Run said 429 with ``Retry-After: seconds``."""
+        """VLM Run said 429 with ``Retry-After: seconds``: this process waits, and the shared budget shrinks."""
         with self._lock:
             self._until = max(self._until, self._clock() + max(seconds, 0.0))
             self._last = max(seconds, 0.0)
             self.hits += 1
+        if self._budget is not None:
+            self._budget.shrink()
+
+    def admit(self) -> int | None:
+        """May one start or poll be sent now? None: yes (one request of the shared budget is spent).
+        Otherwise the epoch second to put the work off to: after this process's 429 block, or in the
+        budget's next window."""
+        if self.blocked:
+            return self.retry_at()
+        if self._budget is not None:
+            return self._budget.take()
+        return None
 
     @property
     def blocked(self) -> bool:

@@ -227,9 +227,20 @@ def reports_usage(metrics: Any) -> Callable[[Callable[..., Any]], Callable[..., 
 
 @functools.cache
 def pressure() -> Backpressure:
+    from vlmwatch.budget import RequestBudget
     from vlmwatch.pressure import Backpressure
 
-    return Backpressure(clock=job_store().now)
+    cfg = settings()
+    budget = None
+    if cfg.requests_per_minute:
+        budget = RequestBudget(
+            _boto("dynamodb"),
+            cfg.jobs_table,
+            cfg.requests_per_minute,
+            window_seconds=cfg.budget_window_seconds,
+            clock=job_store().now,
+        )
+    return Backpressure(clock=job_store().now, budget=budget)
 
 
 @functools.cache

@@ -50,6 +50,8 @@ _ENV = {
     "POLLING_MODE": "polling_mode",
     "POLL_CLAIM_SECONDS": "poll_claim_seconds",
     "MAX_OBJECT_BYTES": "max_object_bytes",
+    "REQUESTS_PER_MINUTE": "requests_per_minute",
+    "BUDGET_WINDOW_SECONDS": "budget_window_seconds",
     "STATE_MACHINE_ARN": "state_machine_arn",
     "WEBHOOK_ENABLED": "webhook_enabled",
 }
@@ -113,6 +115,10 @@ class Settings(BaseModel):
     polling_mode: Literal["schedule", "stepfunctions"] = "schedule"
     # The largest artifact (or upload-mode input) vlmwatch moves; both are streamed, never held whole.
     max_object_bytes: int = Field(5 * 1024**3, ge=1)
+    # The deployment's VLM Run request budget (starts and polls), shared by every function; 0 = none.
+    requests_per_minute: int = Field(0, ge=0)
+    # The budget's window: 60 s ("per minute"); shorter only to compress time in benchmarks and tests.
+    budget_window_seconds: int = Field(60, ge=1)
 
     @field_validator("routing_rules", mode="before")
     @classmethod

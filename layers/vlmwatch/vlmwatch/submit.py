@@ -133,9 +133,11 @@ class Submitter:
         now = self._store.now()
         if self._past_start_deadline(job, now):
             return self._give_up(job)
-        if self._pressure.blocked:
-            # Another request of this process just got a 429: do not spend one to hear it again.
-            self._store.reschedule(job.job_id, self._pressure.retry_at(), error="rate limited by VLM Run; waiting")
+        wait_until = self._pressure.admit()
+        if wait_until is not None:
+            # A 429 of this process, or the deployment's request budget for this minute is spent: do not
+            # spend a request to hear "429" again. The job waits on its row; nothing fails.
+            self._store.reschedule(job.job_id, wait_until, error="rate limited or request budget spent; waiting")
             return Outcome.DEFERRED
         attempt = self._store.claim_submit(job.job_id, self._settings.submit_lease_seconds)
         if attempt is None:

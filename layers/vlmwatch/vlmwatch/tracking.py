@@ -141,9 +141,10 @@ class Tracker:
                 return self._redeliver(job)
             if job.status not in IN_FLIGHT:
                 return "finished-already"
-            if self._pressure.blocked:
-                # Don't spend a request to hear "429" again: put the job back, spread over the next seconds.
-                self._store.reschedule(job.job_id, self._pressure.retry_at(), error="rate limited; deferred")
+            wait_until = self._pressure.admit()
+            if wait_until is not None:
+                # A 429 just now, or the shared request budget is spent: put the job back, spread out.
+                self._store.reschedule(job.job_id, wait_until, error="rate limited or request budget spent; deferred")
                 return "deferred"
             return self.poll_job(job)
         except VlmRunRateLimitedError as exc:
@@ -264,6 +265,9 @@ class Tracker:
         if job is None:
             return StepResult(job_id, "missing", True, 0)
         if job.status in IN_FLIGHT:
+            wait_until = self._pressure.admit()
+            if wait_until is not None:
+                return StepResult(job_id, job.status.value, False, max(1, wait_until - self._store.now()))
             try:
                 self.poll_job(job)
             except VlmRunRateLimitedError as exc:
