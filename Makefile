@@ -71,6 +71,9 @@ build: $(SAM_VENV)/.installed ## sam build (needs python3.12 on PATH, which this
 coldstart: $(VENV)/.installed ## median handler import times beside a baseline, and the built layer's size
 	$(VENV)/bin/python -m vlmwatch_local coldstart $(ARGS)
 
+perf: $(VENV)/.installed ## requests, latency and AWS cost per mode side by side; rewrites docs/PERFORMANCE.md
+	$(VENV)/bin/python -m vlmwatch_local perf --write $(ARGS)
+
 bench: $(VENV)/.installed ## load benchmark on the local stack (not in CI; prints numbers)
 	$(VENV)/bin/python -m vlmwatch_local bench $(ARGS)
 
@@ -80,4 +83,4 @@ chaos: $(VENV)/.installed ## fault harness: 1,000 files under faults, invariants
 clean: ## remove virtualenvs, build output and demo output
 	rm -rf $(VENV) $(SAM_VENV) $(CHECKOV_VENV) .aws-sam demo-output
 
-.PHONY: help venv demo up coldstart test lint lint-template lint-security build bench chaos clean
+.PHONY: help venv demo up coldstart perf test lint lint-template lint-security build bench chaos clean

@@ -1,0 +1,374 @@
+"""Requests, latency and AWS cost per mode, side by side, in virtual time.
+
+``python -m vlmwatch_local perf [--jobs 100] [--job-seconds 120]`` runs the real handlers against moto
+(in-process) and the VLM Run emulator, with a clock the harness moves: 100 jobs that each take 120 s at
+VLM Run cost seconds of wall time, not minutes. For each mode it counts what matters for a bill and a rate
+limit:
+
+* ``schedule``: the scheduled poller (every 60 s) with per-job exponential backoff;
+* ``webhook``: VLM Run calls back at completion; polling is the slow safety net;
+* ``sdk-wait``: a baseline that polls every job every 5 s, as the official SDK's ``executions.wait`` does.
+
+Measured per mode: VLM Run status requests per job and all requests; completion → result document latency
+(p50/p95, virtual seconds: how long a document waits for vlmwatch to notice, not processing time); AWS API
+calls by service and operation (every client the handlers build, plus the event-source loops' SQS calls);
+Lambda invocations and their measured durations. A cost model turns the counts into dollars per 1,000
+documents at the list prices in ``PRICES`` (us-east-1, stated in the report). Writes
+``docs/PERFORMANCE.md`` and ``docs/performance.png`` with ``--write``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+MEMORY_GB = 0.5  # every function's MemorySize (512 MB)
+
+# Public list prices, us-east-1, as used here (check the pricing pages before relying on them).
+PRICES = {
+    "lambda_request": 0.20 / 1e6,  # per invocation
+    "lambda_gb_second_arm": 0.0000133334,  # per GB-second, arm64
+    "dynamodb_write_unit": 0.625 / 1e6,  # on-demand write request unit
+    "dynamodb_read_unit": 0.125 / 1e6,  # on-demand read request unit
+    "s3_put": 0.005 / 1000,  # PUT, COPY, POST, LIST per request
+    "s3_get": 0.0004 / 1000,  # GET, HEAD per request
+    "sqs_request": 0.40 / 1e6,  # standard queue, per request (64 KB chunk)
+    "eventbridge_event": 1.00 / 1e6,  # custom events put
+    "secrets_api_call": 0.05 / 10000,  # per 10,000 API calls
+    "cloudwatch_metric_ingest": 0.0,  # EMF metrics ride on log ingestion, counted below
+    "logs_ingest_gb": 0.50,  # per GB ingested
+}
+# Writes to the job table also write the indexes whose keys change: counted as 2 units per write
+# (table + the sparse index most transitions touch). Reads are strongly consistent: 1 unit each.
+WRITE_UNITS_PER_WRITE = 2
+LOG_BYTES_PER_INVOCATION = 1500  # START/END/REPORT + a JSON line or two + one EMF blob, measured locally
+
+
+@dataclass
+class ModeResult:
+    mode: str
+    jobs: int
+    status_requests: int
+    all_requests: int
+    latencies: list[float]
+    aws_calls: Counter[str]
+    invocations: Counter[str]
+    lambda_seconds: float
+    delivered: int
+    failed: int
+    cost: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def status_per_job(self) -> float:
+        return self.status_requests / self.jobs
+
+    def pct(self, q: float) -> float:
+        if not self.latencies:
+            return 0.0
+        values = sorted(self.latencies)
+        return values[min(len(values) - 1, round(q * (len(values) - 1)))]
+
+
+def _count_calls(session: Any, counter: Counter[str]) -> None:
+    """Count every API call of the clients this botocore session builds from now on."""
+
+    def before(model: Any, **_: Any) -> None:
+        counter[f"{model.service_model.endpoint_prefix}:{model.name}"] += 1
+
+    session.register("before-call", before)
+
+
+def run_mode(mode: str, jobs: int, job_seconds: int) -> ModeResult:
+    """One mode, from an empty stack to every job delivered, in virtual time."""
+    import boto3
+    import httpx
+    from moto import mock_aws
+
+    from vlmwatch import runtime
+    from vlmwatch.settings import Settings
+    from vlmwatch_local.emulator import Emulator, EmulatorConfig
+    from vlmwatch_local.loops import LocalAws, function_url_event
+    from vlmwatch_local.provision import provision
+
+    clock = _Clock(1_800_000_000)
+    calls: Counter[str] = Counter()
+    with mock_aws(), contextlib.ExitStack():
+        stack = provision(region="us-east-1")
+        # Three status steps of job_seconds / 3: the execution is done job_seconds after it started.
+        emulator = Emulator(
+            EmulatorConfig(step_seconds=job_seconds / 3, status_sequence=["enqueued", "running", "running"]),
+            clock=clock,
+            fetch=lambda url: (b"perf document", "text/plain"),
+        )
+        env = stack.environment()
+        env.update({"DEFAULT_AGENT_NAME": "doc-extractor:v1", "POLLER_MAX_JOBS": str(jobs * 2)})
+        if mode == "webhook":
+            boto3.client("secretsmanager").create_secret(Name="vlmwatch/perf-hook", SecretString="perf-secret")
+            env.update({"CALLBACK_URL": "https://hooks.example/vlmwatch", "WEBHOOK_SECRET": "vlmwatch/perf-hook"})
+            emulator.config.webhook_secret = "perf-secret"  # noqa: S105 - a local value
+        runtime.use(
+            settings=Settings.from_env(env),
+            transport=httpx.WSGITransport(app=emulator.app),
+            api_key=emulator.config.api_key,
+            clock=clock,
+        )
+        _count_calls(runtime._session(), calls)
+        local = LocalAws(stack)
+        # The event-source loops' SQS calls are what Lambda's SQS poller would make (and bill).
+        local.sqs.meta.events.register("before-call", lambda model, **_: calls.update([f"sqs:{model.name}"]))
+        if mode == "webhook":
+            emulator._send = lambda url, body, headers: local.invoke(
+                "webhook", function_url_event("POST", "/", headers, body, url.split("?", 1)[1])
+            )
+        s3 = boto3.client("s3")
+        # Files arrive over a minute, so completions fall anywhere between two poller runs, as they would.
+        # The baseline polls each job from its start, so its files all arrive at once.
+        for i in range(jobs):
+            s3.put_object(Bucket=stack.input_bucket, Key=f"perf/{i:04d}.txt", Body=f"document {i}".encode())
+            if mode != "sdk-wait":
+                local.pump_ingest()
+                clock.advance(60 / jobs)
+        local.pump_ingest()
+        completed_at: dict[str, float] = {}
+        if mode == "sdk-wait":
+            status = _sdk_wait(local, emulator, clock, stack, jobs)
+        else:
+            status = 0
+            # One-second steps: the emulator finishes (and calls back) on the second an execution ends.
+            for second in range(4 * 3600):
+                clock.advance(1)
+                emulator.tick()
+                local.pump_stream()
+                if int(clock()) % 60 == 0:  # the scheduled poller: once a minute
+                    local.run_poller()
+                    local.pump_stream()
+                if second % 30 == 0:
+                    rows = stack.jobs()
+                    if len(rows) == jobs and all(r["status"] == "delivered" for r in rows):
+                        break
+            for execution in emulator.executions.values():
+                # When VLM Run finished it (three steps of job_seconds / 3), in whole seconds like delivered_at.
+                completed_at[execution.id] = int(execution.created_at + job_seconds)
+            status = emulator.requests["GET /v1/agent/executions/<exec_id>"]
+        rows = stack.jobs()
+        latencies = [
+            float(r["delivered_at"]) - completed_at[r["execution_id"]]
+            for r in rows
+            if r.get("delivered_at") and r.get("execution_id") in completed_at
+        ]
+        requests = sum(v for k, v in emulator.requests.items() if k.startswith(("GET /v1", "POST /v1")))
+        invocations = Counter(inv.function for inv in local.invocations)
+        seconds = sum(inv.seconds for inv in local.invocations)
+        runtime.reset()
+    return ModeResult(
+        mode=mode,
+        jobs=jobs,
+        status_requests=status,
+        all_requests=requests,
+        latencies=latencies,
+        aws_calls=calls,
+        invocations=invocations,
+        lambda_seconds=seconds,
+        delivered=sum(r["status"] == "delivered" for r in rows),
+        failed=sum(r.get("outcome") in ("failed", "timed_out") for r in rows),
+    )
+
+
+def _sdk_wait(local: Any, emulator: Any, clock: _Clock, stack: Any, jobs: int) -> int:
+    """The baseline: submitted through vlmwatch, then each execution polled every 5 s until it ends."""
+    gets = 0
+    pending = set(emulator.executions)
+    client = __import__("httpx").Client(transport=__import__("httpx").WSGITransport(app=emulator.app))
+    headers = {"Authorization": f"Bearer {emulator.config.api_key}"}
+    while pending:
+        clock.advance(5)
+        emulator.tick()
+        for execution_id in sorted(pending):
+            gets += 1
+            status = client.get(f"http://emulator/v1/agent/executions/{execution_id}", headers=headers).json()["status"]
+            if status in ("completed", "failed", "cancelled"):
+                pending.discard(execution_id)
+    return gets
+
+
+class _Clock:
+    def __init__(self, start: float) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def cost_per_1000(result: ModeResult) -> dict[str, float]:
+    """Dollars per 1,000 documents, by service, from the measured counts."""
+    scale = 1000 / result.jobs
+    calls = result.aws_calls
+    ddb_writes = sum(
+        v
+        for k, v in calls.items()
+        if k.startswith("dynamodb:") and k.split(":")[1] in ("PutItem", "UpdateItem", "DeleteItem")
+    )
+    ddb_reads = sum(
+        v for k, v in calls.items() if k.startswith("dynamodb:") and k.split(":")[1] in ("GetItem", "Query", "Scan")
+    )
+    s3_put = sum(
+        v
+        for k, v in calls.items()
+        if k.startswith("s3:")
+        and k.split(":")[1]
+        in (
+            "PutObject",
+            "CopyObject",
+            "DeleteObject",
+            "ListObjectsV2",
+            "CreateMultipartUpload",
+            "UploadPart",
+            "CompleteMultipartUpload",
+        )
+    )
+    s3_get = sum(v for k, v in calls.items() if k.startswith("s3:") and k.split(":")[1] in ("GetObject", "HeadObject"))
+    sqs = sum(v for k, v in calls.items() if k.startswith("sqs:"))
+    events = sum(v for k, v in calls.items() if k == "events:PutEvents")
+    secrets = sum(v for k, v in calls.items() if k.startswith("secretsmanager:"))
+    invocations = sum(result.invocations.values())
+    cost = {
+        "Lambda requests": invocations * PRICES["lambda_request"],
+        "Lambda GB-s": result.lambda_seconds * MEMORY_GB * PRICES["lambda_gb_second_arm"],
+        "DynamoDB": ddb_writes * WRITE_UNITS_PER_WRITE * PRICES["dynamodb_write_unit"]
+        + ddb_reads * PRICES["dynamodb_read_unit"],
+        "S3": s3_put * PRICES["s3_put"] + s3_get * PRICES["s3_get"],
+        # + one SendMessage per object by EventBridge, which these counts do not see.
+        "SQS": (sqs + result.jobs) * PRICES["sqs_request"],
+        "EventBridge": events * PRICES["eventbridge_event"],
+        "Secrets Manager": secrets * PRICES["secrets_api_call"],
+        "CloudWatch Logs": invocations * LOG_BYTES_PER_INVOCATION / 1e9 * PRICES["logs_ingest_gb"],
+    }
+    return {k: v * scale for k, v in cost.items()}
+
+
+def report(results: list[ModeResult], job_seconds: int) -> str:
+    lines = [
+        "| mode | status requests / job | all VLM Run requests / job | completion -> document p50 / p95 (s) | "
+        "delivered / failed | AWS $ / 1,000 docs |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in results:
+        total = sum(r.cost.values()) if r.cost else 0.0
+        lines.append(
+            f"| {r.mode} | {r.status_per_job:.1f} | {r.all_requests / r.jobs:.1f} | "
+            + (f"{r.pct(0.5):.0f} / {r.pct(0.95):.0f} | {r.delivered} / {r.failed} | " if r.cost else "- | - | ")
+            + (f"{total:.4f}" if r.cost else "-")
+            + " |"
+        )
+    lines.append("")
+    lines.append(f"{results[0].jobs} jobs of {job_seconds} s each at VLM Run, virtual time.")
+    lines.append("")
+    lines.append("| cost per 1,000 documents | " + " | ".join(r.mode for r in results if r.cost) + " |")
+    lines.append("| --- |" + " ---: |" * sum(1 for r in results if r.cost))
+    services = list(next(r.cost for r in results if r.cost))
+    for service in services:
+        lines.append(f"| {service} | " + " | ".join(f"{r.cost[service]:.5f}" for r in results if r.cost) + " |")
+    lines.append("| **total** | " + " | ".join(f"**{sum(r.cost.values()):.4f}**" for r in results if r.cost) + " |")
+    return "\n".join(lines)
+
+
+def coldstart_table(runs: int) -> str:
+    """Median import (and import + first use) of each handler beside the baseline; the layer's size."""
+    from vlmwatch_local import coldstart
+
+    medians = coldstart.measure(runs)
+    base = medians["baseline"]
+    lines = [
+        f"Cold start: median of {runs} fresh interpreters each, the layer's requirements + boto3 (as on Lambda),"
+        " interleaved with the baseline (boto3 + S3/DynamoDB clients + httpx + pydantic + powertools"
+        f" Logger/Metrics) = {base:.0f} ms.",
+        "",
+        "| handler | import (ms) | x baseline | import + first use (ms) | x baseline |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    for handler in coldstart.HANDLERS:
+        ready = medians[f"{handler}+ready"]
+        lines.append(
+            f"| {handler} | {medians[handler]:.0f} | {medians[handler] / base:.2f} | {ready:.0f} | {ready / base:.2f} |"
+        )
+    size = coldstart.layer_size()
+    if size:
+        lines += ["", f"Built layer (`make build`): {size[0] / 1e6:.1f} MB unpacked, {size[1]} files."]
+    return "\n".join(lines)
+
+
+def chart(results: list[ModeResult], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    modes = [r.mode for r in results]
+    left.bar(modes, [r.status_per_job for r in results], color=["#4C72B0", "#55A868", "#C44E52"][: len(modes)])
+    left.set_title("VLM Run status requests per job")
+    left.set_ylabel("requests")
+    shown = [r for r in results if r.latencies]
+    right.bar([r.mode for r in shown], [r.pct(0.95) for r in shown], color="#8172B2", label="p95")
+    right.bar([r.mode for r in shown], [r.pct(0.5) for r in shown], color="#CCB974", label="p50")
+    right.set_title("completion -> result document (s)")
+    right.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+def main(args: Any) -> int:
+    import logging
+
+    package = logging.getLogger("vlmwatch")
+    level = package.level
+    package.setLevel(logging.ERROR)  # thousands of jobs' info lines are not the report
+    results = []
+    try:
+        for mode in ("schedule", "webhook", "sdk-wait"):
+            started = time.monotonic()
+            result = run_mode(mode, args.jobs, args.job_seconds)
+            if mode != "sdk-wait":
+                result.cost = cost_per_1000(result)
+            results.append(result)
+            print(f"{mode}: done in {time.monotonic() - started:.0f} s of wall time", flush=True)
+    finally:
+        package.setLevel(level)
+    text = report(results, args.job_seconds)
+    if getattr(args, "coldstart_runs", 0):
+        text += "\n\n" + coldstart_table(args.coldstart_runs)
+    print()
+    print(text)
+    if args.write:
+        (ROOT / "docs").mkdir(exist_ok=True)
+        chart(results, ROOT / "docs" / "performance.png")
+        prices = "\n".join(f"- `{k}`: {v:.10g} USD" for k, v in PRICES.items())
+        (ROOT / "docs" / "PERFORMANCE.md").write_text(
+            "# Performance\n\nRegenerate with `make perf` (`python -m vlmwatch_local perf --write`).\n\n"
+            + text
+            + "\n\n![requests and latency per mode](performance.png)\n\n## Prices used (us-east-1 list prices)\n\n"
+            + prices
+            + f"\n\nDynamoDB writes are counted as {WRITE_UNITS_PER_WRITE} write units (table + index); reads as"
+            " 1 strongly consistent unit. Lambda GB-s use the measured in-process handler durations at"
+            f" {MEMORY_GB * 1024:.0f} MB (moto is slower than AWS: an upper bound). CloudWatch Logs at"
+            f" {LOG_BYTES_PER_INVOCATION} bytes per invocation.\n"
+        )
+    return 0 if all(r.failed == 0 and r.delivered == r.jobs for r in results if r.mode != "sdk-wait") else 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--jobs", type=int, default=100)
+    parser.add_argument("--job-seconds", type=int, default=120)
+    parser.add_argument("--write", action="store_true")
+    raise SystemExit(main(parser.parse_args()))
