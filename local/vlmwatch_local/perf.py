@@ -62,6 +62,7 @@ class ModeResult:
     delivered: int
     failed: int
     cost: dict[str, float] = field(default_factory=dict)
+    settled_seconds: float = 0.0  # virtual seconds from the first file to the last document
 
     @property
     def status_per_job(self) -> float:
@@ -107,6 +108,10 @@ def run_mode(mode: str, jobs: int, job_seconds: int) -> ModeResult:
         )
         env = stack.environment()
         env.update({"DEFAULT_AGENT_NAME": "doc-extractor:v1", "POLLER_MAX_JOBS": str(jobs * 2)})
+        if mode.startswith("budget"):
+            # The shared request budget at a small plan's 10 a minute. One poll at a time: in-process moto
+            # does not make concurrent conditional updates atomic (DynamoDB does).
+            env.update({"REQUESTS_PER_MINUTE": "10", "POLLER_CONCURRENCY": "1"})
         if mode == "webhook":
             boto3.client("secretsmanager").create_secret(Name="vlmwatch/perf-hook", SecretString="perf-secret")
             env.update({"CALLBACK_URL": "https://hooks.example/vlmwatch", "WEBHOOK_SECRET": "vlmwatch/perf-hook"})
@@ -126,6 +131,7 @@ def run_mode(mode: str, jobs: int, job_seconds: int) -> ModeResult:
                 "webhook", function_url_event("POST", "/", headers, body, url.split("?", 1)[1])
             )
         s3 = boto3.client("s3")
+        first_file = clock()
         # Files arrive over a minute, so completions fall anywhere between two poller runs, as they would.
         # The baseline polls each job from its start, so its files all arrive at once.
         for i in range(jobs):
@@ -156,6 +162,7 @@ def run_mode(mode: str, jobs: int, job_seconds: int) -> ModeResult:
                 completed_at[execution.id] = int(execution.created_at + job_seconds)
             status = emulator.requests["GET /v1/agent/executions/<exec_id>"]
         rows = stack.jobs()
+        settled = max((float(r["delivered_at"]) for r in rows if r.get("delivered_at")), default=clock()) - first_file
         latencies = [
             float(r["delivered_at"]) - completed_at[r["execution_id"]]
             for r in rows
@@ -176,6 +183,7 @@ def run_mode(mode: str, jobs: int, job_seconds: int) -> ModeResult:
         lambda_seconds=seconds,
         delivered=sum(r["status"] == "delivered" for r in rows),
         failed=sum(r.get("outcome") in ("failed", "timed_out") for r in rows),
+        settled_seconds=settled,
     )
 
 
@@ -343,6 +351,15 @@ def main(args: Any) -> int:
     finally:
         package.setLevel(level)
     text = report(results, args.job_seconds)
+    if getattr(args, "budget", True):
+        budget = run_mode("budget-10/min", args.jobs, args.job_seconds)
+        text += (
+            f"\n\nA {budget.jobs}-file drop with `RequestsPerMinute=10`: {budget.delivered} delivered, {budget.failed}"
+            f" failed, last document {budget.settled_seconds / 60:.0f} minutes after the first file"
+            f" ({budget.all_requests} VLM Run requests: at most 10 a minute lets them through in"
+            f" {budget.all_requests / 10:.0f} minutes)."
+        )
+        results.append(budget)
     if getattr(args, "coldstart_runs", 0):
         text += "\n\n" + coldstart_table(args.coldstart_runs)
     print()
