@@ -457,8 +457,10 @@ class Emulator:
         def list_executions() -> Response:
             skip = int(request.args.get("skip", 0))
             limit = int(request.args.get("limit", 10))
-            items = sorted(emu.executions.values(), key=lambda e: e.created_at, reverse=True)
-            return ok([e.to_json() for e in items[skip : skip + limit]])
+            items = sorted(emu.executions.values(), key=lambda e: e.created_at, reverse=True)[skip : skip + limit]
+            for item in items:  # a look at an execution, like a GET (the poll-stepped mode moves on it)
+                emu._advance(item, by_poll=True)
+            return ok([e.to_json() for e in items])
 
         @app.get("/v1/artifacts")
         def get_artifact() -> Response:

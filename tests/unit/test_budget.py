@@ -80,3 +80,31 @@ def test_a_drop_at_3_requests_a_minute_is_all_delivered_within_the_budget(stack,
     per_minute = Counter(transport.sent)
     assert max(per_minute.values()) <= 3, per_minute
     assert len(emulator.executions) == 8
+
+
+def test_one_list_request_tells_which_of_many_due_jobs_are_still_running(stack, wire, emulator, clock):
+    wire(POLL_BASE_SECONDS="10", POLL_CAP_SECONDS="10", LIST_POLL_MIN_JOBS="5")
+    local = LocalAws(stack)
+    emulator.config.step_seconds = 100  # still running at the first polls, done after 300 s
+    emulator.config.status_sequence = ["running", "running", "running"]
+    for i in range(8):
+        drop(stack, f"many/{i}.txt", f"file {i}".encode())
+    local.pump_ingest()
+
+    clock.advance(15)
+    local.run_poller()
+
+    assert emulator.requests["GET /v1/agent/executions"] == 1  # one list for eight running jobs
+    assert emulator.requests["GET /v1/agent/executions/<exec_id>"] == 0
+    assert {j["remote_status"] for j in jobs(stack)} == {"running"}
+
+    for _ in range(40):
+        clock.advance(15)
+        emulator.tick()
+        local.run_poller()
+        local.pump_stream()
+    rows = jobs(stack)
+    assert {j["outcome"] for j in rows} == {"completed"}
+    # Every result came from the execution's own record (GET by id), never from a list item.
+    assert emulator.requests["GET /v1/agent/executions/<exec_id>"] >= 8
+    assert all(j["status"] == "delivered" for j in rows)

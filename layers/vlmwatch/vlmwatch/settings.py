@@ -52,6 +52,7 @@ _ENV = {
     "MAX_OBJECT_BYTES": "max_object_bytes",
     "REQUESTS_PER_MINUTE": "requests_per_minute",
     "BUDGET_WINDOW_SECONDS": "budget_window_seconds",
+    "LIST_POLL_MIN_JOBS": "list_poll_min_jobs",
     "STATE_MACHINE_ARN": "state_machine_arn",
     "WEBHOOK_ENABLED": "webhook_enabled",
 }
@@ -119,6 +120,9 @@ class Settings(BaseModel):
     requests_per_minute: int = Field(0, ge=0)
     # The budget's window: 60 s ("per minute"); shorter only to compress time in benchmarks and tests.
     budget_window_seconds: int = Field(60, ge=1)
+    # With at least this many in-flight jobs due in one poller run, one executions-list request tells which
+    # are still running (no GET for them); 0 = always one GET per job.
+    list_poll_min_jobs: int = Field(5, ge=0)
 
     @field_validator("routing_rules", mode="before")
     @classmethod

@@ -120,6 +120,11 @@ class Tracker:
         summary.claimed = len(claimed)
         if not claimed:
             return summary
+        listed = self._still_running(claimed)
+        for job_id, result in listed.items():
+            summary.outcomes[job_id] = result
+            summary.polled += 1
+        claimed = [j for j in claimed if j.job_id not in listed]
         with ThreadPoolExecutor(max_workers=self._settings.poller_concurrency) as pool:
             for job, result in zip(claimed, pool.map(self._move_safely, claimed), strict=True):
                 summary.outcomes[job.job_id] = result
@@ -132,6 +137,35 @@ class Tracker:
                 summary.redelivered += result == "redelivered"
                 summary.rate_limited |= result == "deferred"
         return summary
+
+    def _still_running(self, jobs: list[Job]) -> dict[str, str]:
+        """With many jobs due, one list request instead of one GET each for those still running.
+
+        Only a non-terminal status is taken from the list (the job is rescheduled, no GET); a job the list
+        says has ended, or does not show, is polled by id as usual, so a result is always the execution's
+        own full record. Returns what happened to each job handled here.
+        """
+        polling = [j for j in jobs if j.status in IN_FLIGHT and j.execution_id]
+        threshold = self._settings.list_poll_min_jobs
+        if not threshold or len(polling) < threshold or self._pressure.admit() is not None:
+            return {}
+        try:
+            # Newest first: the jobs in flight are among the most recent executions.
+            executions = self._vlmrun().list_executions(limit=min(100, max(len(polling) * 2, 20)))
+        except VlmRunError as exc:
+            logger.info("list poll failed; polling one by one", extra={"error": str(exc)})
+            return {}
+        by_id = {e.id: e for e in executions}
+        handled: dict[str, str] = {}
+        for job in polling:
+            execution = by_id.get(job.execution_id or "")
+            if execution is None or execution.is_terminal or execution.status not in KNOWN_STATUSES:
+                continue
+            try:
+                handled[job.job_id] = self.apply(job, execution)
+            except Exception:  # the job is polled by id instead
+                logger.exception("applying a listed status failed", extra={"job_id": job.job_id})
+        return handled
 
     def _move_safely(self, job: Job) -> str:
         try:
