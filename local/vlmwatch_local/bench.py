@@ -34,6 +34,8 @@ class BenchResult:
     ingest_invocations: int
     poller_runs: int
     index_items_after: int
+    ingest_files_per_second: float = 0.0
+    delivery_files_per_second: float = 0.0
 
     def report(self) -> str:
         lines = [
@@ -41,6 +43,8 @@ class BenchResult:
             f"delivered                   {self.delivered}",
             f"executions started          {self.executions}",
             f"time to settle              {self.seconds_to_settle:.1f} s ({self.files_per_second:.1f} files/s)",
+            f"ingest                      {self.ingest_files_per_second:.1f} files/s (received -> submitted)",
+            f"delivery                    {self.delivery_files_per_second:.1f} files/s (finished -> delivered)",
             f"VLM Run requests            {sum(self.requests.values())} ({self.requests_per_file:.2f} per file)",
             f"  by endpoint               {self.requests}",
             f"execution GETs per file     {self.polls_per_file:.2f} "
@@ -91,6 +95,14 @@ def run(files: int = 200, *, step_seconds: float = 0.5, timeout: float = 600, we
         for inv in local.aws.invocations:
             invocations[inv.function] = invocations.get(inv.function, 0) + 1
         polls = [int(j.get("poll_count", 0)) for j in jobs]
+
+        def rate(start: str, end: str) -> float:
+            # Whole-second stamps on the rows: files over the span from the first start to the last end.
+            starts = [float(j[start]) for j in jobs if j.get(start)]
+            ends = [float(j[end]) for j in jobs if j.get(end)]
+            span = max(ends, default=0) - min(starts, default=0)
+            return len(ends) / max(span, 1.0)
+
         status_gets = requests.get("GET /v1/agent/executions/<exec_id>", 0)
         return BenchResult(
             files=files,
@@ -105,6 +117,8 @@ def run(files: int = 200, *, step_seconds: float = 0.5, timeout: float = 600, we
             ingest_invocations=invocations.get("ingest", 0),
             poller_runs=invocations.get("poller", 0),
             index_items_after=index_items,
+            ingest_files_per_second=rate("created_at", "submitted_at"),
+            delivery_files_per_second=rate("finished_at", "delivered_at"),
         )
 
 

@@ -360,6 +360,17 @@ def main(args: Any) -> int:
             f" {budget.all_requests / 10:.0f} minutes)."
         )
         results.append(budget)
+    if getattr(args, "throughput_files", 0):
+        from vlmwatch_local import bench
+
+        print(f"throughput: {args.throughput_files} files through the local stack (real time)...", flush=True)
+        through = bench.run(args.throughput_files, step_seconds=0.2, timeout=1800)
+        text += (
+            f"\n\nThroughput on the local stack (moto server + emulator, 2 shared cores, real time):"
+            f" {through.files} files, {through.delivered} delivered in {through.seconds_to_settle:.0f} s;"
+            f" ingest {through.ingest_files_per_second:.1f} files/s (received -> submitted),"
+            f" delivery {through.delivery_files_per_second:.1f} files/s (finished -> delivered)."
+        )
     if getattr(args, "coldstart_runs", 0):
         text += "\n\n" + coldstart_table(args.coldstart_runs)
     print()
