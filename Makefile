@@ -51,7 +51,7 @@ test: $(VENV)/.installed ## run the test suite (unit + end-to-end on the local s
 lint: $(VENV)/.installed lint-template lint-security ## ruff + template checks + checkov
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy layers/vlmwatch/vlmwatch
+	$(VENV)/bin/mypy layers/vlmwatch/vlmwatch cli/vlmwatch_cli
 
 lint-template: $(SAM_VENV)/.installed ## sam validate --lint, and cfn-lint (serverless rules) in every mode
 	$(SAM_VENV)/bin/sam validate --lint --template template.yaml

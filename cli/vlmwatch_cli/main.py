@@ -34,9 +34,27 @@ OutputOpt = Annotated[str | None, typer.Option("--output-bucket", help="Output b
 TableOpt = Annotated[str | None, typer.Option("--table", help="Job table (instead of --stack).")]
 
 
-def _target(stack: str | None, input_bucket: str | None, output_bucket: str | None, table: str | None) -> Target:
+@app.callback()
+def deployment(
+    ctx: typer.Context,
+    stack: StackOpt = None,
+    input_bucket: InputOpt = None,
+    output_bucket: OutputOpt = None,
+    table: TableOpt = None,
+) -> None:
+    """Which deployment: options before the command (vlmwatch --stack prod list), or VLMWATCH_* variables."""
+    ctx.obj = {"stack": stack, "input_bucket": input_bucket, "output_bucket": output_bucket, "table": table}
+
+
+def _target(ctx: typer.Context) -> Target:
+    names = (ctx.find_root().obj or {}) if ctx else {}
     try:
-        return Target.resolve(stack, input_bucket=input_bucket, output_bucket=output_bucket, table=table)
+        return Target.resolve(
+            names.get("stack"),
+            input_bucket=names.get("input_bucket"),
+            output_bucket=names.get("output_bucket"),
+            table=names.get("table"),
+        )
     except TargetError as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from exc
@@ -90,17 +108,14 @@ def _show_outcome(target: Target, job: Job) -> None:
 
 @app.command()
 def submit(
+    ctx: typer.Context,
     files: Annotated[list[Path], typer.Argument(exists=True, dir_okay=False, help="Files to upload.")],
     prefix: Annotated[str, typer.Option(help="Key prefix in the input bucket (e.g. invoices/).")] = "",
     wait: Annotated[bool, typer.Option("--wait", help="Follow each job to its outcome.")] = False,
     timeout: Annotated[float, typer.Option(help="Seconds --wait follows the jobs.")] = 3600,
-    stack: StackOpt = None,
-    input_bucket: InputOpt = None,
-    output_bucket: OutputOpt = None,
-    table: TableOpt = None,
 ) -> None:
     """Upload files to the input bucket; with --wait, follow each to its result or error document."""
-    target = _target(stack, input_bucket, output_bucket, table)
+    target = _target(ctx)
     submitted = ops.submit(target, files, prefix)
     for item in submitted:
         console.print(f"uploaded s3://{target.input_bucket}/{item.key}  job {item.job_id}")
@@ -142,15 +157,12 @@ def submit(
 
 @app.command()
 def status(
+    ctx: typer.Context,
     ref: Annotated[str, typer.Argument(help="A job id, or an input key (its current version's job).")],
     as_json: Annotated[bool, typer.Option("--json", help="The job row as JSON.")] = False,
-    stack: StackOpt = None,
-    input_bucket: InputOpt = None,
-    output_bucket: OutputOpt = None,
-    table: TableOpt = None,
 ) -> None:
     """One job: where it is, what ran, and its document or the reason it has none."""
-    target = _target(stack, input_bucket, output_bucket, table)
+    target = _target(ctx)
     job = ops.find_job(target, ref)
     if job is None:
         console.print(f"[red]no job for {ref!r}[/red] (not a job id, and no job for that key)")
@@ -187,19 +199,16 @@ def _since(value: str | None) -> int | None:
 
 @app.command("list")
 def list_(
+    ctx: typer.Context,
     status_: Annotated[
         str | None, typer.Option("--status", help="Comma-separated statuses (failed also lists delivered failures).")
     ] = None,
     since: Annotated[str | None, typer.Option(help="Only jobs received since: 30m, 2h, 3d or an ISO time.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per job, one per line.")] = False,
     limit: Annotated[int, typer.Option(help="At most this many rows (newest first).")] = 200,
-    stack: StackOpt = None,
-    input_bucket: InputOpt = None,
-    output_bucket: OutputOpt = None,
-    table: TableOpt = None,
 ) -> None:
     """Jobs, newest first."""
-    target = _target(stack, input_bucket, output_bucket, table)
+    target = _target(ctx)
     jobs = ops.list_jobs(target, (status_ or "").split(","), _since(since))[:limit]
     if as_json:
         for job in jobs:
@@ -217,17 +226,14 @@ def list_(
 
 @app.command()
 def retry(
+    ctx: typer.Context,
     job_ids: Annotated[list[str] | None, typer.Argument(help="Job ids to retry.")] = None,
     status_: Annotated[str | None, typer.Option("--status", help="Retry every job with these outcomes.")] = None,
-    stack: StackOpt = None,
-    input_bucket: InputOpt = None,
-    output_bucket: OutputOpt = None,
-    table: TableOpt = None,
 ) -> None:
     """Reprocess failed or timed-out jobs without a re-upload (never one in flight)."""
     if not job_ids and not status_:
         raise typer.BadParameter("give job ids, or --status failed,timed_out")
-    target = _target(stack, input_bucket, output_bucket, table)
+    target = _target(ctx)
     try:
         results = ops.retry(target, job_ids or [], [s for s in (status_ or "").split(",") if s])
     except ValueError as exc:
@@ -241,17 +247,14 @@ def retry(
 
 @app.command()
 def backfill(
+    ctx: typer.Context,
     uri: Annotated[str, typer.Argument(help="s3://input-bucket/prefix of existing objects to process.")],
     dry_run: Annotated[bool, typer.Option("--dry-run", help="List what would be enqueued, enqueue nothing.")] = False,
     rate: Annotated[float, typer.Option(help="Most messages per second (0 = no cap).")] = 0.0,
-    stack: StackOpt = None,
-    input_bucket: InputOpt = None,
-    output_bucket: OutputOpt = None,
-    table: TableOpt = None,
     ingest_queue_url: Annotated[str | None, typer.Option(help="Ingest queue URL (instead of --stack).")] = None,
 ) -> None:
     """Process objects already in the bucket (safe to run twice: one job per object version)."""
-    target = _target(stack, input_bucket, output_bucket, table)
+    target = _target(ctx)
     if ingest_queue_url:
         target.ingest_queue_url = ingest_queue_url
     try:
@@ -282,9 +285,9 @@ def _describe(body: str) -> str:
 
 
 @dlq_app.command("list")
-def dlq_list(queue: QueueArg = "ingest", stack: StackOpt = None) -> None:
+def dlq_list(ctx: typer.Context, queue: QueueArg = "ingest") -> None:
     """Show what waits in a dead-letter queue (read without removing)."""
-    target = _target(stack, None, None, None)
+    target = _target(ctx)
     try:
         messages = ops.dlq_messages(target, queue)
     except ValueError as exc:
@@ -303,9 +306,9 @@ def dlq_list(queue: QueueArg = "ingest", stack: StackOpt = None) -> None:
 
 
 @dlq_app.command("redrive")
-def dlq_redrive(queue: QueueArg = "ingest", stack: StackOpt = None) -> None:
+def dlq_redrive(ctx: typer.Context, queue: QueueArg = "ingest") -> None:
     """Send dead letters back to work (ingest: to the ingest queue; deliveries: jobs made due for delivery)."""
-    target = _target(stack, None, None, None)
+    target = _target(ctx)
     try:
         moved = ops.redrive(target, queue)
     except ValueError as exc:

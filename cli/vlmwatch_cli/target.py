@@ -51,7 +51,7 @@ class Target:
         Raises:
             TargetError: the stack does not exist, or a required name is still missing.
         """
-        values: dict[str, str] = {}
+        values: dict[str, Any] = {}
         if stack:
             try:
                 described = boto3.client("cloudformation").describe_stacks(StackName=stack)["Stacks"][0]
