@@ -152,6 +152,9 @@ class Tracker:
         try:
             # Newest first: the jobs in flight are among the most recent executions.
             executions = self._vlmrun().list_executions(limit=min(100, max(len(polling) * 2, 20)))
+        except VlmRunRateLimitedError as exc:
+            self._pressure.block(exc.retry_after)  # every job of this run then waits, with no more requests
+            return {}
         except VlmRunError as exc:
             logger.info("list poll failed; polling one by one", extra={"error": str(exc)})
             return {}
