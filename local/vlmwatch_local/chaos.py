@@ -166,7 +166,7 @@ class Faults:
         self._wrap(JobStore, "claim_submit", after="submit: claimed, not sent")
         self._wrap(VlmRunClient, "execute", after="submit: sent, not recorded")
         # Delivery: after an artifact, after the version document, before the row says delivered.
-        self._wrap(OutputWriter, "put_artifact", after="deliver: artifact written")
+        self._wrap(OutputWriter, "put_artifact_stream", after="deliver: artifact written")
         self._wrap(OutputWriter, "put_result", after="deliver: document written, not published")
         self._wrap(OutputWriter, "publish_latest", after="deliver: published, not marked delivered")
         original_put = OutputWriter._put

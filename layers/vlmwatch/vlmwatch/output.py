@@ -40,7 +40,7 @@ from vlmwatch.jobs import Job
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
-    from vlmwatch.vlmrun import Artifact, ArtifactStream, Execution
+    from vlmwatch.vlmrun import ArtifactStream, Execution
 
 MARKER = ".vlmwatch/"
 LONG_FOLDER = ".vlmwatch-long/"
@@ -205,16 +205,6 @@ class OutputWriter:
         return f"s3://{self.bucket}/{key}"
 
     # -- writes ---------------------------------------------------------------------------------
-
-    def put_artifact(self, job: Job, artifact: Artifact) -> ArtifactRecord:
-        key = self.artifact_key(job, artifact.object_id, artifact.content_type)
-        self._put(key, artifact.content, artifact.content_type, job)
-        return ArtifactRecord(
-            object_id=artifact.object_id,
-            s3_uri=self.uri(key),
-            content_type=artifact.content_type,
-            bytes=len(artifact.content),
-        )
 
     def put_artifact_stream(self, job: Job, stream: ArtifactStream, *, max_bytes: int) -> ArtifactRecord:
         """Copy a streamed artifact to S3 with at most one part (8 MiB) in memory.
