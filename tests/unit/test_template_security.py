@@ -120,6 +120,15 @@ def test_event_sources_are_granted_on_their_own_queue_and_stream_only():
     assert _sub(grants[("CompleteRole", "JobStream")]["Resource"]) == "${JobsTable.Arn}/stream/*"
 
 
+@pytest.mark.parametrize("role", ["PollerRole", "CompleteRole"])
+def test_roles_that_deliver_may_abort_a_failed_multipart_upload(role):
+    # moto does not enforce IAM; in AWS an abort without this grant is AccessDenied and leaves the parts.
+    granted = {
+        str(a) for name, st in statements() if name == role for a in as_list(st["Action"]) if str(a).startswith("s3:")
+    }
+    assert {"s3:PutObject", "s3:AbortMultipartUpload"} <= granted
+
+
 def test_the_public_webhook_has_a_concurrency_cap():
     props = RESOURCES["WebhookFunction"]["Properties"]
     assert props["ReservedConcurrentExecutions"] == {"Ref": "WebhookReservedConcurrency"}
