@@ -136,3 +136,10 @@ def test_existing_bucket_grants_name_that_bucket():
     ]
     text = json.dumps(statements)
     assert "ExistingInputBucket" in text and "InputBucket.Arn" not in text
+
+
+def test_every_template_parameter_is_documented_in_the_readme():
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    assert [p for p in load_template()["Parameters"] if f"`{p}`" not in readme] == []
