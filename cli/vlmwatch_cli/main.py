@@ -10,6 +10,8 @@ from __future__ import annotations
 import functools
 import json
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -46,18 +48,25 @@ def deployment(
     ctx.obj = {"stack": stack, "input_bucket": input_bucket, "output_bucket": output_bucket, "table": table}
 
 
+@contextmanager
+def _usage_errors() -> Iterator[None]:
+    """What the operator asked cannot be done as asked (no such deployment, queue, status...): one line, exit 2."""
+    try:
+        yield
+    except (TargetError, ValueError) as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+
+
 def _target(ctx: typer.Context) -> Target:
     names = (ctx.find_root().obj or {}) if ctx else {}
-    try:
+    with _usage_errors():
         return Target.resolve(
             names.get("stack"),
             input_bucket=names.get("input_bucket"),
             output_bucket=names.get("output_bucket"),
             table=names.get("table"),
         )
-    except TargetError as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from exc
 
 
 def _when(epoch: int | None) -> str:
@@ -234,11 +243,8 @@ def retry(
     if not job_ids and not status_:
         raise typer.BadParameter("give job ids, or --status failed,timed_out")
     target = _target(ctx)
-    try:
+    with _usage_errors():
         results = ops.retry(target, job_ids or [], [s for s in (status_ or "").split(",") if s])
-    except ValueError as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from exc
     for result in results:
         mark = "[green]retried[/green]" if result.done else "[yellow]skipped[/yellow]"
         console.print(f"{mark} {result.job_id}: {result.reason}")
@@ -257,11 +263,8 @@ def backfill(
     target = _target(ctx)
     if ingest_queue_url:
         target.ingest_queue_url = ingest_queue_url
-    try:
+    with _usage_errors():
         report = ops.backfill(target, uri, dry_run=dry_run, rate=rate)
-    except ValueError as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from exc
     if dry_run:
         for key in report.keys:
             console.print(f"would enqueue {key}")
@@ -288,11 +291,8 @@ def _describe(body: str) -> str:
 def dlq_list(ctx: typer.Context, queue: QueueArg = "ingest") -> None:
     """Show what waits in a dead-letter queue (read without removing)."""
     target = _target(ctx)
-    try:
+    with _usage_errors():
         messages = ops.dlq_messages(target, queue)
-    except ValueError as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from exc
     grid = Table(show_header=True, header_style="bold")
     for column in ("message id", "sent", "receives", "body"):
         grid.add_column(column, overflow="fold")
@@ -309,11 +309,8 @@ def dlq_list(ctx: typer.Context, queue: QueueArg = "ingest") -> None:
 def dlq_redrive(ctx: typer.Context, queue: QueueArg = "ingest") -> None:
     """Send dead letters back to work (ingest: to the ingest queue; deliveries: jobs made due for delivery)."""
     target = _target(ctx)
-    try:
+    with _usage_errors():
         moved = ops.redrive(target, queue)
-    except ValueError as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from exc
     console.print(f"{moved} message(s) redriven from the {queue} dead-letter queue")
 
 

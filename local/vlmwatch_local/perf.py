@@ -19,7 +19,6 @@ documents at the list prices in ``PRICES`` (us-east-1, stated in the report). Wr
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -99,7 +98,7 @@ def run_mode(mode: str, jobs: int, job_seconds: int) -> ModeResult:
 
     clock = _Clock(1_800_000_000)
     calls: Counter[str] = Counter()
-    with mock_aws(), contextlib.ExitStack():
+    with mock_aws():
         stack = provision(region="us-east-1")
         # Three status steps of job_seconds / 3: the execution is done job_seconds after it started.
         emulator = Emulator(

@@ -69,7 +69,6 @@ class RequestBudget:
         self._state: tuple[float, float] | None = None  # (factor, shrunk_at), cached for a fraction of a window
         self._state_read_at = -math.inf
         self._lock = threading.Lock()
-        self.denied = 0
 
     @property
     def enabled(self) -> bool:
@@ -100,8 +99,6 @@ class RequestBudget:
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
                 raise
-            with self._lock:
-                self.denied += 1
             start = (window + 1) * self._window
             return int(start + self._rng.uniform(0, self._window / 2))
         return None
