@@ -23,6 +23,8 @@ from vlmwatch.jobs import FINAL, IN_FLIGHT, TERMINAL, Job, JobStore, Status, job
 from vlmwatch_cli.target import Target
 
 SETTLED = {Status.DELIVERED, Status.SKIPPED}
+UNBOUNDED = 2**53  # "due by the end of time": every row in the in-flight index
+UNDELIVERED_LIMIT = 100_000
 JOB_ID_LENGTH = 40
 
 
@@ -265,7 +267,9 @@ def redrive(target: Target, queue: str) -> int:
     moved = 0
     if queue == "deliveries":
         store: JobStore = target.store
-        for job in list_jobs(target):
+        # Finished, undelivered jobs are in the sparse in-flight index (the sweeper's own list): read it,
+        # not the whole table's history.
+        for job in store.due(UNBOUNDED, limit=UNDELIVERED_LIMIT):
             if job.status in TERMINAL:
                 store.reschedule(job.job_id, store.now())
     while True:
