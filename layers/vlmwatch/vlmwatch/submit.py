@@ -178,7 +178,7 @@ class Submitter:
             retry_at = self._store.now() + self._retry_delay(attempt)
             self._store.release_submit(job.job_id, retry_at=retry_at, error=f"S3: {exc}", attempt=attempt)
             return Outcome.DEFERRED
-        self.record_started(job.job_id, execution)
+        self.record_started(job, execution)
         return Outcome.SUBMITTED
 
     def advance(self, job: Job) -> Outcome:
@@ -223,7 +223,7 @@ class Submitter:
         # Attempts up to retried_at_attempt belong to executions that ended before a `vlmwatch retry`.
         fresh_attempt = job.retried_at_attempt < attempt <= job.attempts
         if job.status == Status.RECEIVED and fresh_attempt and self._plausible(job, execution):
-            if self.record_started(job_id, execution):
+            if self.record_started(job, execution):
                 logger.info("execution adopted on evidence", extra={"job_id": job_id, "execution_id": execution.id})
                 return "adopted"
             job = self._store.get(job_id) or job
@@ -238,8 +238,9 @@ class Submitter:
         route = job.route
         return not (route and route.agent and execution.name and execution.name != route.agent)
 
-    def record_started(self, job_id: str, execution: Execution) -> bool:
+    def record_started(self, job: Job, execution: Execution) -> bool:
         """``received`` → ``submitted``; if the row already tracks another execution, this one is an orphan."""
+        job_id = job.job_id
         now = self._store.now()
         moved = self._store.mark_submitted(
             job_id,
@@ -256,9 +257,11 @@ class Submitter:
         logger.info("execution started", extra={"job_id": job_id, "execution_id": execution.id})
         self.start_tracking(job_id, now)
         if self._events is not None and self._events.enabled:
-            started = self._store.get(job_id)
-            if started is not None:
-                self._events.started(started)
+            # What the row now says, without reading it again.
+            started = job.model_copy(
+                update={"status": Status.SUBMITTED, "execution_id": execution.id, "submitted_at": now}
+            )
+            self._events.started(started)
         return True
 
     def start_tracking(self, job_id: str, submitted_at: int) -> None:
