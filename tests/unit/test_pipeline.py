@@ -243,11 +243,16 @@ def test_poller_backs_off_and_never_queries_finished_jobs(clocked, emulator, sta
         assert gets() == before + 1
     local.pump_stream()
 
-    # First wait is the base; then each wait lies in [d/2, d] for d = base * 2^n, capped at 80 s.
+    # First wait is the base; then each wait lies in [3/4 d, d] for d = the job's age at VLM Run, within
+    # [base, 80 s]: polls grow with the log of a job's duration.
+    submitted = int(jobs(stack)[0]["submitted_at"])
     assert gaps[0] == 10
-    for n, gap in enumerate(gaps[1:], start=1):
-        d = min(80, 10 * 2**n)
-        assert d / 2 - 1 <= gap <= d, (n, gap)
+    age = 10
+    for gap in gaps[1:]:
+        d = min(80, max(10, age))
+        assert 0.75 * d - 1 <= gap <= d, (age, gap)
+        age += gap
+    assert age == int(jobs(stack)[0]["finished_at"]) - submitted
     assert max(gaps) <= 80
     polls = gets()
     for _ in range(3):
@@ -255,6 +260,20 @@ def test_poller_backs_off_and_never_queries_finished_jobs(clocked, emulator, sta
         assert local.run_poller()["due"] == 0
     assert gets() == polls  # finished jobs are not in the in-flight index
     assert jobs(stack)[0]["status"] == "delivered"
+
+
+def test_next_poll_follows_the_jobs_age_not_its_poll_count(clocked, emulator, stack):
+    """A job left unpolled for a while (an outage, a spent budget) is not polled from scratch again."""
+    emulator.config.status_sequence = ["running"] * 10 + ["completed"]
+    local, clock = clocked(POLL_BASE_SECONDS="10", POLL_CAP_SECONDS="300", JOB_DEADLINE_SECONDS="7200")
+    drop(stack, "old.txt", b"old")
+    local.pump_ingest()
+    clock.advance(1200)  # nothing polled it for 20 minutes
+    local.run_poller()
+    job = jobs(stack)[0]
+    assert int(job["poll_count"]) == 1
+    # 20 minutes old: the next poll waits the cap (jittered), not the 20 s a second poll would by count.
+    assert int(job["next_poll_at"]) - clock.now >= 0.75 * 300 - 1
 
 
 def test_job_past_deadline_times_out_with_error_document(clocked, emulator, stack):

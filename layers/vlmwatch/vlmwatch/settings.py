@@ -32,6 +32,7 @@ _ENV = {
     "PRESIGN_TTL_SECONDS": "presign_ttl_seconds",
     "POLL_BASE_SECONDS": "poll_base_seconds",
     "POLL_CAP_SECONDS": "poll_cap_seconds",
+    "POLL_AGE_FACTOR": "poll_age_factor",
     "JOB_DEADLINE_SECONDS": "job_deadline_seconds",
     "POLLER_CONCURRENCY": "poller_concurrency",
     "POLLER_MAX_JOBS": "poller_max_jobs",
@@ -81,6 +82,9 @@ class Settings(BaseModel):
     presign_ttl_seconds: int = Field(3600, ge=60, le=7 * 24 * 3600)
     poll_base_seconds: int = Field(10, ge=1)
     poll_cap_seconds: int = Field(300, ge=1)
+    # The next poll waits this fraction of the job's age at VLM Run (within base and cap): polls grow
+    # with the log of a job's duration, and the latency they add stays a fraction of it.
+    poll_age_factor: float = Field(1.0, gt=0, le=10)
     job_deadline_seconds: int = Field(3600, ge=1)
     poller_concurrency: int = Field(4, ge=1, le=64)
     poller_max_jobs: int = Field(100, ge=1)

@@ -89,11 +89,27 @@ class Tracker:
         self._deliverer = deliverer
         self._rng = rng or random.Random()
 
-    def backoff(self, poll_count: int) -> int:
-        """Seconds until the next poll: exponential in polls so far, capped, with jitter in [d/2, d]."""
-        base = self._settings.first_poll_seconds
-        delay = min(self._settings.poll_cap_seconds, base * 2 ** max(0, poll_count))
-        return max(1, int(self._rng.uniform(delay / 2, delay)))
+    def next_delay(self, job: Job, now: int) -> int:
+        """Seconds until a job's next poll, shaped by how long it has been running at VLM Run.
+
+        A job that has run for ``t`` seconds will likely run on for a time of the same order (durations
+        are heavy-tailed: a 2-minute document and a 40-minute video share the table), so the next poll
+        waits ``POLL_AGE_FACTOR x t``: the delay it adds to a result stays a bounded fraction of the
+        job's own duration, and the polls it costs grow with the log of that duration. Age, unlike a
+        count of polls, survives whatever broke the sequence (429 deferrals, a retry, the sweeper taking
+        over from a state machine). Bounded by the first-poll delay and ``POLL_CAP_SECONDS``; jitter in
+        ``[3/4 d, d]`` spreads jobs that were submitted together.
+        """
+        started = job.submitted_at or job.created_at
+        age = max(0, now - started)
+        delay = min(
+            self._settings.poll_cap_seconds,
+            max(self._settings.first_poll_seconds, self._settings.poll_age_factor * age),
+        )
+        return self._jitter(delay)
+
+    def _jitter(self, delay: float) -> int:
+        return max(1, int(self._rng.uniform(0.75 * delay, delay)))
 
     # -- the scheduled poller and sweeper -------------------------------------------------------
 
@@ -192,7 +208,7 @@ class Tracker:
             logger.exception("sweep step failed", extra={"job_id": job.job_id})
             self._store.reschedule(
                 job.job_id,
-                self._store.now() + self.backoff(job.poll_count),
+                self._store.now() + self.next_delay(job, self._store.now()),
                 error=bounded(f"{type(exc).__name__}: {exc}"),
             )
             return "error"
@@ -272,7 +288,7 @@ class Tracker:
         if target not in TERMINAL:
             if job.deadline_at is not None and now >= job.deadline_at:
                 return self.time_out(job, remote)
-            fields["next_poll_at"] = now + self.backoff(job.poll_count + 1) + self._settings.sweep_overdue_seconds
+            fields["next_poll_at"] = now + self.next_delay(job, now) + self._settings.sweep_overdue_seconds
         moved = target != job.status and self._store.transition(
             job.job_id, target, set_fields=fields, count_poll=count_poll
         )
@@ -309,13 +325,13 @@ class Tracker:
                 self.poll_job(job)
             except VlmRunRateLimitedError as exc:
                 self._pressure.block(exc.retry_after)
-                return StepResult(job_id, job.status.value, False, max(1, int(exc.retry_after)) + self.backoff(0))
+                return StepResult(job_id, job.status.value, False, max(1, int(exc.retry_after)) + self._jitter(self._settings.poll_base_seconds))
             except VlmRunError as exc:
                 # Transient trouble at VLM Run: the loop waits and tries again; the deadline still applies.
                 logger.warning("poll failed; will retry", extra={"job_id": job_id, "error": str(exc)})
                 self._store.reschedule(
                     job_id,
-                    self._store.now() + self.backoff(job.poll_count) + self._settings.sweep_overdue_seconds,
+                    self._store.now() + self.next_delay(job, self._store.now()) + self._settings.sweep_overdue_seconds,
                     error=bounded(str(exc)),
                 )
         fresh = self._store.get(job_id) or job
