@@ -325,7 +325,8 @@ class Tracker:
                 self.poll_job(job)
             except VlmRunRateLimitedError as exc:
                 self._pressure.block(exc.retry_after)
-                return StepResult(job_id, job.status.value, False, max(1, int(exc.retry_after)) + self._jitter(self._settings.poll_base_seconds))
+                wait = max(1, int(exc.retry_after)) + self._jitter(self._settings.poll_base_seconds)
+                return StepResult(job_id, job.status.value, False, wait)
             except VlmRunError as exc:
                 # Transient trouble at VLM Run: the loop waits and tries again; the deadline still applies.
                 logger.warning("poll failed; will retry", extra={"job_id": job_id, "error": str(exc)})
