@@ -99,7 +99,7 @@ class LocalAws:
         self.streams = boto3.client("dynamodbstreams", **kw)
         self.retry_delay = retry_delay
         self.stream_max_attempts = stream_max_attempts
-        self.handlers = {name: load_handler(name) for name in ("ingest", "poller", "complete", "webhook")}
+        self.handlers = {name: load_handler(name) for name in ("ingest", "poller", "pollonce", "complete", "webhook")}
         self.filters = stream_filter()
         self._iterators: dict[str, str] = {}
         self._stream_retry: list[tuple[dict[str, Any], int]] = []

@@ -5,7 +5,10 @@
 VLM Run cost seconds of wall time, not minutes. For each mode it counts what matters for a bill and a rate
 limit:
 
-* ``schedule``: the scheduled poller (every 60 s) with per-job exponential backoff;
+* ``schedule``: the scheduled poller (every 60 s) polls jobs when due (age-shaped backoff), one list
+  request for many;
+* ``stepfunctions``: one state machine per job (Wait -> PollOnce -> Choice), played by the harness
+  with the real PollOnce handler; the scheduled sweeper runs beside it;
 * ``webhook``: VLM Run calls back at completion; polling is the slow safety net;
 * ``sdk-wait``: a baseline that polls every job every 5 s, as the official SDK's ``executions.wait`` does.
 
@@ -19,6 +22,8 @@ documents at the list prices in ``PRICES`` (us-east-1, stated in the report). Wr
 
 from __future__ import annotations
 
+import json
+import os
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -38,6 +43,7 @@ PRICES = {
     "s3_get": 0.0004 / 1000,  # GET, HEAD per request
     "sqs_request": 0.40 / 1e6,  # standard queue, per request (64 KB chunk)
     "eventbridge_event": 1.00 / 1e6,  # custom events put
+    "sfn_state_transition": 0.025 / 1000,  # Step Functions standard workflow, per state transition
     "secrets_api_call": 0.05 / 10000,  # per 10,000 API calls
     "cloudwatch_metric_ingest": 0.0,  # EMF metrics ride on log ingestion, counted below
     "logs_ingest_gb": 0.50,  # per GB ingested
@@ -46,6 +52,9 @@ PRICES = {
 # (table + the sparse index most transitions touch). Reads are strongly consistent: 1 unit each.
 WRITE_UNITS_PER_WRITE = 2
 LOG_BYTES_PER_INVOCATION = 1500  # START/END/REPORT + a JSON line or two + one EMF blob, measured locally
+TUNABLE = ("POLL_BASE_SECONDS", "POLL_CAP_SECONDS", "POLL_AGE_FACTOR", "LIST_POLL_MIN_JOBS")
+# States a job's poller state machine enters: Wait, PollOnce and the Choice per poll, then Done.
+TRANSITIONS_PER_POLL = 3
 
 
 @dataclass
@@ -63,6 +72,12 @@ class ModeResult:
     cost: dict[str, float] = field(default_factory=dict)
     settled_seconds: float = 0.0  # virtual seconds from the first file to the last document
     budgeted_requests: int = 0  # starts, status GETs and lists: what the shared budget counts
+    transitions: int = 0  # Step Functions state transitions (stepfunctions mode)
+    durations: dict[str, list[float]] = field(default_factory=dict)  # wall seconds per invocation, by function
+
+    def median_ms(self, function: str) -> float:
+        values = sorted(self.durations.get(function, []))
+        return 1000 * values[len(values) // 2] if values else 0.0
 
     @property
     def status_per_job(self) -> float:
@@ -108,10 +123,21 @@ def run_mode(mode: str, jobs: int, job_seconds: int) -> ModeResult:
         )
         env = stack.environment()
         env.update({"DEFAULT_AGENT_NAME": "doc-extractor:v1", "POLLER_MAX_JOBS": str(jobs * 2)})
+        # Polling knobs from the caller's environment, to measure a tuning before deploying it.
+        env.update({k: v for k, v in os.environ.items() if k in TUNABLE})
         if mode.startswith("budget"):
             # The shared request budget at a small plan's 10 a minute. One poll at a time: in-process moto
             # does not make concurrent conditional updates atomic (DynamoDB does).
             env.update({"REQUESTS_PER_MINUTE": "10", "POLLER_CONCURRENCY": "1"})
+        started: list[tuple[float, dict[str, Any]]] = []  # (when, the execution's input)
+        if mode == "stepfunctions":
+            machine = boto3.client("stepfunctions", region_name=stack.region).create_state_machine(
+                name="perf-poller",
+                definition=json.dumps({"StartAt": "Done", "States": {"Done": {"Type": "Succeed"}}}),
+                roleArn="arn:aws:iam::123456789012:role/perf-poller",
+            )["stateMachineArn"]
+            # As the template sets them in this mode: the sweeper takes over a job 300 s overdue.
+            env.update({"STATE_MACHINE_ARN": machine, "POLLING_MODE": "stepfunctions", "SWEEP_OVERDUE_SECONDS": "300"})
         if mode == "webhook":
             boto3.client("secretsmanager").create_secret(Name="vlmwatch/perf-hook", SecretString="perf-secret")
             env.update({"CALLBACK_URL": "https://hooks.example/vlmwatch", "WEBHOOK_SECRET": "vlmwatch/perf-hook"})
@@ -123,6 +149,11 @@ def run_mode(mode: str, jobs: int, job_seconds: int) -> ModeResult:
             clock=clock,
         )
         _count_calls(runtime._session(), calls)
+        # The harness plays each started state machine (moto records the start and runs nothing).
+        runtime._session().register(
+            "provide-client-params.sfn.StartExecution",
+            lambda params, **_: started.append((clock(), json.loads(params["input"]))),
+        )
         local = LocalAws(stack)
         # The event-source loops' SQS calls are what Lambda's SQS poller would make (and bill).
         local.sqs.meta.events.register("before-call", lambda model, **_: calls.update([f"sqs:{model.name}"]))
@@ -141,6 +172,7 @@ def run_mode(mode: str, jobs: int, job_seconds: int) -> ModeResult:
                 clock.advance(60 / jobs)
         local.pump_ingest()
         completed_at: dict[str, float] = {}
+        machines = _Machines(local, clock)
         if mode == "sdk-wait":
             status = _sdk_wait(local, emulator, clock, stack, jobs)
         else:
@@ -149,6 +181,8 @@ def run_mode(mode: str, jobs: int, job_seconds: int) -> ModeResult:
             for second in range(4 * 3600):
                 clock.advance(1)
                 emulator.tick()
+                machines.start(started)
+                machines.run_due()
                 local.pump_stream()
                 if int(clock()) % 60 == 0:  # the scheduled poller: once a minute
                     local.run_poller()
@@ -175,6 +209,9 @@ def run_mode(mode: str, jobs: int, job_seconds: int) -> ModeResult:
         budgeted = sum(v for k, v in emulator.requests.items() if k.startswith(("GET /v1/agent", "POST /v1/agent")))
         invocations = Counter(inv.function for inv in local.invocations)
         seconds = sum(inv.seconds for inv in local.invocations)
+        durations: dict[str, list[float]] = {}
+        for inv in local.invocations:
+            durations.setdefault(inv.function, []).append(inv.seconds)
         runtime.reset()
     return ModeResult(
         mode=mode,
@@ -189,7 +226,36 @@ def run_mode(mode: str, jobs: int, job_seconds: int) -> ModeResult:
         failed=sum(r.get("outcome") in ("failed", "timed_out") for r in rows),
         settled_seconds=settled,
         budgeted_requests=budgeted,
+        transitions=machines.transitions,
+        durations=durations,
     )
+
+
+class _Machines:
+    """Each job's poller state machine (stepfunctions mode), as the ASL runs it: Wait -> PollOnce -> Choice."""
+
+    def __init__(self, local: Any, clock: _Clock) -> None:
+        self._local = local
+        self._clock = clock
+        self._wake: dict[str, float] = {}
+        self.transitions = 0
+
+    def start(self, started: list[tuple[float, dict[str, Any]]]) -> None:
+        while started:
+            at, execution_input = started.pop()
+            self._wake[execution_input["job_id"]] = at + int(execution_input["wait_seconds"])
+
+    def run_due(self) -> None:
+        for job_id, wake in sorted(self._wake.items(), key=lambda item: item[1]):
+            if wake > self._clock():
+                continue
+            result = self._local.invoke("pollonce", {"job_id": job_id})
+            self.transitions += TRANSITIONS_PER_POLL
+            if result["terminal"]:
+                self.transitions += 1  # Done
+                del self._wake[job_id]
+            else:
+                self._wake[job_id] = self._clock() + int(result["wait_seconds"])
 
 
 def _sdk_wait(local: Any, emulator: Any, clock: _Clock, stack: Any, jobs: int) -> int:
@@ -261,6 +327,7 @@ def cost_per_1000(result: ModeResult) -> dict[str, float]:
         # + one SendMessage per object by EventBridge, which these counts do not see.
         "SQS": (sqs + result.jobs) * PRICES["sqs_request"],
         "EventBridge": events * PRICES["eventbridge_event"],
+        "Step Functions": result.transitions * PRICES["sfn_state_transition"],
         "Secrets Manager": secrets * PRICES["secrets_api_call"],
         "CloudWatch Logs": invocations * LOG_BYTES_PER_INVOCATION / 1e9 * PRICES["logs_ingest_gb"],
     }
@@ -282,7 +349,22 @@ def report(results: list[ModeResult], job_seconds: int) -> str:
             + " |"
         )
     lines.append("")
-    lines.append(f"{results[0].jobs} jobs of {job_seconds} s each at VLM Run, virtual time.")
+    lines.append(
+        f"{results[0].jobs} jobs of {job_seconds} s each at VLM Run, virtual time: a latency is how long a finished"
+        " execution waits for vlmwatch to notice it (poll schedule, backoff, callback), to the second. The work"
+        " itself adds the handlers' own time, measured in-process against moto (median per invocation): "
+        + "; ".join(
+            f"{r.mode}: "
+            + ", ".join(
+                f"{fn} {r.median_ms(fn):.0f} ms"
+                for fn in ("webhook", "pollonce", "poller", "complete")
+                if r.durations.get(fn)
+            )
+            for r in results
+            if r.durations and r.mode != "sdk-wait"
+        )
+        + "."
+    )
     lines.append("")
     lines.append("| cost per 1,000 documents | " + " | ".join(r.mode for r in results if r.cost) + " |")
     lines.append("| --- |" + " ---: |" * sum(1 for r in results if r.cost))
@@ -326,7 +408,11 @@ def chart(results: list[ModeResult], path: Path) -> None:
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
     modes = [r.mode for r in results]
-    left.bar(modes, [r.status_per_job for r in results], color=["#4C72B0", "#55A868", "#C44E52"][: len(modes)])
+    left.bar(
+        modes,
+        [r.status_per_job for r in results],
+        color=["#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B2"][: len(modes)],
+    )
     left.set_title("VLM Run status requests per job")
     left.set_ylabel("requests")
     shown = [r for r in results if r.latencies]
@@ -341,12 +427,27 @@ def chart(results: list[ModeResult], path: Path) -> None:
 def main(args: Any) -> int:
     import logging
 
+    # Everything runs in-process against moto: no real credentials or endpoints, and moto does not route
+    # botocore's account-id endpoints for DynamoDB Streams (see PITFALLS).
+    os.environ.update(
+        {
+            "POWERTOOLS_METRICS_DISABLED": "1",  # the handlers' EMF lines are not the report
+            "POWERTOOLS_LOG_LEVEL": "ERROR",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_ACCOUNT_ID_ENDPOINT_MODE": "disabled",
+        }
+    )
+    for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_SESSION_TOKEN"):
+        os.environ.pop(name, None)
+
     package = logging.getLogger("vlmwatch")
     level = package.level
     package.setLevel(logging.ERROR)  # thousands of jobs' info lines are not the report
     results = []
     try:
-        for mode in ("schedule", "webhook", "sdk-wait"):
+        for mode in ("schedule", "stepfunctions", "webhook", "sdk-wait"):
             started = time.monotonic()
             result = run_mode(mode, args.jobs, args.job_seconds)
             if mode != "sdk-wait":

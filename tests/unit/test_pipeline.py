@@ -243,13 +243,13 @@ def test_poller_backs_off_and_never_queries_finished_jobs(clocked, emulator, sta
         assert gets() == before + 1
     local.pump_stream()
 
-    # First wait is the base; then each wait lies in [3/4 d, d] for d = the job's age at VLM Run, within
-    # [base, 80 s]: polls grow with the log of a job's duration.
+    # First wait is the base; then each wait lies in [3/4 d, d] for d = half the job's age at VLM Run
+    # (POLL_AGE_FACTOR), within [base, 80 s]: polls grow with the log of a job's duration.
     submitted = int(jobs(stack)[0]["submitted_at"])
     assert gaps[0] == 10
     age = 10
     for gap in gaps[1:]:
-        d = min(80, max(10, age))
+        d = min(80, max(10, age / 2))
         assert 0.75 * d - 1 <= gap <= d, (age, gap)
         age += gap
     assert age == int(jobs(stack)[0]["finished_at"]) - submitted

@@ -84,7 +84,7 @@ class Settings(BaseModel):
     poll_cap_seconds: int = Field(300, ge=1)
     # The next poll waits this fraction of the job's age at VLM Run (within base and cap): polls grow
     # with the log of a job's duration, and the latency they add stays a fraction of it.
-    poll_age_factor: float = Field(1.0, gt=0, le=10)
+    poll_age_factor: float = Field(0.5, gt=0, le=10)
     job_deadline_seconds: int = Field(3600, ge=1)
     poller_concurrency: int = Field(4, ge=1, le=64)
     poller_max_jobs: int = Field(100, ge=1)
