@@ -227,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     f.add_argument("--jobs", type=int, default=100)
     f.add_argument("--job-seconds", type=int, default=120)
     f.add_argument("--write", action="store_true", help="write docs/PERFORMANCE.md and docs/performance.png")
-    f.add_argument("--coldstart-runs", type=int, default=7, help="handler import timings too (0 = skip)")
+    f.add_argument("--coldstart-runs", type=int, default=11, help="handler import timings too (0 = skip)")
     f.add_argument("--throughput-files", type=int, default=1000, help="files/s on the local stack too (0 = skip)")
     f.set_defaults(func=lambda a: __import__("vlmwatch_local.perf", fromlist=["main"]).main(a))
     c = sub.add_parser("chaos", help="fault harness on the local stack; checks the invariants, prints a table")

@@ -445,6 +445,12 @@ def main(args: Any) -> int:
     package = logging.getLogger("vlmwatch")
     level = package.level
     package.setLevel(logging.ERROR)  # thousands of jobs' info lines are not the report
+    # First, on an idle machine: fresh interpreters are timed, and the throughput run's moto server and
+    # emulator take a while to wind down.
+    cold = ""
+    if getattr(args, "coldstart_runs", 0):
+        print(f"cold start: {args.coldstart_runs} fresh interpreters per handler and baseline...", flush=True)
+        cold = coldstart_table(args.coldstart_runs)
     results = []
     try:
         for mode in ("schedule", "stepfunctions", "webhook", "sdk-wait"):
@@ -479,8 +485,8 @@ def main(args: Any) -> int:
             f" ingest {through.ingest_files_per_second:.1f} files/s (received -> submitted),"
             f" delivery {through.delivery_files_per_second:.1f} files/s (finished -> delivered)."
         )
-    if getattr(args, "coldstart_runs", 0):
-        text += "\n\n" + coldstart_table(args.coldstart_runs)
+    if cold:
+        text += "\n\n" + cold
     print()
     print(text)
     if args.write:
