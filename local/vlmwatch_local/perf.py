@@ -336,14 +336,14 @@ def cost_per_1000(result: ModeResult) -> dict[str, float]:
 
 def report(results: list[ModeResult], job_seconds: int) -> str:
     lines = [
-        "| mode | status requests / job | all VLM Run requests / job | completion -> document p50 / p95 (s) | "
-        "delivered / failed | AWS $ / 1,000 docs |",
-        "| --- | ---: | ---: | ---: | ---: | ---: |",
+        f"| mode | status requests / job | all VLM Run requests / job | all requests, {results[0].jobs} jobs | "
+        "completion -> document p50 / p95 (s) | delivered / failed | AWS $ / 1,000 docs |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in results:
         total = sum(r.cost.values()) if r.cost else 0.0
         lines.append(
-            f"| {r.mode} | {r.status_per_job:.1f} | {r.all_requests / r.jobs:.1f} | "
+            f"| {r.mode} | {r.status_per_job:.1f} | {r.all_requests / r.jobs:.1f} | {r.all_requests} | "
             + (f"{r.pct(0.5):.0f} / {r.pct(0.95):.0f} | {r.delivered} / {r.failed} | " if r.cost else "- | - | ")
             + (f"{total:.4f}" if r.cost else "-")
             + " |"
