@@ -13,6 +13,7 @@ import json
 import logging
 import mimetypes
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -237,9 +238,16 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--timeout", type=float, default=1800.0, help="seconds for everything to settle")
     c.set_defaults(func=lambda a: __import__("vlmwatch_local.chaos", fromlist=["main"]).main(a))
     args = parser.parse_args(argv)
+    # `kill`, `timeout` and CI stop a run with SIGTERM: end it as Ctrl-C does, so the stack's context
+    # managers stop the moto server process and the emulator instead of leaving them running.
+    signal.signal(signal.SIGTERM, _interrupt)
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # request lines from moto and the emulator
     logging.getLogger("pypdf").setLevel(logging.ERROR)  # the emulator reading a broken PDF on purpose
     return int(args.func(args))
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 if __name__ == "__main__":
