@@ -432,6 +432,16 @@ def chart(results: list[ModeResult], path: Path) -> None:
 
 
 def main(args: Any) -> int:
+    """The whole report; the process's environment is as it was afterwards (tests call this too)."""
+    saved = dict(os.environ)
+    try:
+        return _main(args)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def _main(args: Any) -> int:
     import logging
 
     # Everything runs in-process against moto: no real credentials or endpoints, and moto does not route
