@@ -217,8 +217,8 @@ def test_ids_from_responses_are_validated_before_they_go_into_a_url():
         client.execute({"name": "a", "inputs": {"file": "https://x/a.pdf"}})
     with pytest.raises(ValueError, match="not a valid VLM Run id"):
         client.get_execution("../../admin")
-    with pytest.raises(ValueError, match="not a valid VLM Run id"):
-        client.get_artifact("e1", "../secret")
+    with pytest.raises(ValueError, match="not a valid VLM Run id"), client.open_artifact("e1", "../secret"):
+        pass
     assert seen == ["/v1/agent/execute"]
 
 
@@ -229,8 +229,8 @@ def test_a_redirect_from_the_artifacts_endpoint_is_an_error_not_an_artifact(stat
             status, headers={"Location": "https://elsewhere.example/x"}, content=b"<html>moved</html>"
         )
 
-    with pytest.raises(VlmRunError, match=f"unexpected HTTP {status}"):
-        _client(handler).get_artifact("e1", "img_1")
+    with pytest.raises(VlmRunError, match=f"unexpected HTTP {status}"), _client(handler).open_artifact("e1", "img_1"):
+        pass
 
 
 # -- logs ---------------------------------------------------------------------------------------

@@ -222,6 +222,13 @@ class OutputWriter:
         total = 0
         upload_id: str | None = None
         parts: list[Any] = []
+
+        def upload_part(upload: str, body: bytes) -> None:
+            part = self._s3.upload_part(
+                Bucket=self.bucket, Key=key, UploadId=upload, PartNumber=len(parts) + 1, Body=body
+            )
+            parts.append({"PartNumber": len(parts) + 1, "ETag": part["ETag"]})
+
         try:
             for chunk in stream.chunks:
                 total += len(chunk)
@@ -236,23 +243,13 @@ class OutputWriter:
                             ContentType=stream.content_type,
                             Metadata={"vlmwatch-job-id": job.job_id},
                         )["UploadId"]
-                    part = self._s3.upload_part(
-                        Bucket=self.bucket,
-                        Key=key,
-                        UploadId=upload_id,
-                        PartNumber=len(parts) + 1,
-                        Body=bytes(buffer[:PART_BYTES]),
-                    )
-                    parts.append({"PartNumber": len(parts) + 1, "ETag": part["ETag"]})
+                    upload_part(upload_id, bytes(buffer[:PART_BYTES]))
                     del buffer[:PART_BYTES]
             if upload_id is None:
                 self._put(key, bytes(buffer), stream.content_type, job)
             else:
                 if buffer:
-                    part = self._s3.upload_part(
-                        Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumber=len(parts) + 1, Body=bytes(buffer)
-                    )
-                    parts.append({"PartNumber": len(parts) + 1, "ETag": part["ETag"]})
+                    upload_part(upload_id, bytes(buffer))
                 self._s3.complete_multipart_upload(
                     Bucket=self.bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}
                 )

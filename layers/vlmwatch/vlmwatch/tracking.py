@@ -206,9 +206,10 @@ class Tracker:
             return "deferred"
         except Exception as exc:  # one bad job must not stop the others; it is recorded and retried
             logger.exception("sweep step failed", extra={"job_id": job.job_id})
+            now = self._store.now()
             self._store.reschedule(
                 job.job_id,
-                self._store.now() + self.next_delay(job, self._store.now()),
+                now + self.next_delay(job, now),
                 error=bounded(f"{type(exc).__name__}: {exc}"),
             )
             return "error"
@@ -330,9 +331,10 @@ class Tracker:
             except VlmRunError as exc:
                 # Transient trouble at VLM Run: the loop waits and tries again; the deadline still applies.
                 logger.warning("poll failed; will retry", extra={"job_id": job_id, "error": str(exc)})
+                now = self._store.now()
                 self._store.reschedule(
                     job_id,
-                    self._store.now() + self.next_delay(job, self._store.now()) + self._settings.sweep_overdue_seconds,
+                    now + self.next_delay(job, now) + self._settings.sweep_overdue_seconds,
                     error=bounded(str(exc)),
                 )
         fresh = self._store.get(job_id) or job

@@ -141,12 +141,6 @@ class PresignedUpload(BaseModel):
     content_type: str | None = None
 
 
-class Artifact(BaseModel):
-    object_id: str
-    content: bytes
-    content_type: str
-
-
 @dataclass
 class ArtifactStream:
     """An artifact being downloaded: read ``chunks`` once."""
@@ -328,12 +322,6 @@ class VlmRunClient:
         params = {"execution_id": safe_id(execution_id, "execution id")}
         return self._parse(self._get("artifacts/list", params=params), ArtifactList)
 
-    def get_artifact(self, execution_id: str, object_id: str) -> Artifact:
-        """An artifact read whole (small ones; delivery streams them with :meth:`open_artifact`)."""
-        with self.open_artifact(execution_id, object_id) as stream:
-            content = b"".join(stream.chunks)
-        return Artifact(object_id=object_id, content=content, content_type=stream.content_type)
-
     @contextmanager
     def open_artifact(self, execution_id: str, object_id: str) -> Iterator[ArtifactStream]:
         """An artifact as a stream of chunks: a video of any size passes through a bounded buffer.
@@ -349,7 +337,7 @@ class VlmRunClient:
             self.requests_sent += 1
             response = self._http.send(request, stream=True)
             opened.append(response)
-            if response.status_code >= 400 or not response.is_success:
+            if not response.is_success:
                 response.read()  # error bodies are small; the message is in them
             return response
 
