@@ -65,15 +65,21 @@ class ModeResult:
     all_requests: int
     latencies: list[float]
     aws_calls: Counter[str]
-    invocations: Counter[str]
-    lambda_seconds: float
+    durations: dict[str, list[float]]  # wall seconds of each Lambda invocation, by function
     delivered: int
     failed: int
     cost: dict[str, float] = field(default_factory=dict)
     settled_seconds: float = 0.0  # virtual seconds from the first file to the last document
     budgeted_requests: int = 0  # starts, status GETs and lists: what the shared budget counts
     transitions: int = 0  # Step Functions state transitions (stepfunctions mode)
-    durations: dict[str, list[float]] = field(default_factory=dict)  # wall seconds per invocation, by function
+
+    @property
+    def invocations(self) -> int:
+        return sum(len(values) for values in self.durations.values())
+
+    @property
+    def lambda_seconds(self) -> float:
+        return sum(sum(values) for values in self.durations.values())
 
     def median_ms(self, function: str) -> float:
         values = sorted(self.durations.get(function, []))
@@ -207,8 +213,6 @@ def run_mode(mode: str, jobs: int, job_seconds: int) -> ModeResult:
         ]
         requests = sum(v for k, v in emulator.requests.items() if k.startswith(("GET /v1", "POST /v1")))
         budgeted = sum(v for k, v in emulator.requests.items() if k.startswith(("GET /v1/agent", "POST /v1/agent")))
-        invocations = Counter(inv.function for inv in local.invocations)
-        seconds = sum(inv.seconds for inv in local.invocations)
         durations: dict[str, list[float]] = {}
         for inv in local.invocations:
             durations.setdefault(inv.function, []).append(inv.seconds)
@@ -220,14 +224,12 @@ def run_mode(mode: str, jobs: int, job_seconds: int) -> ModeResult:
         all_requests=requests,
         latencies=latencies,
         aws_calls=calls,
-        invocations=invocations,
-        lambda_seconds=seconds,
+        durations=durations,
         delivered=sum(r["status"] == "delivered" for r in rows),
         failed=sum(r.get("outcome") in ("failed", "timed_out") for r in rows),
         settled_seconds=settled,
         budgeted_requests=budgeted,
         transitions=machines.transitions,
-        durations=durations,
     )
 
 
@@ -260,9 +262,11 @@ class _Machines:
 
 def _sdk_wait(local: Any, emulator: Any, clock: _Clock, stack: Any, jobs: int) -> int:
     """The baseline: submitted through vlmwatch, then each execution polled every 5 s until it ends."""
+    import httpx
+
     gets = 0
     pending = set(emulator.executions)
-    client = __import__("httpx").Client(transport=__import__("httpx").WSGITransport(app=emulator.app))
+    client = httpx.Client(transport=httpx.WSGITransport(app=emulator.app))
     headers = {"Authorization": f"Bearer {emulator.config.api_key}"}
     while pending:
         clock.advance(5)
@@ -317,7 +321,7 @@ def cost_per_1000(result: ModeResult) -> dict[str, float]:
     sqs = sum(v for k, v in calls.items() if k.startswith("sqs:"))
     events = sum(v for k, v in calls.items() if k == "events:PutEvents")
     secrets = sum(v for k, v in calls.items() if k.startswith("secretsmanager:"))
-    invocations = sum(result.invocations.values())
+    invocations = result.invocations
     cost = {
         "Lambda requests": invocations * PRICES["lambda_request"],
         "Lambda GB-s": result.lambda_seconds * MEMORY_GB * PRICES["lambda_gb_second_arm"],

@@ -204,20 +204,20 @@ class JobStore:
     # -- reads ---------------------------------------------------------------------------------
 
     def get(self, job_id: str) -> Job | None:
-        item = self._client.get_item(TableName=self._table, Key=_ser({"job_id": job_id}), ConsistentRead=True).get(
-            "Item"
-        )
-        return Job.from_item(_deser(item)) if item else None
+        item = self._client.get_item(
+            TableName=self._table, Key=serialize_item({"job_id": job_id}), ConsistentRead=True
+        ).get("Item")
+        return Job.from_item(deserialize_item(item)) if item else None
 
     def find_by_execution(self, execution_id: str) -> Job | None:
         items = self._client.query(
             TableName=self._table,
             IndexName=EXECUTION_INDEX,
             KeyConditionExpression="execution_id = :e",
-            ExpressionAttributeValues=_ser({":e": execution_id}),
+            ExpressionAttributeValues=serialize_item({":e": execution_id}),
             Limit=1,
         ).get("Items", [])
-        return self.get(_deser(items[0])["job_id"]) if items else None
+        return self.get(deserialize_item(items[0])["job_id"]) if items else None
 
     def due(self, now: int, limit: int) -> list[Job]:
         """Jobs whose next poll is due, oldest first. Reads only the sparse in-flight index."""
@@ -227,12 +227,12 @@ class JobStore:
                 "TableName": self._table,
                 "IndexName": IN_FLIGHT_INDEX,
                 "KeyConditionExpression": "poll_shard = :s AND next_poll_at <= :now",
-                "ExpressionAttributeValues": _ser({":s": f"s{shard}", ":now": now}),
+                "ExpressionAttributeValues": serialize_item({":s": f"s{shard}", ":now": now}),
                 "Limit": limit,
             }
             while len(jobs) < limit:
                 page = self._client.query(**kwargs)
-                jobs.extend(Job.from_item(_deser(item)) for item in page.get("Items", []))
+                jobs.extend(Job.from_item(deserialize_item(item)) for item in page.get("Items", []))
                 if "LastEvaluatedKey" not in page:
                     break
                 kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
@@ -255,7 +255,7 @@ class JobStore:
             item["next_poll_at"] = due_at
         try:
             self._client.put_item(
-                TableName=self._table, Item=_ser(item), ConditionExpression="attribute_not_exists(job_id)"
+                TableName=self._table, Item=serialize_item(item), ConditionExpression="attribute_not_exists(job_id)"
             )
         except ClientError as exc:
             if _conditional_failed(exc):
@@ -547,10 +547,10 @@ class JobStore:
             all_names["#error"] = "error"
         kwargs: dict[str, Any] = {
             "TableName": self._table,
-            "Key": _ser({"job_id": job_id}),
+            "Key": serialize_item({"job_id": job_id}),
             "UpdateExpression": expr,
             "ConditionExpression": f"attribute_exists(job_id) AND ({cond})",
-            "ExpressionAttributeValues": _ser(values),
+            "ExpressionAttributeValues": serialize_item(values),
         }
         if all_names:
             kwargs["ExpressionAttributeNames"] = all_names
@@ -562,11 +562,7 @@ class JobStore:
             if _conditional_failed(exc):
                 return None
             raise
-        return _deser(response.get("Attributes", {}))
-
-
-_ser = serialize_item
-_deser = deserialize_item
+        return deserialize_item(response.get("Attributes", {}))
 
 
 def _conditional_failed(exc: ClientError) -> bool:
