@@ -13,8 +13,8 @@ import httpx
 import pytest
 from moto import mock_aws
 
-from vlmwatch import runtime
-from vlmwatch.settings import Settings
+from vlmwatch.core.settings import Settings
+from vlmwatch.runtime import wiring
 from vlmwatch_local.emulator import Emulator, EmulatorConfig
 from vlmwatch_local.loops import LocalAws
 from vlmwatch_local.provision import Stack, provision
@@ -38,9 +38,9 @@ def _isolated(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     # moto does not route botocore's account-id endpoints for DynamoDB Streams (see PITFALLS).
     monkeypatch.setenv("AWS_ACCOUNT_ID_ENDPOINT_MODE", "disabled")
     monkeypatch.setenv("POWERTOOLS_TRACE_DISABLED", "1")
-    runtime.reset()
+    wiring.reset()
     yield
-    runtime.reset()
+    wiring.reset()
 
 
 @pytest.fixture
@@ -96,7 +96,7 @@ def wire(stack: Stack, emulator: Emulator, clock):
     def _wire(transport: httpx.BaseTransport | None = None, **env: Any) -> Settings:
         env.setdefault("DEFAULT_AGENT_NAME", "doc-extractor:v1")
         settings = make_settings(stack, **env)
-        runtime.use(
+        wiring.use(
             settings=settings,
             transport=transport or httpx.WSGITransport(app=emulator.app),
             api_key=emulator.config.api_key,

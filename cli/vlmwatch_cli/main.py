@@ -21,7 +21,8 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from vlmwatch.jobs import Job, Status
+from vlmwatch.core.job import Job
+from vlmwatch.core.lifecycle import SETTLED, Status
 from vlmwatch_cli import ops
 from vlmwatch_cli.target import Target, TargetError
 
@@ -152,7 +153,7 @@ def submit(
     unsettled = 0
     for item in submitted:
         job = final[item.job_id]
-        if job is None or job.status not in ops.SETTLED:
+        if job is None or job.status not in SETTLED:
             unsettled += 1
             state = job.status.value if job else "no job yet"
             console.print(f"[yellow]{item.key}[/yellow]: still {state} after {timeout:.0f} s (it goes on)")

@@ -19,10 +19,12 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from vlmwatch.jobs import FINAL, IN_FLIGHT, TERMINAL, Job, JobStore, Status, job_id_for
+from vlmwatch.adapters.jobstore import JobStore
+from vlmwatch.core.identity import ObjectVersion, job_id_for
+from vlmwatch.core.job import Job
+from vlmwatch.core.lifecycle import FINISHED, IN_FLIGHT, RETRYABLE, SETTLED, Status
 from vlmwatch_cli.target import Target
 
-SETTLED = {Status.DELIVERED, Status.SKIPPED}
 UNBOUNDED = 2**53  # "due by the end of time": every row in the in-flight index
 UNDELIVERED_LIMIT = 100_000
 JOB_ID_LENGTH = 40
@@ -43,9 +45,8 @@ def submit(target: Target, paths: Iterable[Path], prefix: str = "") -> list[Subm
         key = f"{prefix}{path.name}"
         ctype = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
         put = s3.put_object(Bucket=target.input_bucket, Key=key, Body=path.read_bytes(), ContentType=ctype)
-        version = put.get("VersionId") if put.get("VersionId") not in (None, "null") else None
-        etag = (put.get("ETag") or "").strip('"')
-        out.append(Submitted(key, version, job_id_for(target.input_bucket, key, version or f"etag:{etag}")))
+        version = ObjectVersion.from_response(put)
+        out.append(Submitted(key, version.version_id, job_id_for(target.input_bucket, key, version)))
     return out
 
 
@@ -61,9 +62,7 @@ def find_job(target: Target, ref: str) -> Job | None:
     except ClientError:
         head = None
     if head is not None:
-        version = head.get("VersionId") if head.get("VersionId") not in (None, "null") else None
-        etag = (head.get("ETag") or "").strip('"')
-        job = store.get(job_id_for(target.input_bucket, ref, version or f"etag:{etag}"))
+        job = store.get(job_id_for(target.input_bucket, ref, ObjectVersion.from_response(head)))
         if job is not None:
             return job
     jobs = [j for j in list_jobs(target) if j.key == ref]
@@ -137,7 +136,7 @@ def retry(target: Target, job_ids: Iterable[str] = (), statuses: Iterable[str] =
             jobs.append(job)
     wanted = set(statuses)
     if wanted:
-        unknown = wanted - {s.value for s in JobStore.RETRYABLE}
+        unknown = wanted - {s.value for s in RETRYABLE}
         if unknown:
             raise ValueError(f"only failed and timed_out jobs can be retried, not {', '.join(sorted(unknown))}")
         jobs += list_jobs(target, wanted)
@@ -145,9 +144,9 @@ def retry(target: Target, job_ids: Iterable[str] = (), statuses: Iterable[str] =
         outcome = job.outcome or job.status
         if job.status in IN_FLIGHT or job.status == Status.RECEIVED:
             results.append(RetryResult(job.job_id, False, f"in flight ({job.status.value}): not retried"))
-        elif job.status in TERMINAL and job.status not in JobStore.RETRYABLE:
+        elif job.status in FINISHED and job.status not in RETRYABLE:
             results.append(RetryResult(job.job_id, False, f"{job.status.value}: nothing to retry"))
-        elif outcome not in JobStore.RETRYABLE:
+        elif outcome not in RETRYABLE:
             results.append(RetryResult(job.job_id, False, f"{outcome.value}: only failed or timed-out jobs"))
         elif store.reopen(job, due_at=store.now()):
             results.append(RetryResult(job.job_id, True, f"reopened (was {outcome.value}); the sweeper submits it"))
@@ -186,13 +185,11 @@ def backfill(
     batch: list[dict[str, Any]] = []
     for obj in _current_objects(target, bucket, prefix):
         report.listed += 1
-        key, version = obj["Key"], obj.get("VersionId")
-        version = None if version in (None, "null") else version
-        etag = (obj.get("ETag") or "").strip('"')
+        key, version = obj["Key"], ObjectVersion.from_response(obj)
         if key.endswith("/") and not obj.get("Size"):
             report.ignored += 1
             continue
-        if target.store.get(job_id_for(bucket, key, version or f"etag:{etag}")) is not None:
+        if target.store.get(job_id_for(bucket, key, version)) is not None:
             report.known += 1
             continue
         report.keys.append(key)
@@ -201,7 +198,7 @@ def backfill(
         batch.append(
             {
                 "Id": str(len(batch)),
-                "MessageBody": json.dumps(object_created(bucket, key, obj.get("Size"), etag, version)),
+                "MessageBody": json.dumps(object_created(bucket, key, obj.get("Size"), version)),
             }
         )
         if len(batch) == 10:
@@ -214,11 +211,11 @@ def backfill(
     return report
 
 
-def object_created(bucket: str, key: str, size: int | None, etag: str, version: str | None) -> dict[str, Any]:
+def object_created(bucket: str, key: str, size: int | None, version: ObjectVersion) -> dict[str, Any]:
     """An "Object Created" event as S3 → EventBridge → SQS delivers it (the shape in events/)."""
-    obj: dict[str, Any] = {"key": key, "size": size, "etag": etag}
-    if version:
-        obj["version-id"] = version
+    obj: dict[str, Any] = {"key": key, "size": size, "etag": version.etag or ""}
+    if version.version_id:
+        obj["version-id"] = version.version_id
     return {
         "version": "0",
         "id": str(uuid.uuid4()),
@@ -270,7 +267,7 @@ def redrive(target: Target, queue: str) -> int:
         # Finished, undelivered jobs are in the sparse in-flight index (the sweeper's own list): read it,
         # not the whole table's history.
         for job in store.due(UNBOUNDED, limit=UNDELIVERED_LIMIT):
-            if job.status in TERMINAL:
+            if job.status in FINISHED:
                 store.reschedule(job.job_id, store.now())
     while True:
         batch = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=60).get("Messages", [])
@@ -320,14 +317,12 @@ def _parse_s3_uri(uri: str) -> tuple[str, str]:
 
 
 def _plain(item: dict[str, Any]) -> dict[str, Any]:
-    from vlmwatch.ddb import deserialize_item
+    from vlmwatch.adapters.dynamo import deserialize_item
 
     return deserialize_item(item)
 
 
 __all__ = [
-    "FINAL",
-    "SETTLED",
     "backfill",
     "dlq_messages",
     "find_job",

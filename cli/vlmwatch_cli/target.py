@@ -80,6 +80,6 @@ class Target:
 
     @functools.cached_property
     def store(self) -> Any:
-        from vlmwatch.jobs import JobStore
+        from vlmwatch.adapters.jobstore import JobStore
 
         return JobStore(self.client("dynamodb"), self.table)

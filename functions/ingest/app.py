@@ -4,31 +4,27 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics
-from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from vlmwatch import runtime, tracing
-from vlmwatch.events import refs_from_body
+from vlmwatch.core.s3events import refs_from_body
+from vlmwatch.runtime import wiring
+from vlmwatch.runtime.handler_kit import HandlerKit
 
-logger = Logger(service="vlmwatch-ingest")
-runtime.route_library_logs(logger)  # vlmwatch.* lines: JSON, with this handler's keys
-metrics = Metrics(namespace="vlmwatch", service="ingest")
-tracer = tracing.tracer("vlmwatch-ingest")  # a no-op unless the X-Ray SDK is in the layer
+kit = HandlerKit("ingest")
 # A batch in which every record failed (say, all rate limited) is still a partial-batch response:
 # SQS retries exactly the reported messages either way, and the function does not count as errored.
 processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
 
 
-@tracer.capture_method
+@kit.tracer.capture_method
 def accept_body(body: str | dict[str, Any]) -> None:
     """Accept every object in one message; raising marks the message failed (it will be retried)."""
     for ref in refs_from_body(body):
-        logger.append_keys(bucket=ref.bucket, key=ref.key)
-        outcome = runtime.ingestor().accept(ref)
-        metrics.add_metric(name=f"Ingest{outcome.value.title()}", unit=MetricUnit.Count, value=1)
+        kit.logger.append_keys(bucket=ref.bucket, key=ref.key)
+        outcome = wiring.ingestor().accept(ref)
+        kit.count(f"Ingest{outcome.value.title()}")
 
 
 def handle_record(record: SQSRecord) -> None:
@@ -36,15 +32,12 @@ def handle_record(record: SQSRecord) -> None:
         accept_body(record.body)
     except Exception:
         # Counted so it can be alarmed on; re-raised so the message is retried (and, in the end, dead-lettered).
-        metrics.add_metric(name="IngestFailed", unit=MetricUnit.Count, value=1)
-        logger.exception("ingest failed; the message will be retried", extra={"message_id": record.message_id})
+        kit.count("IngestFailed")
+        kit.logger.exception("ingest failed; the message will be retried", extra={"message_id": record.message_id})
         raise
 
 
-@logger.inject_lambda_context(clear_state=True)
-@metrics.log_metrics
-@tracer.capture_lambda_handler
-@runtime.reports_usage(metrics)
+@kit.handler
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     records = event.get("Records") or []
     if records and records[0].get("eventSource") == "aws:s3":

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import boto3
 
-from vlmwatch.output import OutputWriter
+from vlmwatch.core.layout import OutputLayout
 from vlmwatch_local.emulator import EmulatorConfig
 from vlmwatch_local.stack import LocalStack
 
@@ -133,7 +133,7 @@ def demo(args: argparse.Namespace) -> int:
         unfinished: list[str] = []
         for key in keys:
             job = jobs.get(key)
-            writer = OutputWriter(s3, local.stack.output_bucket, local.stack.parameters["OutputPrefix"])
+            writer = OutputLayout(local.stack.output_bucket, local.stack.parameters["OutputPrefix"])
             result, error = writer.latest_keys(key)
             document = result if result in outputs else error if error in outputs else None
             artifacts = sum(1 for k in outputs if k.startswith(writer.folder(key)) and "/artifacts/" in k)

@@ -15,7 +15,7 @@ from typing import Any
 import boto3
 from boto3.dynamodb.conditions import Key
 
-from vlmwatch.jobs import IN_FLIGHT_INDEX
+from vlmwatch.adapters.jobstore import IN_FLIGHT_INDEX
 from vlmwatch_local.emulator import EmulatorConfig
 from vlmwatch_local.stack import LocalStack
 

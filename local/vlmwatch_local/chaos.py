@@ -30,9 +30,12 @@ from typing import Any
 import boto3
 from botocore.exceptions import ClientError
 
-from vlmwatch.jobs import JobStore, job_id_for
-from vlmwatch.output import OutputWriter
-from vlmwatch.vlmrun import VlmRunClient
+from vlmwatch.adapters.claims import SubmitClaims
+from vlmwatch.adapters.jobstore import JobStore
+from vlmwatch.adapters.outputs import OutputWriter
+from vlmwatch.adapters.vlmrun.client import VlmRunClient
+from vlmwatch.core.layout import OutputLayout
+from vlmwatch.core.identity import ObjectVersion, job_id_for
 from vlmwatch_local.emulator import EmulatorConfig
 from vlmwatch_local.stack import LocalStack
 
@@ -163,7 +166,7 @@ class Faults:
     def install(self) -> None:
         # Submit: after the row is written, after the claim, after VLM Run created the execution.
         self._wrap(JobStore, "create", after="ingest: row written, not claimed")
-        self._wrap(JobStore, "claim_submit", after="submit: claimed, not sent")
+        self._wrap(SubmitClaims, "claim", after="submit: claimed, not sent")
         self._wrap(VlmRunClient, "execute", after="submit: sent, not recorded")
         # Delivery: after an artifact, after the version document, before the row says delivered.
         self._wrap(OutputWriter, "put_artifact_stream", after="deliver: artifact written")
@@ -323,7 +326,7 @@ def check(local: LocalStack, report: ChaosReport) -> None:
     nothing left in flight; every DLQ entry accounted for; every failure says why."""
     s3 = boto3.client("s3")
     stack = local.stack
-    writer = OutputWriter(s3, stack.output_bucket, stack.parameters["OutputPrefix"])
+    writer = OutputLayout(stack.output_bucket, stack.parameters["OutputPrefix"])
     rows = {j["job_id"]: j for j in local.jobs()}
     emulator = local.emulator
     assert emulator is not None
@@ -343,7 +346,7 @@ def check(local: LocalStack, report: ChaosReport) -> None:
     accounted: set[tuple[str, str]] = set()
     for v in versions:
         key, vid = v["Key"], v["VersionId"]
-        job_id = job_id_for(stack.input_bucket, key, vid)
+        job_id = job_id_for(stack.input_bucket, key, ObjectVersion.from_response(v))
         row = rows.get(job_id)
         where = f"{key}@{vid[:8]}"
         if row is None:
@@ -395,7 +398,7 @@ def check(local: LocalStack, report: ChaosReport) -> None:
     # The newest version's document is the one at the key's stable path.
     current = {v["Key"]: v["VersionId"] for v in versions if v.get("IsLatest")}
     for key, vid in current.items():
-        row = rows.get(job_id_for(stack.input_bucket, key, vid))
+        row = rows.get(job_id_for(stack.input_bucket, key, ObjectVersion.of(vid, None)))
         if row is None or row["status"] != "delivered":
             continue
         result, error = writer.latest_keys(key)

@@ -31,11 +31,11 @@ TIMER = "import time, sys; t = time.perf_counter(); {code}; print(time.perf_coun
 # What each handler's first invocation builds before its first request (clients, models): "import" moves
 # nothing into the first invocation unseen, "ready" counts it.
 FIRST_USE = {
-    "ingest": "runtime.ingestor()",
-    "poller": "runtime.tracker()",
-    "pollonce": "runtime.tracker()",
-    "webhook": "runtime.webhook_receiver()",
-    "complete": "runtime.deliverer()",
+    "ingest": "wiring.ingestor()",
+    "poller": "wiring.sweeper()",
+    "pollonce": "wiring.step_loop()",
+    "webhook": "wiring.webhook_receiver()",
+    "complete": "wiring.deliverer()",
 }
 
 
@@ -94,7 +94,7 @@ def measure(runs: int = 11, *, no_pyc: bool = False) -> dict[str, float]:
             env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "functions" / handler), str(ROOT / "layers" / "vlmwatch")])
             cwd = ROOT / "functions" / handler
             samples[handler].append(_time("import app", env, cwd=cwd, no_pyc=no_pyc))
-            ready = f"import app; from vlmwatch import runtime; {FIRST_USE[handler]}"
+            ready = f"import app; from vlmwatch.runtime import wiring; {FIRST_USE[handler]}"
             samples[f"{handler}+ready"].append(_time(ready, env, cwd=cwd, no_pyc=no_pyc))
     return {name: statistics.median(values) for name, values in samples.items()}
 

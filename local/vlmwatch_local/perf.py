@@ -111,8 +111,8 @@ def run_mode(mode: str, jobs: int, job_seconds: int) -> ModeResult:
     import httpx
     from moto import mock_aws
 
-    from vlmwatch import runtime
-    from vlmwatch.settings import Settings
+    from vlmwatch.core.settings import Settings
+    from vlmwatch.runtime import wiring
     from vlmwatch_local.emulator import Emulator, EmulatorConfig
     from vlmwatch_local.loops import LocalAws, function_url_event
     from vlmwatch_local.provision import provision
@@ -148,15 +148,15 @@ def run_mode(mode: str, jobs: int, job_seconds: int) -> ModeResult:
             boto3.client("secretsmanager").create_secret(Name="vlmwatch/perf-hook", SecretString="perf-secret")
             env.update({"CALLBACK_URL": "https://hooks.example/vlmwatch", "WEBHOOK_SECRET": "vlmwatch/perf-hook"})
             emulator.config.webhook_secret = "perf-secret"  # noqa: S105 - a local value
-        runtime.use(
+        wiring.use(
             settings=Settings.from_env(env),
             transport=httpx.WSGITransport(app=emulator.app),
             api_key=emulator.config.api_key,
             clock=clock,
         )
-        _count_calls(runtime._session(), calls)
+        _count_calls(wiring._session(), calls)
         # The harness plays each started state machine (moto records the start and runs nothing).
-        runtime._session().register(
+        wiring._session().register(
             "provide-client-params.sfn.StartExecution",
             lambda params, **_: started.append((clock(), json.loads(params["input"]))),
         )
@@ -216,7 +216,7 @@ def run_mode(mode: str, jobs: int, job_seconds: int) -> ModeResult:
         durations: dict[str, list[float]] = {}
         for inv in local.invocations:
             durations.setdefault(inv.function, []).append(inv.seconds)
-        runtime.reset()
+        wiring.reset()
     return ModeResult(
         mode=mode,
         jobs=jobs,
@@ -253,7 +253,7 @@ class _Machines:
                 continue
             result = self._local.invoke("pollonce", {"job_id": job_id})
             self.transitions += TRANSITIONS_PER_POLL
-            if result["terminal"]:
+            if result["done"]:
                 self.transitions += 1  # Done
                 del self._wake[job_id]
             else:

@@ -20,7 +20,7 @@ import httpx
 from moto.server import ThreadedMotoServer
 from werkzeug.serving import make_server
 
-from vlmwatch import runtime
+from vlmwatch.runtime import wiring
 from vlmwatch_local.emulator import Emulator, EmulatorConfig
 from vlmwatch_local.loops import FunctionUrlApp, LocalAws
 from vlmwatch_local.provision import Stack, provision
@@ -105,7 +105,7 @@ class LocalStack:
             if self.emulator is not None:
                 self.emulator.config.webhook_secret = self.webhook_secret
         os.environ.update(self.env)
-        runtime.reset()
+        wiring.reset()
         return self
 
     def _start_moto(self) -> str:
@@ -159,7 +159,7 @@ class LocalStack:
         if self.webhook_url:
             self._hook_server.shutdown()
         self._stop_moto()
-        runtime.reset()
+        wiring.reset()
         os.environ.clear()
         os.environ.update(self._saved_env)
 

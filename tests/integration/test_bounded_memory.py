@@ -13,9 +13,11 @@ import boto3
 import httpx
 import pytest
 
-from vlmwatch.jobs import Job, Status
-from vlmwatch.output import OutputWriter, TooLargeError
-from vlmwatch.vlmrun import VlmRunClient
+from vlmwatch.adapters.outputs import OutputWriter
+from vlmwatch.adapters.vlmrun.client import VlmRunClient
+from vlmwatch.core.errors import TooLargeError
+from vlmwatch.core.job import Job
+from vlmwatch.core.lifecycle import Status
 
 pytestmark = pytest.mark.e2e
 MB = 1024 * 1024

@@ -163,9 +163,10 @@ def test_dlq_list_and_redrive(local):
     with local.paused:
         put = s3.put_object(Bucket=local.stack.input_bucket, Key="dlq/late.txt", Body=b"was dead-lettered")
         sqs.purge_queue(QueueUrl=local.stack.ingest_queue_url)
+    from vlmwatch.core.identity import ObjectVersion
     from vlmwatch_cli.ops import object_created
 
-    event = object_created(local.stack.input_bucket, "dlq/late.txt", 17, put["ETag"].strip('"'), put.get("VersionId"))
+    event = object_created(local.stack.input_bucket, "dlq/late.txt", 17, ObjectVersion.from_response(put))
     sqs.send_message(QueueUrl=local.stack.queues["IngestDLQ"], MessageBody=json.dumps(event))
 
     code, listed = cli(local, "dlq", "list")

@@ -68,14 +68,14 @@ def test_table_keys_indexes_stream_and_ttl_match_the_template(stack):
 
 
 def test_code_uses_the_index_names_the_template_declares():
-    from vlmwatch.jobs import EXECUTION_INDEX, IN_FLIGHT_INDEX
+    from vlmwatch.adapters.jobstore import EXECUTION_INDEX, IN_FLIGHT_INDEX
 
     (props,) = resources("AWS::DynamoDB::Table").values()
     assert {i["IndexName"] for i in props["GlobalSecondaryIndexes"]} == {EXECUTION_INDEX, IN_FLIGHT_INDEX}
 
 
 def test_function_environment_covers_every_setting_the_code_reads():
-    from vlmwatch.settings import _ENV
+    from vlmwatch.core.settings import _ENV
 
     env = load_template()["Globals"]["Function"]["Environment"]["Variables"]
     required = {"JOBS_TABLE_NAME", "OUTPUT_BUCKET", "VLMRUN_API_KEY_SECRET", "ROUTING_RULES", "POLL_BASE_SECONDS"}

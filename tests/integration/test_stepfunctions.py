@@ -17,8 +17,8 @@ from moto import mock_aws
 from moto.awslambda_simple.models import LambdaSimpleBackend
 
 from helpers import PDF_BYTES, drop, error_key, jobs, read_json, result_key
-from vlmwatch import runtime
-from vlmwatch.tracking import Tracker
+from vlmwatch.flows.steploop import StepLoop
+from vlmwatch.runtime import wiring
 from vlmwatch_local.loops import LambdaContext, LocalAws, load_handler
 
 ASL = Path(__file__).resolve().parents[2] / "statemachine" / "poller.asl.json"
@@ -100,15 +100,15 @@ def test_one_execution_per_job_completes_fails_times_out_and_hands_broken_loops_
 ):
     wire(STATE_MACHINE_ARN=state_machine, POLL_BASE_SECONDS="1", POLL_CAP_SECONDS="1", JOB_DEADLINE_SECONDS="4")
     crash_key = "crash.txt"
-    real_step = Tracker.step
+    real_step = StepLoop.step
 
-    def step(self: Tracker, job_id: str):
-        job = runtime.job_store().get(job_id)
+    def step(self: StepLoop, job_id: str):
+        job = wiring.job_store().get(job_id)
         if job is not None and job.key == crash_key:
             raise RuntimeError("disk on fire")  # a bug in the poll path: the Catch must record it
         return real_step(self, job_id)
 
-    monkeypatch.setattr(Tracker, "step", step)
+    monkeypatch.setattr(StepLoop, "step", step)
     local = LocalAws(stack)
     drop(stack, "done.pdf", PDF_BYTES, "application/pdf")
     drop(stack, "broken.pdf", b"%PDF-1.4 truncated", "application/pdf")
@@ -153,7 +153,7 @@ def test_one_execution_per_job_completes_fails_times_out_and_hands_broken_loops_
     assert results[crash_key]["error"] == "PollingFailed"
     assert rows[crash_key]["status"] == "submitted" and "outcome" not in rows[crash_key]
     assert "disk on fire" in rows[crash_key]["last_poll_error"]
-    monkeypatch.setattr(Tracker, "step", real_step)
+    monkeypatch.setattr(StepLoop, "step", real_step)
     for _ in range(10):
         local.run_poller()
         local.pump_stream()

@@ -8,7 +8,7 @@ import boto3
 import httpx
 
 from helpers import drop, jobs
-from vlmwatch.budget import RequestBudget
+from vlmwatch.adapters.throttle import RequestBudget
 from vlmwatch_local.loops import LocalAws
 
 

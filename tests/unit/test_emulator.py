@@ -7,7 +7,7 @@ import json
 import httpx
 import pytest
 
-from vlmwatch.webhooks import verify_signature
+from vlmwatch.flows.webhooks import verify_signature
 from vlmwatch_local.emulator import Emulator, EmulatorConfig
 
 

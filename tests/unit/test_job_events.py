@@ -8,7 +8,7 @@ import boto3
 import pytest
 
 from helpers import drop, jobs
-from vlmwatch.notify import SCHEMA, JobEventDetail
+from vlmwatch.adapters.job_events import SCHEMA, JobEventDetail
 
 
 @pytest.fixture
@@ -108,20 +108,20 @@ def test_library_log_lines_reach_the_handlers_json_log_with_the_job_id():
 
     from aws_lambda_powertools import Logger
 
-    from vlmwatch import runtime
+    from vlmwatch.runtime.handler_kit import route_library_logs
 
     stream = io.StringIO()
     handler_logger = Logger(service="vlmwatch-test", stream=stream)
     package = logging.getLogger("vlmwatch")
     saved = (package.handlers[:], package.propagate, package.level)
     try:
-        runtime.route_library_logs(handler_logger, force=True)
+        route_library_logs(handler_logger, force=True)
         handler_logger.append_keys(job_id="job-123")
-        logging.getLogger("vlmwatch.delivery").info("delivered", extra={"uri": "s3://out/x"})
+        logging.getLogger("vlmwatch.flows.delivery").info("delivered", extra={"uri": "s3://out/x"})
     finally:
         package.handlers, package.propagate = saved[0], saved[1]
         package.setLevel(saved[2])
         handler_logger.remove_keys(["job_id"])
     (line,) = [json.loads(raw) for raw in stream.getvalue().splitlines()]
     assert line["message"] == "delivered" and line["job_id"] == "job-123" and line["uri"] == "s3://out/x"
-    assert line["name"] == "vlmwatch.delivery" and line["service"] == "vlmwatch-test"
+    assert line["name"] == "vlmwatch.flows.delivery" and line["service"] == "vlmwatch-test"

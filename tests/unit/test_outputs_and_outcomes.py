@@ -7,7 +7,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from helpers import PDF_BYTES, drop, error_key, jobs, output_keys, read_json, result_key
-from vlmwatch.output import OutputWriter
+from vlmwatch.adapters.outputs import OutputWriter
 from vlmwatch_local.loops import LocalAws
 
 

@@ -10,8 +10,8 @@ import pytest
 
 from conftest import load_event, make_settings
 from helpers import PDF_BYTES, Clock, drop, error_key, jobs, output_keys, read_json, result_key, with_bucket
-from vlmwatch import runtime
-from vlmwatch.jobs import Status
+from vlmwatch.core.lifecycle import Status
+from vlmwatch.runtime import wiring
 from vlmwatch_local.loops import LocalAws
 
 
@@ -138,7 +138,7 @@ def test_key_with_spaces_plus_and_unicode_round_trips_to_output(stack, local, em
 
 def test_completed_execution_delivers_artifacts_then_result_document(stack, local, emulator, clock):
     puts: list[str] = []
-    runtime.s3().meta.events.register(
+    wiring.s3().meta.events.register(
         "provide-client-params.s3.PutObject", lambda params, **_: puts.append(params["Key"])
     )
     drop(stack, "reports/q3.pdf", PDF_BYTES, "application/pdf")
@@ -299,9 +299,9 @@ def test_job_past_deadline_times_out_with_error_document(clocked, emulator, stac
 def test_out_of_order_status_never_moves_a_job_backwards(stack, local, emulator):
     drop(stack, "order.txt", b"order")
     local.pump_ingest()
-    store, tracker = runtime.job_store(), runtime.tracker()
+    store, tracker = wiring.job_store(), wiring.tracker()
     job = store.get(jobs(stack)[0]["job_id"])
-    from vlmwatch.vlmrun import Execution
+    from vlmwatch.adapters.vlmrun.models import Execution
 
     def execution(status: str) -> Execution:
         return Execution(id=job.execution_id, status=status)
@@ -343,8 +343,8 @@ def test_unknown_agent_fails_the_job_with_the_api_message(stack, wire, emulator,
 
 
 def test_bad_routing_rules_fail_loudly_instead_of_skipping(stack, wire, emulator):
-    from vlmwatch.exceptions import ConfigError
-    from vlmwatch.settings import Settings
+    from vlmwatch.core.errors import ConfigError
+    from vlmwatch.core.settings import Settings
 
     env = stack.environment() | {"ROUTING_RULES": json.dumps([{"name": "x", "suffixes": [".pdf"]}])}
     with pytest.raises(ConfigError, match=r"ROUTING_RULES.*set exactly one of 'agent' and 'prompt'"):
@@ -352,12 +352,12 @@ def test_bad_routing_rules_fail_loudly_instead_of_skipping(stack, wire, emulator
 
 
 def test_upload_mode_sends_the_bytes_through_the_files_api(stack, wire, emulator, clock, monkeypatch):
-    import vlmwatch.submit
+    import vlmwatch.flows.request
 
     wire(INPUT_MODE="upload")
     local = LocalAws(stack)
     drop(stack, "up/small.txt", b"small file via POST /files")
-    monkeypatch.setattr(vlmwatch.submit, "PRESIGNED_UPLOAD_THRESHOLD", 100)
+    monkeypatch.setattr(vlmwatch.flows.request, "PRESIGNED_UPLOAD_THRESHOLD", 100)
     drop(stack, "up/large.txt", b"x" * 500)  # over the (lowered) threshold: presigned upload flow
 
     run_until_settled(local, clock)
@@ -379,7 +379,7 @@ def test_wrong_api_key_keeps_the_job_waiting_and_a_rotated_key_is_picked_up(stac
     settings = make_settings(stack, DEFAULT_AGENT_NAME="doc-extractor:v1")
     secrets = boto3.client("secretsmanager")
     secrets.create_secret(Name=settings.api_key_secret, SecretString="revoked-key")
-    runtime.use(settings=settings, transport=httpx.WSGITransport(app=emulator.app), clock=clock)
+    wiring.use(settings=settings, transport=httpx.WSGITransport(app=emulator.app), clock=clock)
     local = LocalAws(stack)
     drop(stack, "keyed.txt", b"x")
     messages = boto3.client("sqs").receive_message(QueueUrl=stack.ingest_queue_url, MaxNumberOfMessages=10)["Messages"]

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from vlmwatch.exceptions import ConfigError
-from vlmwatch.routing import Route, RuleSet, Skip
-from vlmwatch.settings import Settings
+from vlmwatch.core.errors import ConfigError
+from vlmwatch.core.routing import Route, RuleSet, Skip
+from vlmwatch.core.settings import Settings
 
 BASE = {"JOBS_TABLE_NAME": "jobs", "OUTPUT_BUCKET": "out"}
 RULES = RuleSet.model_validate(

@@ -45,7 +45,7 @@ def test_sample_event_is_handled(name, stack, local, emulator):
     elif function == "poller":
         assert result["due"] == 0
     elif function == "pollonce":
-        assert result == {"job_id": event["job_id"], "status": "missing", "terminal": True, "wait_seconds": 0}
+        assert result == {"job_id": event["job_id"], "status": "missing", "done": True, "wait_seconds": 0}
     else:
         assert result["statusCode"] == 401  # signed with a secret this deployment does not have
         assert json.loads(result["body"]) == {"message": "Unauthorized"}

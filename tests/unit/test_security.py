@@ -14,11 +14,11 @@ import pytest
 
 from conftest import load_event
 from helpers import drop, error_key, jobs, read_json, result_key, with_bucket
-from vlmwatch import runtime
-from vlmwatch.exceptions import VlmRunAmbiguousSubmitError, VlmRunError
-from vlmwatch.redact import sanitize
-from vlmwatch.routing import Route, RuleSet, Skip
-from vlmwatch.vlmrun import VlmRunClient
+from vlmwatch.adapters.vlmrun.client import VlmRunClient
+from vlmwatch.core.errors import VlmRunAmbiguousSubmitError, VlmRunError
+from vlmwatch.core.redact import sanitize
+from vlmwatch.core.routing import Route, RuleSet, Skip
+from vlmwatch.runtime import wiring
 from vlmwatch_local.loops import LocalAws, function_url_event
 
 SECRET_NAME = "vlmwatch/vlmrun-webhook-secret"
@@ -43,7 +43,7 @@ def callback(local: LocalAws, body: bytes, signature: str | None, query: str = "
 def count_secret_reads() -> list[str]:
     """Every GetSecretValue the runtime's client makes, by version stage."""
     calls: list[str] = []
-    client = runtime._boto("secretsmanager")
+    client = wiring._boto("secretsmanager")
     client.meta.events.register(
         "before-call.secrets-manager.GetSecretValue",
         lambda params, **_: calls.append(params.get("VersionStage", "AWSCURRENT")),
@@ -95,8 +95,8 @@ def test_callback_tokens_made_before_a_rotation_still_prove_their_job(hooked, em
     response = callback(local, body, sign(body, NEW), query)
 
     assert response["statusCode"] == 200
-    assert runtime.webhook_receiver()._attempt_from(
-        dict(p.split("=", 1) for p in query.split("&")), runtime.webhook_secrets()
+    assert wiring.webhook_receiver()._attempt_from(
+        dict(p.split("=", 1) for p in query.split("&")), wiring.webhook_secrets()
     ) == (jobs_before[0]["job_id"], 1)
 
 
@@ -253,7 +253,7 @@ def test_debug_logging_of_the_whole_pipeline_leaks_no_key_secret_or_signature(st
     settings = wire(
         CALLBACK_URL="https://hooks.example/vlmwatch", WEBHOOK_SECRET=SECRET_NAME, POWERTOOLS_LOG_LEVEL="DEBUG"
     )
-    runtime.use(
+    wiring.use(
         settings=settings, transport=httpx.WSGITransport(app=emulator.app), clock=clock
     )  # no api_key override: the key is read from Secrets Manager, as in AWS
     local = LocalAws(stack)

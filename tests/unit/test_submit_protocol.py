@@ -10,8 +10,8 @@ import httpx
 import pytest
 
 from helpers import drop, jobs, read_json, result_key
-from vlmwatch import runtime
-from vlmwatch.vlmrun import VlmRunClient
+from vlmwatch.adapters.vlmrun.client import VlmRunClient
+from vlmwatch.runtime import wiring
 from vlmwatch_local.loops import LocalAws, function_url_event, sqs_record
 
 
@@ -265,7 +265,7 @@ def test_head_403_falls_back_to_the_raw_key_and_says_what_403_means(stack, local
 
     key = "docs/a+b.txt"  # the raw key really has a '+'; decoded it would be "a b.txt", which does not exist
     version = drop(stack, key, b"plus in the key")
-    s3 = runtime.s3()
+    s3 = wiring.s3()
     real_head = s3.head_object
 
     def head(**params):

@@ -7,13 +7,13 @@ import json
 import httpx
 import pytest
 
-from vlmwatch.exceptions import (
+from vlmwatch.adapters.vlmrun.client import VlmRunClient
+from vlmwatch.core.errors import (
     VlmRunAmbiguousSubmitError,
     VlmRunRateLimitedError,
     VlmRunRejectedError,
     VlmRunUnavailableError,
 )
-from vlmwatch.vlmrun import VlmRunClient
 from vlmwatch_local.emulator import Emulator
 
 EXECUTION = {
@@ -165,7 +165,7 @@ def test_401_rereads_a_rotated_key_once_then_succeeds():
 
 
 def test_bad_credentials_raise_an_auth_error_not_a_rejection_of_the_job():
-    from vlmwatch.exceptions import VlmRunAuthError
+    from vlmwatch.core.errors import VlmRunAuthError
 
     script = Script(
         httpx.Response(401, json={"detail": "Invalid API key"}), httpx.Response(401, json={"detail": "Invalid API key"})

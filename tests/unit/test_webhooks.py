@@ -11,7 +11,7 @@ import pytest
 
 from conftest import load_event
 from helpers import drop, jobs, read_json, result_key
-from vlmwatch.webhooks import verify_signature
+from vlmwatch.flows.webhooks import verify_signature
 from vlmwatch_local.loops import LocalAws, function_url_event
 
 SECRET = "whsec-test-0123456789"

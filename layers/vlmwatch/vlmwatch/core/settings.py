@@ -8,8 +8,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
-from vlmwatch.exceptions import ConfigError
-from vlmwatch.routing import RuleSet
+from vlmwatch.core.errors import ConfigError
+from vlmwatch.core.routing import Route, RuleSet
 
 # With webhooks on, the first poll waits this long (capped by POLL_CAP_SECONDS): callbacks do the work.
 WEBHOOK_SAFETY_NET_SECONDS = 600
@@ -150,10 +150,20 @@ class Settings(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> Settings:
-        # Both may be set (the template ships a default prompt): the agent wins, see ingest.default_route.
+        # Both may be set (the template ships a default prompt): the agent wins, see default_route.
         if self.poll_cap_seconds < self.poll_base_seconds:
             raise ValueError("POLL_CAP_SECONDS must be >= POLL_BASE_SECONDS")
         return self
+
+    def default_route(self) -> Route | None:
+        """What runs on an object no rule matches: the default agent (it wins), else the default prompt."""
+        if self.default_agent:
+            return Route(rule="default", agent=self.default_agent, model=self.model)
+        if self.default_prompt:
+            return Route(
+                rule="default", prompt=self.default_prompt, json_schema=self.default_json_schema, model=self.model
+            )
+        return None
 
     @property
     def webhooks_enabled(self) -> bool:

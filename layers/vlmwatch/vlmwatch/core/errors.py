@@ -13,7 +13,7 @@ VlmwatchError
 
 from __future__ import annotations
 
-from vlmwatch.redact import sanitize
+from vlmwatch.core.redact import sanitize
 
 
 class VlmwatchError(Exception):
@@ -60,9 +60,29 @@ class VlmRunAmbiguousSubmitError(VlmRunError):
     """Raised when ``POST /agent/execute`` failed after the request may have reached the server.
 
     The API has no idempotency key, so the caller must not re-send: it records the attempt as ambiguous
-    and waits for evidence (a signed callback); see :mod:`vlmwatch.submit`.
+    and waits for evidence (a signed callback); see :mod:`vlmwatch.flows.submit`.
     """
 
 
 class UnsupportedEventError(VlmwatchError):
     """Raised when a message is neither an S3 notification nor an S3 EventBridge event."""
+
+
+class SourceUnreadableError(VlmwatchError):
+    """Every candidate key answered 403: the object is gone and we lack s3:ListBucket, or we may not read it."""
+
+
+class TooLargeError(VlmwatchError):
+    """An artifact or input above the configured limit (``MAX_OBJECT_BYTES``)."""
+
+    def __init__(self, object_id: str, size: int, limit: int, *, at_least: bool = False) -> None:
+        more = "more than " if at_least else ""
+        super().__init__(
+            f"{object_id} is {more}{size:,} bytes, above the {limit:,}-byte limit (MaxObjectBytes): not copied"
+        )
+        self.size = size
+        self.limit = limit
+
+
+class SecretUnavailableError(VlmwatchError):
+    """A configured secret cannot be read; the message says which and why (never its value)."""

@@ -9,52 +9,18 @@ trouble does, and then the message is retried.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
 
-from botocore.exceptions import ClientError
-
-from vlmwatch.events import S3ObjectRef
-from vlmwatch.jobs import Job, JobStore, Status, job_id_for
-from vlmwatch.routing import Route, Skip
-from vlmwatch.settings import Settings
-from vlmwatch.submit import Outcome, Submitter
-
-if TYPE_CHECKING:
-    from mypy_boto3_s3 import S3Client
+from vlmwatch.adapters.jobstore import JobStore
+from vlmwatch.adapters.s3source import SourceReader
+from vlmwatch.core.identity import ObjectVersion, job_id_for
+from vlmwatch.core.job import Job
+from vlmwatch.core.lifecycle import Status
+from vlmwatch.core.routing import Route, Skip
+from vlmwatch.core.s3events import S3ObjectRef
+from vlmwatch.core.settings import Settings
+from vlmwatch.flows.submit import Outcome, Submitter
 
 logger = logging.getLogger(__name__)
-
-_MISSING = ("404", "NoSuchKey", "NotFound", "NoSuchVersion", "400")
-
-
-class SourceUnreadableError(Exception):
-    """Every candidate key answered 403: the object is gone and we lack s3:ListBucket, or we may not read it."""
-
-
-class SourceObject:
-    """What a HEAD of the input object told us."""
-
-    def __init__(self, key: str, head: Mapping[str, Any]) -> None:
-        self.key = key
-        self.version_id: str | None = head.get("VersionId") if head.get("VersionId") not in (None, "null") else None
-        self.etag: str | None = (head.get("ETag") or "").strip('"') or None
-        self.size: int | None = head.get("ContentLength")
-        self.content_type: str | None = head.get("ContentType")
-        self.metadata: dict[str, str] = head.get("Metadata") or {}
-
-
-def default_route(settings: Settings) -> Route | None:
-    if settings.default_agent:
-        return Route(rule="default", agent=settings.default_agent, model=settings.model)
-    if settings.default_prompt:
-        return Route(
-            rule="default",
-            prompt=settings.default_prompt,
-            json_schema=settings.default_json_schema,
-            model=settings.model,
-        )
-    return None
 
 
 class Ingestor:
@@ -63,16 +29,16 @@ class Ingestor:
     Args:
         settings: the deployment's settings.
         store: the job table.
-        s3: an S3 client for the input bucket (HEAD).
+        source: HEADs of the input bucket.
         submitter: the submit-exactly-once protocol.
     """
 
-    def __init__(self, settings: Settings, store: JobStore, s3: S3Client, submitter: Submitter) -> None:
+    def __init__(self, settings: Settings, store: JobStore, source: SourceReader, submitter: Submitter) -> None:
         self._settings = settings
         self._store = store
-        self._s3 = s3
+        self._source = source
         self._submitter = submitter
-        self._default = default_route(settings)
+        self._default = settings.default_route()
 
     def accept(self, ref: S3ObjectRef) -> Outcome:
         """Record a job for ``ref`` and start its execution, exactly once per object version.
@@ -89,17 +55,17 @@ class Ingestor:
                 extra={"event_bucket": ref.bucket, "input_bucket": expected, "key": ref.key},
             )
             return Outcome.FOREIGN
-        source = self._head(ref)
+        source = self._source.head(ref)
         now = self._store.now()
         if source is None:
             key = ref.key_candidates()[0]
-            version = ref.version_id or f"etag:{ref.etag}"
+            gone = ObjectVersion.of(ref.version_id, ref.etag)
             job = Job(
-                job_id=job_id_for(ref.bucket, key, version),
+                job_id=job_id_for(ref.bucket, key, gone),
                 bucket=ref.bucket,
                 key=key,
-                version_id=ref.version_id,
-                etag=ref.etag,
+                version_id=gone.version_id,
+                etag=gone.etag,
                 size=ref.size,
                 status=Status.SKIPPED,
                 skip_reason="the object no longer exists (deleted before it was processed)",
@@ -110,8 +76,7 @@ class Ingestor:
             logger.warning("object missing, job skipped", extra={"job_id": job.job_id, "key": key})
             return Outcome.SKIPPED
 
-        version_id = ref.version_id or source.version_id
-        version = version_id or f"etag:{ref.etag or source.etag}"
+        version = ObjectVersion.of(ref.version_id or source.version.version_id, ref.etag or source.version.etag)
         job_id = job_id_for(ref.bucket, source.key, version)
         decision: Route | Skip
         if source.key.endswith("/") and not source.size:
@@ -130,8 +95,8 @@ class Ingestor:
             job_id=job_id,
             bucket=ref.bucket,
             key=source.key,
-            version_id=version_id,
-            etag=ref.etag or source.etag,
+            version_id=version.version_id,
+            etag=version.etag,
             size=source.size,
             content_type=source.content_type,
             route=decision if isinstance(decision, Route) else None,
@@ -157,26 +122,3 @@ class Ingestor:
             logger.info("object skipped", extra={"job_id": job_id, "reason": decision.reason})
             return Outcome.SKIPPED
         return self._submitter.submit(job)
-
-    def _head(self, ref: S3ObjectRef) -> SourceObject | None:
-        denied = []
-        for key in ref.key_candidates():
-            params: dict[str, Any] = {"Bucket": ref.bucket, "Key": key}
-            if ref.version_id:
-                params["VersionId"] = ref.version_id
-            try:
-                return SourceObject(key, self._s3.head_object(**params))
-            except ClientError as exc:
-                code = exc.response.get("Error", {}).get("Code")
-                if code in ("403", "AccessDenied", "Forbidden"):
-                    # Without s3:ListBucket a missing key answers 403, not 404: try the other spelling.
-                    denied.append(key)
-                    continue
-                if code not in _MISSING:
-                    raise
-        if denied:
-            raise SourceUnreadableError(
-                f"access denied (403) on HEAD s3://{ref.bucket}/{denied[0]}: the function may not read it, "
-                "or it is gone and the function lacks s3:ListBucket (which turns a 404 into a 403)"
-            )
-        return None

@@ -33,37 +33,36 @@ document like any failure; until then it waits.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import json
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
-from urllib.parse import urlencode, urlsplit, urlunsplit
+from typing import TYPE_CHECKING
 
 from botocore.exceptions import ClientError
 
-from vlmwatch.exceptions import (
+from vlmwatch.adapters.claims import SubmitClaims
+from vlmwatch.adapters.job_events import JobEvents
+from vlmwatch.adapters.jobstore import JobStore
+from vlmwatch.adapters.statemachine import PollerStateMachine
+from vlmwatch.adapters.throttle import Backpressure
+from vlmwatch.core.errors import (
     VlmRunAmbiguousSubmitError,
     VlmRunError,
     VlmRunRateLimitedError,
     VlmRunRejectedError,
 )
-from vlmwatch.jobs import Job, JobStore, Status, bounded
-from vlmwatch.notify import JobEvents
-from vlmwatch.pressure import Backpressure
-from vlmwatch.settings import Settings
+from vlmwatch.core.job import Job
+from vlmwatch.core.lifecycle import Status
+from vlmwatch.core.schedule import Backoff
+from vlmwatch.core.settings import Settings
+from vlmwatch.flows import pacing
+from vlmwatch.flows.request import RequestBuilder
 
 if TYPE_CHECKING:
-    from mypy_boto3_s3 import S3Client
-
-    from vlmwatch.vlmrun import Execution, VlmRunClient
+    from vlmwatch.adapters.vlmrun.client import VlmRunClient
+    from vlmwatch.adapters.vlmrun.models import Execution
 
 logger = logging.getLogger(__name__)
-
-# Files above this go through the presigned upload flow (the SDK's own threshold).
-PRESIGNED_UPLOAD_THRESHOLD = 32 * 1024 * 1024
 
 
 class Outcome(StrEnum):
@@ -78,105 +77,81 @@ class Outcome(StrEnum):
     FOREIGN = "foreign"  # an event for a bucket this deployment does not watch: refused, not retried
 
 
-def callback_token(secret: str, job_id: str, attempt: int) -> str:
-    """Our HMAC over (job id, attempt): a callback URL carrying it was written by us for that attempt."""
-    return hmac.new(secret.encode(), f"{job_id}:{attempt}".encode(), hashlib.sha256).hexdigest()[:32]
-
-
-def callback_url(base: str, secret: str, job_id: str, attempt: int) -> str:
-    """The webhook URL for one submit attempt: VLM Run calls it back, and so tells us which job it ran."""
-    parts = urlsplit(base)
-    query = urlencode({"job_id": job_id, "attempt": attempt, "token": callback_token(secret, job_id, attempt)})
-    joined = f"{parts.query}&{query}" if parts.query else query
-    return urlunsplit((parts.scheme, parts.netloc, parts.path, joined, parts.fragment))
-
-
 class Submitter:
     """Runs the protocol above for one process.
 
     Args:
         settings: the deployment's settings.
         store: the job table.
-        s3: an S3 client for the input bucket (presign, GET for uploads).
+        requests: builds each attempt's request (and uploads the input in upload mode).
         vlmrun: zero-argument callable returning the VLM Run client (built on first use).
         pressure: the process's shared 429 back-pressure.
-        webhook_secret: zero-argument callable returning the webhook secret (webhooks on only).
         events: where ``Job Started`` goes once an execution is recorded (best effort), or None.
-        sfn: zero-argument callable returning a Step Functions client (stepfunctions mode only).
+        state_machine: starts the job's poller state machine (stepfunctions mode), or None.
     """
 
     def __init__(
         self,
         settings: Settings,
         store: JobStore,
-        s3: S3Client,
+        requests: RequestBuilder,
         vlmrun: Callable[[], VlmRunClient],
         pressure: Backpressure,
         *,
-        webhook_secret: Callable[[], str] | None = None,
         events: JobEvents | None = None,
-        sfn: Callable[[], Any] | None = None,
+        state_machine: PollerStateMachine | None = None,
     ) -> None:
         self._settings = settings
         self._store = store
-        self._s3 = s3
+        self._claims = SubmitClaims(store)
+        self._requests = requests
         self._vlmrun = vlmrun
         self._pressure = pressure
-        self._webhook_secret = webhook_secret
         self._events = events
-        self._sfn = sfn
+        self._state_machine = state_machine
+        # Nothing was created (no connection, credentials, a failed upload): wait, doubling per attempt.
+        self._retry = Backoff(base=settings.poll_base_seconds, cap=settings.poll_cap_seconds)
 
     # -- OPEN → CLAIMED → ... -------------------------------------------------------------------
 
     def submit(self, job: Job) -> Outcome:
         """Claim an ``OPEN`` job and POST it once. Never raises for VLM Run trouble: the row says what happened."""
-        now = self._store.now()
-        if self._past_start_deadline(job, now):
+        if self._store.now() >= job.created_at + self._settings.submit_deadline_seconds:
             return self._give_up(job)
-        wait_until = self._pressure.admit()
-        if wait_until is not None:
-            # A 429 of this process, or the deployment's request budget for this minute is spent: do not
-            # spend a request to hear "429" again. The job waits on its row; nothing fails.
-            self._store.reschedule(job.job_id, wait_until, error="rate limited or request budget spent; waiting")
+        # A 429 of this process, or the deployment's request budget for this minute is spent: do not
+        # spend a request to hear "429" again. The job waits on its row; nothing fails.
+        if pacing.hold(self._pressure, self._store, job.job_id):
             return Outcome.DEFERRED
-        attempt = self._store.claim_submit(job.job_id, self._settings.submit_lease_seconds)
+        attempt = self._claims.claim(job.job_id, self._settings.submit_lease_seconds)
         if attempt is None:
             return Outcome.DUPLICATE  # someone else holds the claim, or the job moved on
         try:
-            body = self.request_body(job, attempt)
-            execution = self._vlmrun().execute(body)
+            execution = self._vlmrun().execute(self._requests.body(job, attempt))
         except VlmRunRateLimitedError as exc:
-            self._pressure.block(exc.retry_after)
-            self._store.release_submit(job.job_id, retry_at=self._pressure.retry_at(), error=str(exc), attempt=attempt)
+            retry_at = self._pressure.rate_limited(exc.retry_after)
+            self._claims.release(job.job_id, retry_at=retry_at, error=str(exc), attempt=attempt)
             return Outcome.DEFERRED
         except VlmRunAmbiguousSubmitError as exc:
             logger.error("ambiguous submit; waiting for evidence", extra={"job_id": job.job_id, "error": str(exc)})
-            if not self._store.mark_ambiguous(
-                job.job_id, attempt, str(exc), self._store.now() + self._settings.ambiguous_wait_seconds
-            ):
+            wait_until = self._store.now() + self._settings.ambiguous_wait_seconds
+            if not self._claims.mark_ambiguous(job.job_id, attempt, str(exc), wait_until):
                 # The job moved on meanwhile (a callback adopted an earlier attempt's execution): whatever
                 # this attempt made is still a possible orphan, and stays on record as one.
-                self._store.note_ambiguous(job.job_id, attempt)
+                self._claims.note_ambiguous(job.job_id, attempt)
             return Outcome.AMBIGUOUS
         except VlmRunRejectedError as exc:
             logger.error("VLM Run rejected the execution", extra={"job_id": job.job_id, "error": exc.message})
             self._store.transition(
-                job.job_id,
-                Status.FAILED,
-                set_fields={"error": bounded(exc.message)},
-                remove_fields=("submit_started_at",),
+                job.job_id, Status.FAILED, set_fields={"error": exc.message}, remove_fields=("submit_started_at",)
             )
             return Outcome.REJECTED
-        except VlmRunError as exc:
-            # Nothing was created (no connection, credentials, the upload failed): the job waits and retries.
-            retry_at = self._store.now() + self._retry_delay(attempt)
-            self._store.release_submit(job.job_id, retry_at=retry_at, error=str(exc), attempt=attempt)
-            logger.warning("submit deferred", extra={"job_id": job.job_id, "error": str(exc)})
-            return Outcome.DEFERRED
-        except ClientError as exc:
-            # S3 failed us (presign/GET for upload) before anything was sent: the same, but it is ours.
-            retry_at = self._store.now() + self._retry_delay(attempt)
-            self._store.release_submit(job.job_id, retry_at=retry_at, error=f"S3: {exc}", attempt=attempt)
+        except (VlmRunError, ClientError) as exc:
+            # Nothing was created (no connection, credentials, the upload failed, or S3 failed us before
+            # anything was sent): the job waits and retries.
+            error = f"S3: {exc}" if isinstance(exc, ClientError) else str(exc)
+            retry_at = self._store.now() + int(self._retry.delay(attempt))
+            self._claims.release(job.job_id, retry_at=retry_at, error=error, attempt=attempt)
+            logger.warning("submit deferred", extra={"job_id": job.job_id, "error": error})
             return Outcome.DEFERRED
         self.record_started(job, execution)
         return Outcome.SUBMITTED
@@ -194,7 +169,7 @@ class Submitter:
                 # It never got as far as the POST (the upload comes first and is recorded): no execution.
                 error = "submitter stopped before sending"
             else:
-                self._store.mark_ambiguous(
+                self._claims.mark_ambiguous(
                     job.job_id,
                     attempt,
                     "the submitter stopped while sending (crash or timeout); outcome unknown",
@@ -204,7 +179,7 @@ class Submitter:
                     return Outcome.WAITING
         # Nothing was sent, or it was ambiguous and no evidence came: the next attempt (any earlier
         # ambiguous one stays on record).
-        self._store.release_submit(job.job_id, retry_at=now, error=error, attempt=attempt)
+        self._claims.release(job.job_id, retry_at=now, error=error, attempt=attempt)
         fresh = self._store.get(job.job_id)
         if fresh is None or fresh.status != Status.RECEIVED or fresh.submit_started_at is not None:
             return Outcome.DUPLICATE
@@ -242,7 +217,7 @@ class Submitter:
         """``received`` → ``submitted``; if the row already tracks another execution, this one is an orphan."""
         job_id = job.job_id
         now = self._store.now()
-        moved = self._store.mark_submitted(
+        moved = self._claims.mark_submitted(
             job_id,
             execution.id,
             execution.status,
@@ -250,12 +225,13 @@ class Submitter:
             deadline_at=now + self._settings.job_deadline_seconds,
         )
         if not moved:
-            current = self._store.get(job_id)
+            current = moved.current
             if current is not None and current.execution_id and current.execution_id != execution.id:
                 self._store.add_orphan(job_id, execution.id)
             return False
         logger.info("execution started", extra={"job_id": job_id, "execution_id": execution.id})
-        self.start_tracking(job_id, now)
+        if self._state_machine is not None:
+            self._state_machine.start(job_id, now, self._settings.first_poll_seconds)
         if self._events is not None and self._events.enabled:
             # What the row now says, without reading it again.
             started = job.model_copy(
@@ -264,95 +240,7 @@ class Submitter:
             self._events.started(started)
         return True
 
-    def start_tracking(self, job_id: str, submitted_at: int) -> None:
-        """stepfunctions mode: start the job's poller state machine.
-
-        Named by job id and submit time: a name stays taken for 90 days after its execution closes,
-        so the job id alone would block tracking a re-sent event after the row expired. If this start
-        is lost, the sweeper polls the job itself once it is overdue.
-        """
-        if not self._settings.state_machine_arn or self._sfn is None:
-            return
-        try:
-            self._sfn().start_execution(
-                stateMachineArn=self._settings.state_machine_arn,
-                name=f"{job_id}-{submitted_at}",
-                input=json.dumps({"job_id": job_id, "wait_seconds": self._settings.first_poll_seconds}),
-            )
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") != "ExecutionAlreadyExists":
-                logger.warning("tracker not started; the sweeper covers it", extra={"job_id": job_id})
-
-    # -- the request ----------------------------------------------------------------------------
-
-    def request_body(self, job: Job, attempt: int) -> dict[str, Any]:
-        """The ``POST /agent/execute`` body for one attempt (the shapes the official SDK validates)."""
-        route = job.route
-        assert route is not None, "a received job always has a route"
-        body: dict[str, Any] = {
-            "name": route.agent,
-            "inputs": {"file": self._input_file(job)},
-            "batch": True,
-            "model": route.model or self._settings.model,
-            # session_id: the job id travels with the request, for VLM Run's logs and support.
-            "metadata": {
-                "environment": self._settings.vlmrun_environment,
-                "session_id": job.job_id,
-                "allow_training": False,
-            },
-        }
-        if route.prompt:
-            config: dict[str, Any] = {"prompt": route.prompt}
-            if route.json_schema is not None:
-                config["json_schema"] = route.json_schema
-            body["config"] = config
-        if self._settings.callback_url:
-            secret = self._webhook_secret() if self._webhook_secret else ""
-            body["callback_url"] = callback_url(self._settings.callback_url, secret, job.job_id, attempt)
-        return body
-
-    def _input_file(self, job: Job) -> str | dict[str, Any]:
-        # Always the exact version the job is about, even if the key was overwritten since.
-        params: dict[str, Any] = {"Bucket": job.bucket, "Key": job.key}
-        if job.version_id:
-            params["VersionId"] = job.version_id
-        if self._settings.input_mode == "url":
-            # The docs' own form: a bare URL string (MessageContent would need {"url": ...}).
-            return str(
-                self._s3.generate_presigned_url(
-                    "get_object", Params=params, ExpiresIn=self._settings.presign_ttl_seconds
-                )
-            )
-        file_id = job.input_file_id
-        if not file_id:
-            name = job.key.rsplit("/", 1)[-1]
-            ctype = job.content_type or "application/octet-stream"
-            client = self._vlmrun()
-            size = job.size if job.size is not None else int(self._s3.head_object(**params)["ContentLength"])
-            if size > self._settings.max_object_bytes:
-                raise VlmRunRejectedError(
-                    f"the input is {size:,} bytes, above the {self._settings.max_object_bytes:,}-byte limit "
-                    "(MaxObjectBytes): not uploaded"
-                )
-            if size > PRESIGNED_UPLOAD_THRESHOLD:
-                # Streamed from S3 to VLM Run's storage in 1 MiB chunks: memory stays flat for any size.
-                def chunks() -> Iterator[bytes]:
-                    return iter(self._s3.get_object(**params)["Body"].iter_chunks(1024 * 1024))
-
-                info = client.upload_file_presigned(name, chunks, ctype, size=size)
-            else:
-                content = self._s3.get_object(**params)["Body"].read()
-                info = client.upload_file(name, content, ctype)
-            file_id = info.id
-            # Recorded before the POST: every later attempt reuses it, and a claim that expires
-            # without it provably never reached the POST.
-            self._store.set_fields(job.job_id, {"input_file_id": file_id}, expect_status=Status.RECEIVED)
-        return {"type": "input_file", "file_id": file_id}
-
     # -- giving up ------------------------------------------------------------------------------
-
-    def _past_start_deadline(self, job: Job, now: int) -> bool:
-        return now >= job.created_at + self._settings.submit_deadline_seconds
 
     def _give_up(self, job: Job) -> Outcome:
         reason = job.error or "no submit attempt succeeded"
@@ -360,15 +248,9 @@ class Submitter:
             job.job_id,
             Status.FAILED,
             set_fields={
-                "error": bounded(
-                    f"could not start a VLM Run execution within {self._settings.submit_deadline_seconds} s "
-                    f"({job.attempts} attempt(s)); last reason: {reason}"
-                )
+                "error": f"could not start a VLM Run execution within {self._settings.submit_deadline_seconds} s "
+                f"({job.attempts} attempt(s)); last reason: {reason}"
             },
             remove_fields=("submit_started_at",),
         )
         return Outcome.FAILED
-
-    def _retry_delay(self, attempt: int) -> int:
-        base = self._settings.poll_base_seconds
-        return int(min(self._settings.poll_cap_seconds, base * 2 ** max(0, attempt - 1)))

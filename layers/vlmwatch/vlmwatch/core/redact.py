@@ -39,7 +39,7 @@ _AWS_SECRET_FIELD = re.compile(
 )
 
 
-def bounded(text: str, limit: int = MAX_TEXT_CHARS) -> str:
+def truncate(text: str, limit: int = MAX_TEXT_CHARS) -> str:
     """``text`` cut to ``limit`` characters, saying how much was cut."""
     if len(text) <= limit:
         return text
@@ -57,7 +57,7 @@ def sanitize(text: object, limit: int = MAX_TEXT_CHARS) -> str:
     """Remote text made safe to store and emit: bounded, then credentials stripped."""
     raw = str(text)
     if len(raw) <= limit:
-        return bounded(strip_credentials(raw), limit)
+        return truncate(strip_credentials(raw), limit)
     # Cut first (a 500 KB message costs no more than a short one), then strip what is kept.
     kept = strip_credentials(raw[: limit - 40])[: limit - 40]
     return f"{kept}... [{len(raw) - len(kept)} more characters cut]"

@@ -10,7 +10,7 @@ so an unauthenticated caller could make each request cost a Secrets Manager call
   window the webhook accepts a signature or token made with either.
 * A secret that does not exist, cannot be decrypted or may not be read is remembered as such for
   ``max_age`` and raised as one :class:`SecretUnavailableError` that says what to do.
-* Every value read is registered with :mod:`vlmwatch.redact`, so no log line can print it.
+* Every value read is registered with :mod:`vlmwatch.core.redact`, so no log line can print it.
 """
 
 from __future__ import annotations
@@ -23,26 +23,17 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from vlmwatch.exceptions import VlmwatchError
-from vlmwatch.redact import register_secret
+from vlmwatch.adapters.aws_errors import AwsErrorKind, classify, error_code
+from vlmwatch.core.errors import SecretUnavailableError
+from vlmwatch.core.redact import register_secret
 
 CURRENT = "AWSCURRENT"
 PREVIOUS = "AWSPREVIOUS"
 # Errors that will not go away by asking again: remembered for max_age, not re-asked per request.
-_LASTING = {
-    "ResourceNotFoundException",
-    "AccessDeniedException",
-    "DecryptionFailure",
-    "InvalidRequestException",
-    "AccessDenied",
-}
+_LASTING = (AwsErrorKind.NOT_FOUND, AwsErrorKind.ACCESS_DENIED, AwsErrorKind.INVALID)
 # A forced refresh (after a 401) is honoured at most this often: a revoked key must not turn every
 # request into a Secrets Manager call.
 MIN_REFRESH_SECONDS = 30.0
-
-
-class SecretUnavailableError(VlmwatchError):
-    """A configured secret cannot be read; the message says which and why (never its value)."""
 
 
 @dataclass
@@ -127,11 +118,11 @@ class SecretStore:
         try:
             response = self._client().get_secret_value(SecretId=name, VersionStage=stage)
         except ClientError as exc:
-            code = exc.response.get("Error", {}).get("Code", "")
-            if stage == PREVIOUS and code == "ResourceNotFoundException":
+            kind = classify(exc)
+            if stage == PREVIOUS and kind == AwsErrorKind.NOT_FOUND:
                 return _Entry(value=None, error=None, fetched_at=now)  # never rotated: no previous value
-            if code in _LASTING:
-                return _Entry(value=None, error=_explain(name, code), fetched_at=now)
+            if kind in _LASTING:
+                return _Entry(value=None, error=_explain(name, error_code(exc)), fetched_at=now)
             raise  # throttling, an outage: not remembered, the caller's retry asks again
         value = str(response.get("SecretString") or "").strip()
         if not value:

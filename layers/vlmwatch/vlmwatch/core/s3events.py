@@ -13,7 +13,7 @@ from urllib.parse import unquote_plus
 
 from pydantic import BaseModel
 
-from vlmwatch.exceptions import UnsupportedEventError
+from vlmwatch.core.errors import UnsupportedEventError
 
 
 class S3ObjectRef(BaseModel):

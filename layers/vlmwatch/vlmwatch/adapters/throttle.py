@@ -1,8 +1,15 @@
-"""One VLM Run request budget for the whole deployment, kept in the job table.
+"""Back-pressure: when VLM Run may be asked again. One concept, two scopes, one handshake.
 
-VLM Run's small plans allow about 10 requests a minute, for the account: ingest, poller, state machine
-steps and delivery all draw on the same minute. A per-process 429 back-off (:mod:`vlmwatch.pressure`)
-cannot see what the other functions spend, so each window of ``window_seconds`` has a counter row
+The handshake every flow follows (through :class:`Backpressure`): ``admit()`` before a start or a poll
+(None: go; else the epoch second to put the work off to, rescheduled on its row, never failed), and
+``rate_limited(retry_after)`` when VLM Run answers 429 (returns the second to put the work off to).
+
+* Per process (:class:`Backpressure`): after a 429, VLM Run's ``Retry-After`` holds for every request
+  this process would send: the ingest batch, the sweeper and the poller all wait it out instead of
+  spending requests to hear "429" again.
+* Per deployment (:class:`RequestBudget`): VLM Run's small plans allow about 10 requests a minute, for
+  the account: ingest, poller, state machine steps and delivery all draw on the same minute. A process
+  cannot see what the other functions spend, so each window of ``window_seconds`` has a counter row
 (``job_id = "#budget#<window>"``) that every sender increments conditionally before a start or a poll:
 
 * under the limit: the request goes;
@@ -26,7 +33,9 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from vlmwatch.ddb import deserialize_item, serialize_item
+from vlmwatch.adapters.aws_errors import AwsErrorKind, classify
+from vlmwatch.adapters.dynamo import deserialize_item, serialize_item
+from vlmwatch.core.schedule import spread
 
 ROW_PREFIX = "#"
 STATE_ID = "#budget-state"
@@ -97,10 +106,9 @@ class RequestBudget:
                 ExpressionAttributeValues=serialize_item({":one": 1, ":limit": limit, ":expires": int(now) + 86400}),
             )
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
+            if classify(exc) != AwsErrorKind.CONDITION_FAILED:
                 raise
-            start = (window + 1) * self._window
-            return int(start + self._rng.uniform(0, self._window / 2))
+            return spread((window + 1) * self._window, self._window / 2, self._rng)
         return None
 
     def shrink(self) -> None:
@@ -134,3 +142,60 @@ class RequestBudget:
         with self._lock:
             self._state, self._state_read_at = state, now
         return state
+
+
+class Backpressure:
+    """When VLM Run may be asked again.
+
+    Args:
+        clock: seconds since the epoch (the process clock, so tests can move it).
+        budget: the deployment's shared request budget, or None.
+        rng: jitter source.
+    """
+
+    def __init__(
+        self,
+        clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+        budget: RequestBudget | None = None,
+    ) -> None:
+        self._clock = clock
+        self._budget = budget
+        self._rng = rng or random.Random()
+        self._until = 0.0
+        self._last = 0.0
+        self._lock = threading.Lock()
+        self.hits = 0  # 429s seen by this process (a metric)
+
+    def block(self, seconds: float) -> None:
+        """VLM Run said 429 with ``Retry-After: seconds``: this process waits, and the shared budget shrinks."""
+        with self._lock:
+            self._until = max(self._until, self._clock() + max(seconds, 0.0))
+            self._last = max(seconds, 0.0)
+            self.hits += 1
+        if self._budget is not None:
+            self._budget.shrink()
+
+    def admit(self) -> int | None:
+        """May one start or poll be sent now? None: yes (one request of the shared budget is spent).
+        Otherwise the epoch second to put the work off to: after this process's 429 block, or in the
+        budget's next window."""
+        if self.blocked:
+            return self.retry_at()
+        if self._budget is not None:
+            return self._budget.take()
+        return None
+
+    @property
+    def blocked(self) -> bool:
+        return self._clock() < self._until
+
+    def retry_at(self) -> int:
+        """When a job deferred now should be tried again: after the block, spread over about twice the last
+        ``Retry-After`` (at least a second) so the deferred jobs do not all come back at once."""
+        return spread(max(self._until, self._clock()) + 0.5, 0.5 + 2 * self._last, self._rng)
+
+    def rate_limited(self, retry_after: float) -> int:
+        """VLM Run said 429: block this process (and shrink the shared budget); returns when to try again."""
+        self.block(retry_after)
+        return self.retry_at()

@@ -7,16 +7,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from botocore.exceptions import ClientError
-
-from vlmwatch.exceptions import VlmRunRejectedError
-from vlmwatch.jobs import TERMINAL, Job, JobStore, Status, bounded
-from vlmwatch.notify import DetailType, JobEvents, detail_for
-from vlmwatch.output import OutputWriter, TooLargeError, artifact_refs
-from vlmwatch.vlmrun import Execution
+from vlmwatch.adapters.job_events import DetailType, JobEvents, detail_for
+from vlmwatch.adapters.jobstore import JobStore
+from vlmwatch.adapters.outputs import OutputWriter
+from vlmwatch.adapters.s3source import SourceReader
+from vlmwatch.adapters.vlmrun.models import Execution
+from vlmwatch.core.errors import TooLargeError, VlmRunRejectedError
+from vlmwatch.core.job import Job
+from vlmwatch.core.layout import artifact_refs
+from vlmwatch.core.lifecycle import FINISHED, Status
+from vlmwatch.core.schedule import Backoff
 
 if TYPE_CHECKING:
-    from vlmwatch.vlmrun import VlmRunClient
+    from vlmwatch.adapters.vlmrun.client import VlmRunClient
 
 logger = logging.getLogger(__name__)
 
@@ -39,9 +42,8 @@ class Deliverer:
         writer: the output writer.
         vlmrun: zero-argument callable returning the VLM Run client.
         events: where ``Job Completed`` / ``Job Failed`` go (:class:`~vlmwatch.notify.JobEvents`), or None.
-        source_s3: an S3 client that may HEAD the input bucket (which version is current), or None
-            to skip the stable-path copy.
-        retry_seconds: when the sweeper tries again after a delivery failed.
+        source: HEADs of the input bucket (which version is current), or None to skip the stable-path copy.
+        retry_seconds: when the sweeper tries again after a delivery failed (doubling, up to 8x).
         max_bytes: the largest artifact copied; a larger one is listed in the result document's
             ``missing_artifacts`` with the reason.
     """
@@ -53,13 +55,13 @@ class Deliverer:
         vlmrun: Callable[[], VlmRunClient],
         events: JobEvents | None = None,
         *,
-        source_s3: Any = None,
+        source: SourceReader | None = None,
         retry_seconds: int = 60,
         max_bytes: int = 5 * 1024**3,
     ) -> None:
         self._max_bytes = max_bytes
-        self._source_s3 = source_s3
-        self._retry_seconds = retry_seconds
+        self._source = source
+        self._retry = Backoff(base=retry_seconds, cap=8 * retry_seconds)
         self._store = store
         self._writer = writer
         self._vlmrun = vlmrun
@@ -72,7 +74,7 @@ class Deliverer:
         Raises on any failure so the stream batch retries (and, in the end, the on-failure destination keeps it).
         """
         job = self._store.get(job_id)
-        if job is None or job.status not in TERMINAL:
+        if job is None or job.status not in FINISHED:
             logger.info("nothing to deliver", extra={"job_id": job_id, "status": getattr(job, "status", None)})
             return None
         try:
@@ -80,7 +82,7 @@ class Deliverer:
         except Exception as exc:
             # Recorded on the row and left in the sweeper's index: the stream retries too, and when its
             # retries run out (or its records expire after 24 h) the sweeper still delivers.
-            retry_at = self._store.now() + self._retry_seconds * min(8, 2**job.delivery_attempts)
+            retry_at = self._store.now() + int(self._retry.delay(job.delivery_attempts + 1))
             self._store.delivery_failed(job.job_id, f"{type(exc).__name__}: {exc}", retry_at)
             raise
 
@@ -92,14 +94,13 @@ class Deliverer:
             uri = self._writer.uri(key)
             fields: dict[str, Any] = {"result_uri": uri, "delivered_at": now}
         else:
-            key = self._writer.put_error(
-                job, status=job.status.value, message=bounded(job.error or job.status.value), now=now
-            )
+            key = self._writer.put_error(job, status=job.status.value, message=job.error or job.status.value, now=now)
             detail_type = "Job Failed"
             uri = self._writer.uri(key)
             fields = {"error_uri": uri, "delivered_at": now}
-        if self._source_s3 is not None:
-            latest = self._writer.publish_latest(job, lambda: self._current_version(job))
+        if self._source is not None:
+            source = self._source
+            latest = self._writer.publish_latest(job, lambda: source.current_version(job.bucket, job.key))
             if latest:
                 fields["latest_uri"] = self._writer.uri(latest)
         self._emit(job, detail_type, uri)
@@ -108,17 +109,6 @@ class Deliverer:
         )
         logger.info("delivered", extra={"job_id": job.job_id, "uri": uri, "outcome": job.status.value})
         return Delivery(job_id=job.job_id, uri=uri, outcome=job.status.value, seconds=max(0, now - job.created_at))
-
-    def _current_version(self, job: Job) -> tuple[str | None, str | None] | None:
-        """The input key's current (version id, etag), or None when it is gone (or we may not see it)."""
-        try:
-            head = self._source_s3.head_object(Bucket=job.bucket, Key=job.key)
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound", "403", "AccessDenied"):
-                return None
-            raise
-        version = head.get("VersionId")
-        return (None if version in (None, "null") else version), (head.get("ETag") or "").strip('"') or None
 
     def _deliver_result(self, job: Job, now: int) -> str:
         assert job.execution_id is not None

@@ -22,15 +22,16 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from vlmwatch.jobs import IN_FLIGHT, JobStore, Status
-from vlmwatch.secret_store import SecretUnavailableError
-from vlmwatch.submit import callback_token
-from vlmwatch.vlmrun import SAFE_ID
+from vlmwatch.adapters.jobstore import JobStore
+from vlmwatch.adapters.vlmrun.models import SAFE_ID
+from vlmwatch.core.errors import SecretUnavailableError
+from vlmwatch.core.lifecycle import IN_FLIGHT, Status
+from vlmwatch.flows.request import callback_token
 
 if TYPE_CHECKING:
-    from vlmwatch.submit import Submitter
-    from vlmwatch.tracking import Tracker
-    from vlmwatch.vlmrun import VlmRunClient
+    from vlmwatch.adapters.vlmrun.client import VlmRunClient
+    from vlmwatch.flows.submit import Submitter
+    from vlmwatch.flows.tracking import Tracker
 
 logger = logging.getLogger(__name__)
 

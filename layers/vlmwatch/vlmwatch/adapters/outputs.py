@@ -1,0 +1,184 @@
+"""The output writer: artifacts first, the result document last, an error document on failure.
+
+Where things go is :mod:`vlmwatch.core.layout`; what the documents say is :mod:`vlmwatch.core.documents`.
+This module only writes them. A version's documents are written once and never replaced by another
+version's; the folder's top-level document is a copy of the *current* S3 version's outcome (see
+:meth:`OutputWriter.publish_latest`), so an older version that finishes last never replaces a newer one
+there. The result document is written last so a consumer that reacts to ``*.json`` always finds the
+artifacts already in place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from botocore.exceptions import ClientError
+
+from vlmwatch.adapters.aws_errors import AwsErrorKind, classify
+from vlmwatch.core.documents import ArtifactRecord, error_document, result_document, to_bytes
+from vlmwatch.core.errors import TooLargeError
+from vlmwatch.core.identity import ObjectVersion
+from vlmwatch.core.job import Job
+from vlmwatch.core.layout import OutputLayout
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+    from vlmwatch.adapters.vlmrun.models import ArtifactStream, Execution
+
+# Multipart part size for streamed artifacts: S3's minimum is 5 MiB; 8 MiB keeps the part count low
+# (10,000 parts = 80 GB) while bounding what is held in memory.
+PART_BYTES = 8 * 1024 * 1024
+
+
+class OutputWriter:
+    """Writes a job's outputs to the output bucket.
+
+    Args:
+        s3: a boto3 S3 client.
+        bucket: the output bucket.
+        prefix: prepended to every key ("" or ending in "/").
+    """
+
+    def __init__(self, s3: S3Client, bucket: str, prefix: str = "") -> None:
+        self._s3 = s3
+        self.layout = OutputLayout(bucket, prefix)
+        self.bucket = bucket
+
+    def uri(self, key: str) -> str:
+        return self.layout.uri(key)
+
+    # -- writes ---------------------------------------------------------------------------------
+
+    def put_artifact_stream(self, job: Job, stream: ArtifactStream, *, max_bytes: int) -> ArtifactRecord:
+        """Copy a streamed artifact to S3 with at most one part (8 MiB) in memory.
+
+        Small artifacts (one part) are one ``PutObject``; larger ones a multipart upload, aborted if
+        anything fails so no partial object or orphaned parts are left.
+
+        Raises:
+            TooLargeError: the artifact is bigger than ``max_bytes`` (nothing is kept).
+        """
+        if stream.length is not None and stream.length > max_bytes:
+            raise TooLargeError(stream.object_id, stream.length, max_bytes)
+        key = self.layout.artifact_key(job.key, job.version, stream.object_id, stream.content_type)
+        buffer = bytearray()
+        total = 0
+        upload_id: str | None = None
+        parts: list[Any] = []
+
+        def upload_part(upload: str, body: bytes) -> None:
+            part = self._s3.upload_part(
+                Bucket=self.bucket, Key=key, UploadId=upload, PartNumber=len(parts) + 1, Body=body
+            )
+            parts.append({"PartNumber": len(parts) + 1, "ETag": part["ETag"]})
+
+        try:
+            for chunk in stream.chunks:
+                total += len(chunk)
+                if total > max_bytes:
+                    raise TooLargeError(stream.object_id, total, max_bytes, at_least=True)
+                buffer += chunk
+                if len(buffer) >= PART_BYTES:
+                    if upload_id is None:
+                        upload_id = self._s3.create_multipart_upload(
+                            Bucket=self.bucket,
+                            Key=key,
+                            ContentType=stream.content_type,
+                            Metadata={"vlmwatch-job-id": job.job_id},
+                        )["UploadId"]
+                    upload_part(upload_id, bytes(buffer[:PART_BYTES]))
+                    del buffer[:PART_BYTES]
+            if upload_id is None:
+                self._put(key, bytes(buffer), stream.content_type, job)
+            else:
+                if buffer:
+                    upload_part(upload_id, bytes(buffer))
+                self._s3.complete_multipart_upload(
+                    Bucket=self.bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}
+                )
+        except BaseException:
+            if upload_id is not None:
+                self._s3.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
+            raise
+        return ArtifactRecord(
+            object_id=stream.object_id, s3_uri=self.uri(key), content_type=stream.content_type, bytes=total
+        )
+
+    def put_result(
+        self,
+        job: Job,
+        execution: Execution,
+        artifacts: list[ArtifactRecord],
+        now: int,
+        *,
+        missing: list[dict[str, str]] | None = None,
+    ) -> str:
+        key = self.layout.result_key(job.key, job.version)
+        self._put(
+            key, to_bytes(result_document(job, execution, artifacts, now, missing or [])), "application/json", job
+        )
+        if job.retries:
+            # A retried version that now succeeded: its earlier error document is no longer its outcome.
+            self._s3.delete_object(Bucket=self.bucket, Key=self.layout.error_key(job.key, job.version))
+        return key
+
+    def put_error(self, job: Job, *, status: str, message: str, now: int, execution: Execution | None = None) -> str:
+        key = self.layout.error_key(job.key, job.version)
+        document = error_document(job, status=status, message=message, now=now, execution=execution)
+        self._put(key, to_bytes(document), "application/json", job)
+        return key
+
+    def publish_latest(self, job: Job, current: Callable[[], ObjectVersion | None]) -> str | None:
+        """Make the key's stable document the current S3 version's outcome; returns its key, if any.
+
+        ``current`` answers the input key's current version, or None when it is gone.
+        Every delivery of any version of a key runs this after writing its own documents: it copies
+        the current version's document (its own, or another version's that is already written) to the
+        stable path, then asks again. If the answer changed meanwhile it goes round again; if not, any
+        newer version was uploaded after this write and its own delivery publishes after it. So the
+        last write at the stable path is always the newest finished version's.
+        """
+        result_latest, error_latest = self.layout.latest_keys(job.key)
+        published = None
+        for _ in range(5):
+            version = current()
+            if version is None:
+                return published  # the object is gone: keep what is there
+            candidates = (self.layout.result_key(job.key, version), self.layout.error_key(job.key, version))
+            source = next((k for k in candidates if self._exists(k)), None)
+            if source is None:
+                return published  # the current version has not finished: its own delivery publishes it
+            target, other = (result_latest, error_latest) if source == candidates[0] else (error_latest, result_latest)
+            self._s3.copy_object(
+                Bucket=self.bucket,
+                Key=target,
+                CopySource={"Bucket": self.bucket, "Key": source},
+                MetadataDirective="COPY",
+            )
+            if self._exists(other):
+                self._s3.delete_object(Bucket=self.bucket, Key=other)  # one outcome at the stable path
+            published = target
+            if current() == version:
+                return published
+        return published
+
+    def _exists(self, key: str) -> bool:
+        try:
+            self._s3.head_object(Bucket=self.bucket, Key=key)
+        except ClientError as exc:
+            if classify(exc) == AwsErrorKind.NOT_FOUND:
+                return False
+            raise
+        return True
+
+    def _put(self, key: str, body: bytes, content_type: str, job: Job) -> None:
+        self._s3.put_object(
+            Bucket=self.bucket,
+            Key=key,
+            Body=body,
+            ContentType=content_type,
+            # ASCII-only metadata: S3 rejects other characters in headers.
+            Metadata={"vlmwatch-job-id": job.job_id},
+        )

@@ -1,0 +1,119 @@
+"""VLM Run's API objects as vlmwatch reads them (lenient: ``extra`` kept, unknown statuses kept as text)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, Field, field_validator
+
+from vlmwatch.core.lifecycle import REMOTE_ENDED
+from vlmwatch.core.redact import sanitize
+
+# Ids from responses go into URL paths: UUIDs and ``file_...``-style ids, never a '/', '.' or '%'.
+SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")
+
+
+def safe_id(value: str, what: str = "id") -> str:
+    """``value`` if it is safe to put in a URL path.
+
+    Raises:
+        ValueError: it is not (a pydantic validator turns this into a validation error of the response).
+    """
+    if not isinstance(value, str) or not SAFE_ID.match(value):
+        raise ValueError(f"{what} {sanitize(repr(value), 80)} is not a valid VLM Run id")
+    return value
+
+
+class Usage(BaseModel):
+    model_config = {"extra": "allow"}
+
+    elements_processed: int | None = None
+    element_type: str | None = None
+    credits_used: float | None = None
+    steps: int | None = None
+    message: str | None = None
+    duration_seconds: float | None = None
+
+
+class Execution(BaseModel):
+    """An agent execution as ``POST /agent/execute`` and ``GET /agent/executions/{id}`` return it."""
+
+    model_config = {"extra": "allow"}
+
+    id: str
+    name: str | None = None
+    status: str
+    created_at: datetime | None = None
+    completed_at: datetime | None = None
+    response: Any = None
+    usage: Usage | None = None
+    error: Any = None
+
+    @field_validator("id")
+    @classmethod
+    def _safe(cls, value: str) -> str:
+        return safe_id(value, "execution id")
+
+    @property
+    def has_ended(self) -> bool:
+        return self.status in REMOTE_ENDED
+
+    def error_message(self) -> str:
+        """The best human explanation VLM Run gave for a failure, credentials stripped."""
+        return sanitize(self._error_message())
+
+    def _error_message(self) -> str:
+        for candidate in (self.error, (self.response or {}).get("error") if isinstance(self.response, dict) else None):
+            if isinstance(candidate, str) and candidate:
+                return candidate
+            if isinstance(candidate, dict):
+                msg = candidate.get("message") or candidate.get("detail")
+                if msg:
+                    return str(msg)
+        if self.usage and self.usage.message:
+            return self.usage.message
+        return f"execution {self.id} ended with status {self.status} and no error message"
+
+
+class ArtifactItem(BaseModel):
+    model_config = {"extra": "allow"}
+
+    object_id: str
+    filename: str | None = None
+    source: str | None = None
+
+
+class ArtifactList(BaseModel):
+    namespace_id: str | None = None
+    items: list[ArtifactItem] = Field(default_factory=list)
+
+
+class FileInfo(BaseModel):
+    model_config = {"extra": "allow"}
+
+    id: str
+    filename: str | None = None
+    bytes: int | None = None
+    public_url: str | None = None
+
+
+class PresignedUpload(BaseModel):
+    model_config = {"extra": "allow"}
+
+    id: str
+    url: str
+    content_type: str | None = None
+
+
+@dataclass
+class ArtifactStream:
+    """An artifact being downloaded: read ``chunks`` once."""
+
+    object_id: str
+    content_type: str
+    length: int | None
+    chunks: Iterator[bytes]
