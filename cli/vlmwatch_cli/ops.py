@@ -21,7 +21,7 @@ from botocore.exceptions import ClientError
 
 from vlmwatch.adapters.jobstore import JobStore
 from vlmwatch.core.identity import ObjectVersion, job_id_for
-from vlmwatch.core.job import Job
+from vlmwatch.core.job import Job, is_control_row
 from vlmwatch.core.lifecycle import FINISHED, IN_FLIGHT, RETRYABLE, SETTLED, Status
 from vlmwatch_cli.target import Target
 
@@ -79,8 +79,8 @@ def list_jobs(target: Target, statuses: Iterable[str] = (), since: int | None = 
     jobs = []
     for page in client.get_paginator("scan").paginate(**kwargs):
         for item in page.get("Items", []):
-            if item["job_id"]["S"].startswith("#"):
-                continue  # the request budget's rows, not jobs
+            if is_control_row(item["job_id"]["S"]):
+                continue  # the request budget's and the circuit breaker's rows, not jobs
             job = Job.from_item(_plain(item))
             if wanted and not ({job.status.value, (job.outcome or job.status).value} & wanted):
                 continue

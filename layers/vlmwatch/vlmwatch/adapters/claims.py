@@ -66,20 +66,30 @@ class SubmitClaims:
         return self._store.write(job_id, update.when_not_listed("ambiguous_attempts", attempt))
 
     def mark_submitted(
-        self, job_id: str, execution_id: str, remote_status: str, *, next_poll_at: int, deadline_at: int
+        self,
+        job_id: str,
+        execution_id: str,
+        remote_status: str,
+        *,
+        next_poll_at: int,
+        deadline_at: int,
+        downtime_mark: int | None = None,
     ) -> Written:
-        """``received`` → ``submitted`` with the execution that belongs to this job (conditional)."""
+        """``received`` → ``submitted`` with the execution that belongs to this job (conditional).
+
+        ``downtime_mark``: the circuit breaker's total downtime now; the deadline moves by what it adds later.
+        """
         store = self._store
+        fields = {
+            "execution_id": execution_id,
+            "remote_status": remote_status,
+            "submitted_at": store.now(),
+            "next_poll_at": next_poll_at,
+            "deadline_at": deadline_at,
+            "poll_shard": store.shard(job_id),
+        }
+        if downtime_mark is not None:
+            fields["downtime_mark"] = downtime_mark
         return store.transition(
-            job_id,
-            Status.SUBMITTED,
-            set_fields={
-                "execution_id": execution_id,
-                "remote_status": remote_status,
-                "submitted_at": store.now(),
-                "next_poll_at": next_poll_at,
-                "deadline_at": deadline_at,
-                "poll_shard": store.shard(job_id),
-            },
-            remove_fields=("submit_started_at", "error"),
+            job_id, Status.SUBMITTED, set_fields=fields, remove_fields=("submit_started_at", "error")
         )

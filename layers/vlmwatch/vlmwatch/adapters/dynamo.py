@@ -73,17 +73,17 @@ class Update:
     """One conditional ``UpdateItem`` built from parts; every name and value goes through a placeholder.
 
     Placeholders, not raw names: some attribute names (``status``, ``error``) are reserved words, and a
-    hand-written expression is where a missing ``:value`` hides. Conditions are ANDed, always with
-    ``attribute_exists`` of the key so an update never creates a row.
+    hand-written expression is where a missing ``:value`` hides. Conditions are ANDed, with
+    ``attribute_exists`` of the key unless ``create`` (so an update never creates a row by accident).
     """
 
-    def __init__(self, key_name: str) -> None:
+    def __init__(self, key_name: str, *, create: bool = False) -> None:
         self.names: dict[str, str] = {}
         self.values: dict[str, Any] = {}
         self._key = key_name
         self._sets: dict[str, str] = {}
         self._removes: list[str] = []
-        self._conditions: list[str] = [f"attribute_exists({self._name(key_name)})"]
+        self._conditions: list[str] = [] if create else [f"attribute_exists({self._name(key_name)})"]
 
     def _name(self, field: str) -> str:
         placeholder = f"#{field}"
@@ -167,9 +167,10 @@ class Update:
             "TableName": table,
             "Key": serialize_item({self._key: key}),
             "UpdateExpression": expr,
-            "ConditionExpression": condition,
             "ExpressionAttributeNames": {k: v for k, v in self.names.items() if k in used},
         }
+        if condition:
+            kwargs["ConditionExpression"] = condition
         values = {k: v for k, v in self.values.items() if k in used}
         if values:
             kwargs["ExpressionAttributeValues"] = serialize_item(values)

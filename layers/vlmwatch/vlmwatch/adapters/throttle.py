@@ -1,8 +1,11 @@
-"""Back-pressure: when VLM Run may be asked again. One concept, two scopes, one handshake.
+"""Back-pressure: when VLM Run may be asked again. One concept, three scopes, one handshake.
 
-The handshake every flow follows (through :class:`Backpressure`): ``admit()`` before a start or a poll
-(None: go; else the epoch second to put the work off to, rescheduled on its row, never failed), and
+The handshake every flow follows (through :class:`Backpressure`): ``admit(kind)`` before a start or a
+poll (None: go; else the epoch second to put the work off to, rescheduled on its row, never failed), and
 ``rate_limited(retry_after)`` when VLM Run answers 429 (returns the second to put the work off to).
+
+* Per account (:class:`~vlmwatch.adapters.breaker.CircuitBreaker`): VLM Run down, credits out, key
+  refused, or intake paused: nothing goes but one probe per interval for the whole deployment.
 
 * Per process (:class:`Backpressure`): after a 429, VLM Run's ``Retry-After`` holds for every request
   this process would send: the ingest batch, the sweeper and the poller all wait it out instead of
@@ -34,15 +37,12 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from vlmwatch.adapters.aws_errors import AwsErrorKind, classify
+from vlmwatch.adapters.breaker import CircuitBreaker, RequestKind
 from vlmwatch.adapters.dynamo import deserialize_item, serialize_item
+from vlmwatch.core.job import CONTROL_ROW_PREFIX
 from vlmwatch.core.schedule import spread
 
-ROW_PREFIX = "#"
-STATE_ID = "#budget-state"
-
-
-def is_budget_row(job_id: str) -> bool:
-    return job_id.startswith(ROW_PREFIX)
+STATE_ID = f"{CONTROL_ROW_PREFIX}budget-state"
 
 
 class RequestBudget:
@@ -100,7 +100,7 @@ class RequestBudget:
         try:
             self._client.update_item(
                 TableName=self._table,
-                Key=serialize_item({"job_id": f"{ROW_PREFIX}budget#{window}"}),
+                Key=serialize_item({"job_id": f"{CONTROL_ROW_PREFIX}budget#{window}"}),
                 UpdateExpression="ADD used :one SET expires_at = :expires",
                 ConditionExpression="attribute_not_exists(used) OR used < :limit",
                 ExpressionAttributeValues=serialize_item({":one": 1, ":limit": limit, ":expires": int(now) + 86400}),
@@ -150,6 +150,7 @@ class Backpressure:
     Args:
         clock: seconds since the epoch (the process clock, so tests can move it).
         budget: the deployment's shared request budget, or None.
+        breaker: the account's circuit breaker, or None.
         rng: jitter source.
     """
 
@@ -158,9 +159,11 @@ class Backpressure:
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
         budget: RequestBudget | None = None,
+        breaker: CircuitBreaker | None = None,
     ) -> None:
         self._clock = clock
         self._budget = budget
+        self.breaker = breaker
         self._rng = rng or random.Random()
         self._until = 0.0
         self._last = 0.0
@@ -176,15 +179,29 @@ class Backpressure:
         if self._budget is not None:
             self._budget.shrink()
 
-    def admit(self) -> int | None:
+    def admit(self, kind: RequestKind = "poll") -> int | None:
         """May one start or poll be sent now? None: yes (one request of the shared budget is spent).
-        Otherwise the epoch second to put the work off to: after this process's 429 block, or in the
-        budget's next window."""
+        Otherwise the epoch second to put the work off to: the breaker's next probe, after this process's
+        429 block, or in the budget's next window."""
+        if self.breaker is not None:
+            until = self.breaker.admit(kind)
+            if until is not None:
+                return until
         if self.blocked:
             return self.retry_at()
         if self._budget is not None:
             return self._budget.take()
         return None
+
+    def waiting_reason(self) -> str:
+        """Why work is being put off now, for the row (an operator reads it)."""
+        if self.breaker is not None:
+            state = self.breaker.state()
+            if state.open:
+                return f"waiting: {state.describe()}"
+        if self.blocked:
+            return "waiting: rate limited by VLM Run (429)"
+        return "waiting: the request budget for this window is spent"
 
     @property
     def blocked(self) -> bool:

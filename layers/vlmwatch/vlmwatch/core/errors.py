@@ -3,10 +3,15 @@
 VlmwatchError
 ├── ConfigError                  settings or routing rules are invalid (fail at cold start)
 ├── UnsupportedEventError        a message that is not an S3 event in a shape we know
+├── SourceUnreadableError        HEAD of the input answered 403 for every spelling of its key
+├── TooLargeError                an artifact or input above MAX_OBJECT_BYTES
+├── SecretUnavailableError       a configured secret cannot be read
 └── VlmRunError                  anything that went wrong talking to VLM Run
     ├── VlmRunUnavailableError   transport failure or 5xx; safe to retry later
     ├── VlmRunRateLimitedError   429; retry after ``retry_after`` seconds
-    ├── VlmRunAuthError          401/403: our API key is wrong or revoked; retried once it is fixed
+    ├── VlmRunAccountError       a fact about the account, not the file: opens the circuit breaker
+    │   ├── VlmRunAuthError      401/403 after the key was re-read: wrong or revoked
+    │   └── VlmRunCreditsError   402, or a message about credits or quota
     ├── VlmRunRejectedError      other 4xx; retrying the same request will not help
     └── VlmRunAmbiguousSubmitError  a POST may or may not have created an execution
 """
@@ -48,8 +53,16 @@ class VlmRunRateLimitedError(VlmRunError):
         self.retry_after = retry_after
 
 
-class VlmRunAuthError(VlmRunError):
-    """Raised on HTTP 401/403: a configuration problem, never the job's fault, so the work is retried."""
+class VlmRunAccountError(VlmRunError):
+    """Raised when VLM Run refuses the account itself: no file is at fault, so the work waits for it."""
+
+
+class VlmRunAuthError(VlmRunAccountError):
+    """Raised on HTTP 401/403 (after the key was re-read once): the key is wrong or revoked."""
+
+
+class VlmRunCreditsError(VlmRunAccountError):
+    """Raised on HTTP 402, or a 4xx whose message is about credits or quota: the account cannot pay."""
 
 
 class VlmRunRejectedError(VlmRunError):

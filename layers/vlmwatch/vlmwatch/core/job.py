@@ -12,6 +12,13 @@ from vlmwatch.core.identity import ObjectVersion
 from vlmwatch.core.lifecycle import Status
 from vlmwatch.core.routing import Route
 
+# Rows whose id starts with this are not jobs: the request budget's windows, the circuit breaker.
+CONTROL_ROW_PREFIX = "#"
+
+
+def is_control_row(job_id: str) -> bool:
+    return job_id.startswith(CONTROL_ROW_PREFIX)
+
 
 class Job(BaseModel):
     """A row of the job table."""
@@ -34,6 +41,8 @@ class Job(BaseModel):
     poll_count: int = 0
     next_poll_at: int | None = None
     deadline_at: int | None = None
+    # The circuit breaker's total downtime when the job started: its deadline moves by any added since.
+    downtime_mark: int | None = None
     submit_started_at: int | None = None
     error: str | None = None
     skip_reason: str | None = None

@@ -56,6 +56,9 @@ _ENV = {
     "LIST_POLL_MIN_JOBS": "list_poll_min_jobs",
     "STATE_MACHINE_ARN": "state_machine_arn",
     "WEBHOOK_ENABLED": "webhook_enabled",
+    "BREAKER_FAILURES": "breaker_failures",
+    "BREAKER_PROBE_SECONDS": "breaker_probe_seconds",
+    "BREAKER_RAMP_SECONDS": "breaker_ramp_seconds",
 }
 
 
@@ -127,6 +130,12 @@ class Settings(BaseModel):
     # With at least this many in-flight jobs due in one poller run, one executions-list request tells which
     # are still running (no GET for them); 0 = always one GET per job.
     list_poll_min_jobs: int = Field(5, ge=0)
+    # The account's circuit breaker: this many 5xx / connection failures in a row (across all calls) open
+    # it; while open, one probe per BREAKER_PROBE_SECONDS for the whole deployment; once it closes, intake
+    # ramps back up over BREAKER_RAMP_SECONDS.
+    breaker_failures: int = Field(5, ge=1)
+    breaker_probe_seconds: int = Field(30, ge=1)
+    breaker_ramp_seconds: int = Field(60, ge=0)
 
     @field_validator("routing_rules", mode="before")
     @classmethod

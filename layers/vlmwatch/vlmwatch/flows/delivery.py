@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from vlmwatch.adapters.breaker import CircuitBreaker
 from vlmwatch.adapters.job_events import DetailType, JobEvents, detail_for
 from vlmwatch.adapters.jobstore import JobStore
 from vlmwatch.adapters.outputs import OutputWriter
@@ -43,6 +44,7 @@ class Deliverer:
         vlmrun: zero-argument callable returning the VLM Run client.
         events: where ``Job Completed`` / ``Job Failed`` go (:class:`~vlmwatch.notify.JobEvents`), or None.
         source: HEADs of the input bucket (which version is current), or None to skip the stable-path copy.
+        breaker: the account's circuit breaker (downloads wait while it is open), or None.
         retry_seconds: when the sweeper tries again after a delivery failed (doubling, up to 8x).
         max_bytes: the largest artifact copied; a larger one is listed in the result document's
             ``missing_artifacts`` with the reason.
@@ -56,11 +58,13 @@ class Deliverer:
         events: JobEvents | None = None,
         *,
         source: SourceReader | None = None,
+        breaker: CircuitBreaker | None = None,
         retry_seconds: int = 60,
         max_bytes: int = 5 * 1024**3,
     ) -> None:
         self._max_bytes = max_bytes
         self._source = source
+        self._breaker = breaker
         self._retry = Backoff(base=retry_seconds, cap=8 * retry_seconds)
         self._store = store
         self._writer = writer
@@ -77,6 +81,15 @@ class Deliverer:
         if job is None or job.status not in FINISHED:
             logger.info("nothing to deliver", extra={"job_id": job_id, "status": getattr(job, "status", None)})
             return None
+        if job.status == Status.COMPLETED and self._breaker is not None:
+            # Its artifacts come from VLM Run: while the account's breaker is shut, the job waits on its
+            # row (the sweeper delivers it when due) instead of failing a stream batch over and over.
+            wait_until = self._breaker.admit("fetch")
+            if wait_until is not None:
+                self._store.reschedule(
+                    job.job_id, wait_until, error=f"delivery waiting: {self._breaker.state().describe()}"
+                )
+                return None
         try:
             return self._deliver(job)
         except Exception as exc:

@@ -7,19 +7,18 @@ the process, shrinks the shared budget, and puts the job off past ``Retry-After`
 
 from __future__ import annotations
 
+from vlmwatch.adapters.breaker import RequestKind
 from vlmwatch.adapters.jobstore import JobStore
 from vlmwatch.adapters.throttle import Backpressure
 from vlmwatch.core.errors import VlmRunRateLimitedError
 
-WAITING = "rate limited or request budget spent; waiting"
 
-
-def hold(throttle: Backpressure, store: JobStore, job_id: str) -> bool:
+def hold(throttle: Backpressure, store: JobStore, job_id: str, kind: RequestKind) -> bool:
     """True when the job was put off (nothing may be sent now); False: go ahead, one request is spent."""
-    wait_until = throttle.admit()
+    wait_until = throttle.admit(kind)
     if wait_until is None:
         return False
-    store.reschedule(job_id, wait_until, error=WAITING)
+    store.reschedule(job_id, wait_until, error=throttle.waiting_reason())
     return True
 
 

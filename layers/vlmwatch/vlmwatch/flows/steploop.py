@@ -41,7 +41,7 @@ class StepLoop:
         if job is None:
             return StepResult(job_id, "missing", True, 0)
         if job.status in IN_FLIGHT:
-            wait_until = self._pressure.admit()
+            wait_until = self._pressure.admit("poll")
             if wait_until is not None:
                 return StepResult(job_id, job.status.value, False, max(1, wait_until - self._store.now()))
             try:

@@ -46,6 +46,7 @@ from vlmwatch.adapters.jobstore import JobStore
 from vlmwatch.adapters.statemachine import PollerStateMachine
 from vlmwatch.adapters.throttle import Backpressure
 from vlmwatch.core.errors import (
+    VlmRunAccountError,
     VlmRunAmbiguousSubmitError,
     VlmRunError,
     VlmRunRateLimitedError,
@@ -120,7 +121,7 @@ class Submitter:
             return self._give_up(job)
         # A 429 of this process, or the deployment's request budget for this minute is spent: do not
         # spend a request to hear "429" again. The job waits on its row; nothing fails.
-        if pacing.hold(self._pressure, self._store, job.job_id):
+        if pacing.hold(self._pressure, self._store, job.job_id, "start"):
             return Outcome.DEFERRED
         attempt = self._claims.claim(job.job_id, self._settings.submit_lease_seconds)
         if attempt is None:
@@ -139,6 +140,16 @@ class Submitter:
                 # this attempt made is still a possible orphan, and stays on record as one.
                 self._claims.note_ambiguous(job.job_id, attempt)
             return Outcome.AMBIGUOUS
+        except VlmRunAccountError as exc:
+            # Out of credits, or the key refused: a fact about the account (the breaker is open now).
+            # The job waits on its row until the breaker lets a request through; it never fails for it.
+            breaker = self._pressure.breaker
+            retry_at = (
+                breaker.resume_at() if breaker is not None else self._store.now() + int(self._retry.delay(attempt))
+            )
+            self._claims.release(job.job_id, retry_at=retry_at, error=str(exc), attempt=attempt)
+            logger.warning("submit waiting for the account", extra={"job_id": job.job_id, "error": str(exc)})
+            return Outcome.DEFERRED
         except VlmRunRejectedError as exc:
             logger.error("VLM Run rejected the execution", extra={"job_id": job.job_id, "error": exc.message})
             self._store.transition(
@@ -217,12 +228,14 @@ class Submitter:
         """``received`` → ``submitted``; if the row already tracks another execution, this one is an orphan."""
         job_id = job.job_id
         now = self._store.now()
+        breaker = self._pressure.breaker
         moved = self._claims.mark_submitted(
             job_id,
             execution.id,
             execution.status,
             next_poll_at=now + self._settings.first_poll_seconds + self._settings.sweep_overdue_seconds,
             deadline_at=now + self._settings.job_deadline_seconds,
+            downtime_mark=breaker.downtime_mark() if breaker is not None else None,
         )
         if not moved:
             current = moved.current
@@ -243,7 +256,12 @@ class Submitter:
     # -- giving up ------------------------------------------------------------------------------
 
     def _give_up(self, job: Job) -> Outcome:
-        reason = job.error or "no submit attempt succeeded"
+        breaker = self._pressure.breaker
+        state = breaker.state() if breaker is not None else None
+        if state is not None and state.open:
+            reason = state.describe()  # the account's reason, not a file's
+        else:
+            reason = job.error or job.last_poll_error or "no submit attempt succeeded"
         self._store.transition(
             job.job_id,
             Status.FAILED,

@@ -121,7 +121,7 @@ class Sweeper:
         """
         polling = [j for j in jobs if j.status in IN_FLIGHT and j.execution_id]
         threshold = self._settings.list_poll_min_jobs
-        if not threshold or len(polling) < threshold or self._pressure.admit() is not None:
+        if not threshold or len(polling) < threshold or self._pressure.admit("poll") is not None:
             return {}
         try:
             # Newest first: the jobs in flight are among the most recent executions.
@@ -152,7 +152,7 @@ class Sweeper:
                 return self._redeliver(job)
             if job.status not in IN_FLIGHT:
                 return "finished-already"
-            if pacing.hold(self._pressure, self._store, job.job_id):
+            if pacing.hold(self._pressure, self._store, job.job_id, "poll"):
                 return "deferred"  # a 429 just now, or the shared request budget is spent
             return self._tracker.poll_job(job)
         except VlmRunRateLimitedError as exc:

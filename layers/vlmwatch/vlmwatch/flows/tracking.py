@@ -12,6 +12,7 @@ import random
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from vlmwatch.adapters.breaker import CircuitBreaker
 from vlmwatch.adapters.jobstore import JobStore
 from vlmwatch.core.errors import VlmRunRejectedError
 from vlmwatch.core.job import Job
@@ -37,6 +38,7 @@ class Tracker:
         settings: backoff, deadline and concurrency settings.
         store: the job table.
         vlmrun: zero-argument callable returning the VLM Run client.
+        breaker: the account's circuit breaker (deadlines move by the time it was open), or None.
         rng: jitter source, injectable for tests.
     """
 
@@ -46,9 +48,11 @@ class Tracker:
         store: JobStore,
         vlmrun: Callable[[], VlmRunClient],
         *,
+        breaker: CircuitBreaker | None = None,
         rng: random.Random | None = None,
     ) -> None:
         self._settings = settings
+        self._breaker = breaker
         self._store = store
         self._vlmrun = vlmrun
         self._rng = rng or random.Random()
@@ -63,6 +67,13 @@ class Tracker:
     def next_poll_at(self, job: Job, now: int) -> int:
         """The row's ``next_poll_at`` for a job polled now (plus the sweeper's margin in stepfunctions mode)."""
         return now + self.next_delay(job, now) + self._settings.sweep_overdue_seconds
+
+    def deadline(self, job: Job) -> int:
+        """The job's deadline, moved by the time the circuit breaker was open since it started: a job is
+        never timed out for an outage (or an empty account) it sat out."""
+        assert job.deadline_at is not None
+        moved = self._breaker.downtime_since(job.downtime_mark) if self._breaker is not None else 0
+        return job.deadline_at + moved
 
     def poll_job(self, job: Job) -> str:
         """Poll one in-flight job once and apply the result. Returns what happened, for metrics and tests."""
@@ -122,7 +133,7 @@ class Tracker:
             fields["error"] = execution.error_message()
         next_poll_at = 0
         if target not in FINISHED:
-            if job.deadline_at is not None and now >= job.deadline_at:
+            if job.deadline_at is not None and now >= self.deadline(job):
                 return self.time_out(job, remote)
             next_poll_at = fields["next_poll_at"] = self.next_poll_at(job, now)
         moved = target != job.status and self._store.transition(

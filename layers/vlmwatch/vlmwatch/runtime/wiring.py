@@ -21,6 +21,7 @@ from vlmwatch.core.settings import Settings
 if TYPE_CHECKING:
     import httpx
 
+    from vlmwatch.adapters.breaker import CircuitBreaker
     from vlmwatch.adapters.job_events import JobEvents
     from vlmwatch.adapters.outputs import OutputWriter
     from vlmwatch.adapters.s3source import SourceReader
@@ -175,7 +176,24 @@ def vlmrun_client() -> VlmRunClient:
 
     cfg = settings()
     timeout = httpx.Timeout(cfg.vlmrun_timeout_seconds, connect=min(3.0, cfg.vlmrun_timeout_seconds))
-    return VlmRunClient(cfg.vlmrun_base_url, api_key, timeout=timeout, transport=_overrides.get("transport"))
+    return VlmRunClient(
+        cfg.vlmrun_base_url, api_key, timeout=timeout, transport=_overrides.get("transport"), observer=breaker()
+    )
+
+
+@part
+def breaker() -> CircuitBreaker:
+    from vlmwatch.adapters.breaker import CircuitBreaker
+
+    cfg = settings()
+    return CircuitBreaker(
+        _boto("dynamodb"),
+        cfg.jobs_table,
+        failures_to_open=cfg.breaker_failures,
+        probe_seconds=cfg.breaker_probe_seconds,
+        ramp_seconds=cfg.breaker_ramp_seconds,
+        clock=clock,
+    )
 
 
 @part
@@ -192,7 +210,7 @@ def pressure() -> Backpressure:
             window_seconds=cfg.budget_window_seconds,
             clock=clock,
         )
-    return Backpressure(clock=clock, budget=budget)
+    return Backpressure(clock=clock, budget=budget, breaker=breaker())
 
 
 @part
@@ -242,7 +260,7 @@ def ingestor() -> Ingestor:
 def tracker() -> Tracker:
     from vlmwatch.flows.tracking import Tracker
 
-    return Tracker(settings(), job_store(), vlmrun_client)
+    return Tracker(settings(), job_store(), vlmrun_client, breaker=breaker())
 
 
 @part
@@ -277,6 +295,7 @@ def deliverer() -> Deliverer:
         vlmrun_client,
         job_events(),
         source=source_reader(),
+        breaker=breaker(),
         retry_seconds=max(1, cfg.delivery_grace_seconds // 5),
         max_bytes=cfg.max_object_bytes,
     )

@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 from pydantic import ValidationError
 
-from vlmwatch.adapters.vlmrun.http import BearerAuth, Retrier, parse
+from vlmwatch.adapters.vlmrun.http import BearerAuth, HealthObserver, Retrier, parse
 from vlmwatch.adapters.vlmrun.models import (
     SAFE_ID,
     ArtifactList,
@@ -59,6 +59,7 @@ class VlmRunClient:
         max_wait: the longest single backoff this client will sleep in-process; a longer
             ``Retry-After`` is raised to the caller, who can defer the work instead of idling.
         sleep: injected for tests.
+        observer: hears how every request ended (the deployment's circuit breaker), or None.
     """
 
     def __init__(
@@ -72,6 +73,7 @@ class VlmRunClient:
         backoff_base: float = 0.5,
         max_wait: float = 5.0,
         sleep: Callable[[float], None] = time.sleep,
+        observer: HealthObserver | None = None,
     ) -> None:
         self._http = httpx.Client(
             base_url=base_url.rstrip("/") + "/",
@@ -82,7 +84,9 @@ class VlmRunClient:
         )
         # Full jitter: spreads retries of many callers hitting the same limit.
         backoff = Backoff(base=backoff_base, cap=max_wait, jitter=Jitter.FULL)
-        self._retrier = Retrier(max_attempts=max_attempts, backoff=backoff, max_wait=max_wait, sleep=sleep)
+        self._retrier = Retrier(
+            max_attempts=max_attempts, backoff=backoff, max_wait=max_wait, sleep=sleep, observer=observer
+        )
         self.requests_sent = 0
 
     def close(self) -> None:

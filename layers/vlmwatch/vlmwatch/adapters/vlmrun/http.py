@@ -7,8 +7,10 @@ Transport errors and 5xx → :class:`VlmRunUnavailableError` (or, for a POST tha
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Generator
+from typing import Protocol
 
 import httpx
 from pydantic import BaseModel, ValidationError
@@ -16,6 +18,7 @@ from pydantic import BaseModel, ValidationError
 from vlmwatch.core.errors import (
     VlmRunAmbiguousSubmitError,
     VlmRunAuthError,
+    VlmRunCreditsError,
     VlmRunError,
     VlmRunRateLimitedError,
     VlmRunRejectedError,
@@ -75,6 +78,18 @@ class BearerAuth(httpx.Auth):
             yield request
 
 
+class HealthObserver(Protocol):
+    """Told how each request ended, after its retries (the account's circuit breaker listens)."""
+
+    def succeeded(self) -> None: ...
+
+    def failed(self, error: VlmRunError) -> None: ...
+
+    def steady(self) -> bool:
+        """False once calls have started failing: retrying in-process then only adds to a storm."""
+        ...
+
+
 class Retrier:
     """Sends a request, retrying what cannot have had an effect twice, a few times at most (a Lambda
     has a clock).
@@ -85,17 +100,40 @@ class Retrier:
         max_wait: the longest single backoff slept in-process; a longer ``Retry-After`` is raised to
             the caller, who can defer the work instead of idling.
         sleep: injected for tests.
+        observer: told how each request ended (after its retries), or None.
     """
 
     def __init__(
-        self, *, max_attempts: int, backoff: Backoff, max_wait: float, sleep: Callable[[float], None] = time.sleep
+        self,
+        *,
+        max_attempts: int,
+        backoff: Backoff,
+        max_wait: float,
+        sleep: Callable[[float], None] = time.sleep,
+        observer: HealthObserver | None = None,
     ) -> None:
+        self.observer = observer
         self._max_attempts = max_attempts
         self._backoff = backoff
         self._max_wait = max_wait
         self._sleep = sleep
 
     def send(self, call: Callable[[], httpx.Response], *, replayable: bool = True) -> httpx.Response:
+        """Send with retries (see :meth:`_send`); the observer hears the outcome."""
+        try:
+            response = self._send(call, replayable=replayable)
+        except VlmRunError as exc:
+            if self.observer is not None:
+                self.observer.failed(exc)
+            raise
+        if self.observer is not None:
+            self.observer.succeeded()
+        return response
+
+    def _steady(self) -> bool:
+        return self.observer is None or self.observer.steady()
+
+    def _send(self, call: Callable[[], httpx.Response], *, replayable: bool = True) -> httpx.Response:
         """Run a request, retrying what cannot have had an effect twice.
 
         A refused connection (the request never left) and a 429 are retried for every request. Transport
@@ -109,7 +147,7 @@ class Retrier:
                 response = call()
             except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
                 # The request never left: retrying cannot duplicate anything.
-                if last:
+                if last or not self._steady():
                     raise VlmRunUnavailableError(f"cannot connect to VLM Run: {type(exc).__name__}: {exc}") from exc
                 self._sleep(self._backoff.delay(attempt))
                 continue
@@ -118,11 +156,12 @@ class Retrier:
                     raise VlmRunAmbiguousSubmitError(
                         f"{what} failed after the request was sent ({type(exc).__name__}: {exc})"
                     ) from exc
-                if last:
+                if last or not self._steady():
                     raise VlmRunUnavailableError(f"VLM Run unreachable: {type(exc).__name__}: {exc}") from exc
                 self._sleep(self._backoff.delay(attempt))
                 continue
             if response.status_code == 429:
+                raise_for_4xx_if_credits(response)
                 wait = retry_after_seconds(response, self._backoff.delay(attempt))
                 if last or wait > self._max_wait:
                     raise VlmRunRateLimitedError(f"rate limited: {error_message(response)}", retry_after=wait)
@@ -132,7 +171,7 @@ class Retrier:
                 message = f"returned HTTP {response.status_code}: {error_message(response)}"
                 if not replayable:
                     raise VlmRunAmbiguousSubmitError(f"{what} {message}", status_code=response.status_code)
-                if last:
+                if last or not self._steady():
                     raise VlmRunUnavailableError(f"VLM Run {message}", status_code=response.status_code)
                 self._sleep(self._backoff.delay(attempt))
                 continue
@@ -148,7 +187,27 @@ class Retrier:
         raise AssertionError("unreachable")  # pragma: no cover
 
 
+# A refusal about money, whatever its status code: the account cannot pay, no file is at fault.
+_CREDITS = re.compile(r"credit|quota|billing|payment|insufficient funds", re.IGNORECASE)
+
+
+def about_credits(status_code: int, message: str) -> bool:
+    return status_code == 402 or bool(_CREDITS.search(message))
+
+
+def raise_for_4xx_if_credits(response: httpx.Response) -> None:
+    """A 429 about a spent quota (not a request rate) is the account's, like a 402."""
+    if about_credits(response.status_code, error_message(response)):
+        raise_for_4xx(response)
+
+
 def raise_for_4xx(response: httpx.Response) -> None:
+    if 400 <= response.status_code < 500 and about_credits(response.status_code, error_message(response)):
+        raise VlmRunCreditsError(
+            f"VLM Run refused the account: out of credits or quota (HTTP {response.status_code}): "
+            f"{error_message(response)}",
+            status_code=response.status_code,
+        )
     if response.status_code in (401, 403):
         raise VlmRunAuthError(
             f"VLM Run refused our credentials (HTTP {response.status_code}): {error_message(response)}",

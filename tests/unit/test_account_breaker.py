@@ -1,0 +1,193 @@
+"""VLM Run's bad days are the account's, not the files': work waits on its row, never fails or storms.
+
+The faults are VLM Run's own answers, injected in front of the emulator at the HTTP layer: a whole-service
+outage (503 to everything), an account out of credits (402 to every POST, nothing created), a revoked key.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import httpx
+
+from helpers import drop, jobs, read_json, result_key
+from vlmwatch.adapters.breaker import Reason
+from vlmwatch.runtime import wiring
+from vlmwatch_local.loops import LocalAws
+
+
+class AccountFaults(httpx.BaseTransport):
+    """VLM Run as it is on a bad day, in front of the emulator: ``mode`` is None, "down", "credits" or "revoked"."""
+
+    def __init__(self, app) -> None:
+        self._inner = httpx.WSGITransport(app=app)
+        self.mode: str | None = None
+        self.sent: Counter[str] = Counter()  # per mode: every request that reached "VLM Run"
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        is_post = request.method == "POST" and request.url.path.endswith("/agent/execute")
+        self.sent[f"{self.mode or 'ok'} {'POST' if is_post else request.method}"] += 1
+        if self.mode == "down":
+            return httpx.Response(503, json={"detail": "Service Unavailable"}, request=request)
+        if self.mode == "revoked":
+            return httpx.Response(401, json={"detail": "Invalid API key"}, request=request)
+        if self.mode == "credits" and is_post:
+            return httpx.Response(402, json={"detail": "Insufficient credits"}, request=request)
+        return self._inner.handle_request(request)
+
+    def during(self, mode: str) -> int:
+        return sum(n for key, n in self.sent.items() if key.startswith(f"{mode} "))
+
+
+def settle(local: LocalAws, clock, rounds: int = 30, every: float = 20) -> None:
+    for _ in range(rounds):
+        local.step()
+        rows = jobs(local.stack)
+        if rows and all(j["status"] in ("delivered", "skipped") for j in rows):
+            return
+        clock.advance(every)
+
+
+def test_out_of_credits_leaves_files_waiting_and_they_complete_after_the_top_up(stack, wire, emulator, clock):
+    vlmrun = AccountFaults(emulator.app)
+    wire(transport=vlmrun, BREAKER_PROBE_SECONDS="30", BREAKER_RAMP_SECONDS="60")
+    local = LocalAws(stack)
+    vlmrun.mode = "credits"
+    for i in range(6):
+        drop(stack, f"credits/{i}.txt", f"invoice {i}".encode())
+    assert local.pump_ingest() == 6
+
+    rows = jobs(stack)
+    assert [j["status"] for j in rows] == ["received"] * 6  # waiting on their rows, none failed
+    assert vlmrun.during("credits") == 1  # the first 402 opened the breaker: nobody else asked
+    state = wiring.breaker().state(fresh=True)
+    assert state.open and state.reason == Reason.CREDITS and "Insufficient credits" in (state.message or "")
+    assert all("out of credits" in (j.get("error") or j.get("last_poll_error") or "") for j in rows)
+
+    # Two minutes without credits: one probe (a real submit) per 30 s interval for the whole deployment.
+    for _ in range(12):
+        clock.advance(10)
+        local.step()
+    assert vlmrun.during("credits") <= 1 + 120 // 30 + 1
+    assert all(j["status"] == "received" for j in jobs(stack))
+
+    vlmrun.mode = None  # topped up
+    settle(local, clock)
+    rows = jobs(stack)
+    assert [(j["status"], j["outcome"]) for j in rows] == [("delivered", "completed")] * 6
+    for i in range(6):
+        assert read_json(stack, result_key(f"credits/{i}.txt"))["execution"]["status"] == "completed"
+    assert not wiring.breaker().state(fresh=True).open
+
+
+def test_an_outage_with_sixty_files_in_flight_sends_one_probe_per_interval(stack, wire, emulator, clock):
+    vlmrun = AccountFaults(emulator.app)
+    settings = wire(transport=vlmrun, BREAKER_PROBE_SECONDS="15", POLL_BASE_SECONDS="5", POLL_CAP_SECONDS="5")
+    local = LocalAws(stack)
+    for i in range(60):
+        drop(stack, f"storm/{i:02d}.txt", f"file {i}".encode())
+    local.pump_ingest()
+    assert {j["status"] for j in jobs(stack)} == {"submitted"}
+
+    vlmrun.mode = "down"
+    opened_after = None
+    for tick in range(12):  # 60 s of outage, the poller every 5 s
+        clock.advance(5)
+        local.run_poller()
+        if opened_after is None and wiring.breaker().state(fresh=True).open:
+            opened_after = vlmrun.during("down")
+            opened_at = tick
+    assert opened_after is not None
+    # Until it opened: the calls that open it, each tried once more at most, and what was in flight.
+    assert opened_after <= 2 * settings.breaker_failures + settings.poller_concurrency
+    probes = vlmrun.during("down") - opened_after
+    intervals = (12 - opened_at) * 5 // 15 + 1
+    assert probes <= intervals, f"{probes} requests after it opened, {intervals} probe intervals"
+    assert all(j["status"] == "submitted" for j in jobs(stack))  # nothing failed or timed out
+
+    vlmrun.mode = None
+    settle(local, clock, every=10)
+    assert [j["outcome"] for j in jobs(stack)] == ["completed"] * 60
+
+
+def test_a_deadline_that_passes_during_an_outage_moves_by_the_outage(stack, wire, emulator, clock):
+    vlmrun = AccountFaults(emulator.app)
+    wire(
+        transport=vlmrun,
+        JOB_DEADLINE_SECONDS="120",
+        BREAKER_FAILURES="1",
+        BREAKER_PROBE_SECONDS="30",
+        POLL_BASE_SECONDS="10",
+        POLL_CAP_SECONDS="10",
+    )
+    local = LocalAws(stack)
+    drop(stack, "late/report.txt", b"a long report")
+    local.pump_ingest()
+    (row,) = jobs(stack)
+    assert row["status"] == "submitted"
+
+    vlmrun.mode = "down"  # ten minutes of outage: far past the job's 120 s deadline
+    for _ in range(60):
+        clock.advance(10)
+        local.step()
+    (row,) = jobs(stack)
+    assert row["status"] == "submitted" and wiring.breaker().state(fresh=True).open
+
+    vlmrun.mode = None
+    settle(local, clock, every=10)
+    (row,) = jobs(stack)
+    assert (row["status"], row["outcome"]) == ("delivered", "completed")  # polled and delivered, not timed out
+
+
+def test_a_revoked_key_opens_the_breaker_and_work_resumes_when_the_key_works_again(stack, wire, emulator, clock):
+    vlmrun = AccountFaults(emulator.app)
+    wire(transport=vlmrun, BREAKER_PROBE_SECONDS="30")
+    local = LocalAws(stack)
+    vlmrun.mode = "revoked"
+    for i in range(4):
+        drop(stack, f"key/{i}.txt", b"text")
+    local.pump_ingest()
+    state = wiring.breaker().state(fresh=True)
+    assert state.open and state.reason == Reason.CREDENTIALS
+    assert all(j["status"] == "received" for j in jobs(stack))
+    vlmrun.mode = None
+    settle(local, clock)
+    assert [j["outcome"] for j in jobs(stack)] == ["completed"] * 4
+
+
+def test_pause_stops_intake_and_resume_restarts_it_without_a_lost_file(stack, wire, emulator, clock):
+    vlmrun = AccountFaults(emulator.app)
+    wire(transport=vlmrun, BREAKER_PROBE_SECONDS="30", BREAKER_RAMP_SECONDS="30")
+    local = LocalAws(stack)
+    wiring.breaker().pause("plan change at 10:00")
+    for i in range(5):
+        drop(stack, f"paused/{i}.txt", b"text")
+    local.pump_ingest()
+    for _ in range(10):
+        clock.advance(30)
+        local.step()
+    assert sum(vlmrun.sent.values()) == 0  # not one request while paused (no probes either)
+    assert all(j["status"] == "received" for j in jobs(stack))
+    assert all("paused" in (j.get("last_poll_error") or "") for j in jobs(stack))
+
+    wiring.breaker().resume()
+    settle(local, clock)
+    assert [j["outcome"] for j in jobs(stack)] == ["completed"] * 5
+
+
+def test_a_job_that_cannot_start_within_the_submit_deadline_fails_with_the_breakers_reason(
+    stack, wire, emulator, clock
+):
+    vlmrun = AccountFaults(emulator.app)
+    wire(transport=vlmrun, SUBMIT_DEADLINE_SECONDS="300", BREAKER_PROBE_SECONDS="30")
+    local = LocalAws(stack)
+    vlmrun.mode = "credits"
+    drop(stack, "never/started.txt", b"text")
+    local.pump_ingest()
+    for _ in range(20):
+        clock.advance(30)
+        local.step()
+    (row,) = jobs(stack)
+    assert row["outcome"] == "failed"
+    message = read_json(stack, "results/never/started.txt.vlmwatch/error.json")["error"]["message"]
+    assert "out of credits" in message and "circuit breaker open" in message
