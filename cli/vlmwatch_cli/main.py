@@ -259,13 +259,16 @@ def backfill(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="List what would be enqueued, enqueue nothing.")] = False,
     rate: Annotated[float, typer.Option(help="Most messages per second (0 = no cap).")] = 0.0,
     ingest_queue_url: Annotated[str | None, typer.Option(help="Ingest queue URL (instead of --stack).")] = None,
+    service_tier: Annotated[
+        str | None, typer.Option("--service-tier", help="VLM Run tier for these files: flex costs half the credits.")
+    ] = None,
 ) -> None:
     """Process objects already in the bucket (safe to run twice: one job per object version)."""
     target = _target(ctx)
     if ingest_queue_url:
         target.ingest_queue_url = ingest_queue_url
     with _usage_errors():
-        report = ops.backfill(target, uri, dry_run=dry_run, rate=rate)
+        report = ops.backfill(target, uri, dry_run=dry_run, rate=rate, service_tier=service_tier)
     if dry_run:
         for key in report.keys:
             console.print(f"would enqueue {key}")
@@ -313,6 +316,45 @@ def dlq_redrive(ctx: typer.Context, queue: QueueArg = "ingest") -> None:
     with _usage_errors():
         moved = ops.redrive(target, queue)
     console.print(f"{moved} message(s) redriven from the {queue} dead-letter queue")
+
+
+def _show_service(report: ops.ServiceReport) -> None:
+    colour = {"closed": "green", "ramping": "yellow"}.get(report.state, "red")
+    console.print(f"VLM Run circuit breaker: [{colour}]{report.state}[/{colour}]")
+    if report.reason:
+        console.print(f"  reason:       {report.reason}")
+        console.print(f"  since:        {_when(report.since)}")
+        console.print(f"  next probe:   {_when(report.next_probe_at)}")
+        if report.message:
+            console.print(f"  last error:   {_short(report.message, 300)}")
+    console.print(f"  probes sent:  {report.probes}   times opened: {report.opened}")
+    console.print(f"  time open:    {report.downtime_seconds} s in all (deadlines of jobs in flight move by it)")
+    waiting = ", ".join(f"{n} {status}" for status, n in sorted(report.waiting.items())) or "none"
+    console.print(f"  jobs waiting: {sum(report.waiting.values())} ({waiting})")
+
+
+@app.command()
+def service(ctx: typer.Context) -> None:
+    """Is VLM Run taking work? The account's circuit breaker: state, reason, since when, probes, jobs waiting."""
+    target = _target(ctx)
+    _show_service(ops.service(target))
+
+
+@app.command()
+def pause(
+    ctx: typer.Context,
+    reason: Annotated[str, typer.Option("--reason", help="Shown by `vlmwatch service`.")] = "paused by an operator",
+) -> None:
+    """Stop sending work to VLM Run (e.g. before a plan change). Files keep arriving and wait on their rows."""
+    target = _target(ctx)
+    _show_service(ops.pause(target, reason))
+
+
+@app.command()
+def resume(ctx: typer.Context) -> None:
+    """Send work to VLM Run again (closes the breaker whatever opened it); intake ramps back up."""
+    target = _target(ctx)
+    _show_service(ops.resume(target))
 
 
 def main() -> None:  # pragma: no cover - the console script

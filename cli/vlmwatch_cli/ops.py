@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 from botocore.exceptions import ClientError
 
@@ -23,6 +23,7 @@ from vlmwatch.adapters.jobstore import JobStore
 from vlmwatch.core.identity import ObjectVersion, job_id_for
 from vlmwatch.core.job import Job, is_control_row
 from vlmwatch.core.lifecycle import FINISHED, IN_FLIGHT, RETRYABLE, SETTLED, Status
+from vlmwatch.core.routing import ServiceTier
 from vlmwatch_cli.target import Target
 
 UNBOUNDED = 2**53  # "due by the end of time": every row in the in-flight index
@@ -170,14 +171,18 @@ def backfill(
     *,
     dry_run: bool = False,
     rate: float = 0.0,
+    service_tier: str | None = None,
     sleep: Callable[[float], None] = time.sleep,
 ) -> BackfillReport:
     """Enqueue existing objects under ``s3://bucket/prefix`` as "Object Created" events.
 
     Objects whose job already exists are left alone, and the ingest writes one job per object version
     whatever arrives twice: running it again never creates a second job or execution. ``rate`` caps the
-    messages per second (0 = as fast as SQS takes them).
+    messages per second (0 = as fast as SQS takes them). ``service_tier`` runs them on that VLM Run tier
+    (``flex``: half the credits, more latency), whatever their rule says.
     """
+    if service_tier is not None and service_tier not in get_args(ServiceTier):
+        raise ValueError(f"unknown service tier {service_tier!r}: one of {', '.join(get_args(ServiceTier))}")
     bucket, prefix = _parse_s3_uri(uri)
     if bucket != target.input_bucket:
         raise ValueError(f"{uri} is not in the watched input bucket s3://{target.input_bucket}/")
@@ -198,7 +203,9 @@ def backfill(
         batch.append(
             {
                 "Id": str(len(batch)),
-                "MessageBody": json.dumps(object_created(bucket, key, obj.get("Size"), version)),
+                "MessageBody": json.dumps(
+                    object_created(bucket, key, obj.get("Size"), version, service_tier=service_tier)
+                ),
             }
         )
         if len(batch) == 10:
@@ -211,12 +218,17 @@ def backfill(
     return report
 
 
-def object_created(bucket: str, key: str, size: int | None, version: ObjectVersion) -> dict[str, Any]:
-    """An "Object Created" event as S3 → EventBridge → SQS delivers it (the shape in events/)."""
+def object_created(
+    bucket: str, key: str, size: int | None, version: ObjectVersion, *, service_tier: str | None = None
+) -> dict[str, Any]:
+    """An "Object Created" event as S3 → EventBridge → SQS delivers it (the shape in events/); with
+    ``service_tier``, vlmwatch's own extension asks the ingest to run the file on that tier."""
     obj: dict[str, Any] = {"key": key, "size": size, "etag": version.etag or ""}
     if version.version_id:
         obj["version-id"] = version.version_id
+    extension = {"vlmwatch": {"service_tier": service_tier}} if service_tier else {}
     return {
+        **extension,
         "version": "0",
         "id": str(uuid.uuid4()),
         "detail-type": "Object Created",
@@ -280,6 +292,60 @@ def redrive(target: Target, queue: str) -> int:
             moved += 1
 
 
+@dataclass
+class ServiceReport:
+    """``vlmwatch service``: the account's circuit breaker, and the work waiting behind it."""
+
+    state: str  # closed | open | half-open | ramping
+    reason: str | None
+    message: str | None
+    since: int | None
+    next_probe_at: int | None
+    probes: int
+    opened: int
+    downtime_seconds: int
+    waiting: dict[str, int]
+
+
+def service(target: Target) -> ServiceReport:
+    """The breaker's row and a count of the jobs waiting in the in-flight index, by status."""
+    breaker = target.breaker
+    state = breaker.state(fresh=True)
+    now = int(time.time())
+    if state.open:
+        label = "half-open" if state.next_probe_at > now and state.probes else "open"
+    elif state.ramp_from is not None and now < state.ramp_from + 60:
+        label = "ramping"
+    else:
+        label = "closed"
+    waiting: dict[str, int] = {}
+    for job in target.store.due(UNBOUNDED, limit=UNDELIVERED_LIMIT):
+        waiting[job.status.value] = waiting.get(job.status.value, 0) + 1
+    return ServiceReport(
+        state=label,
+        reason=state.reason.value if state.open and state.reason else None,
+        message=state.message if state.open else None,
+        since=state.since if state.open else None,
+        next_probe_at=state.next_probe_at if state.open else None,
+        probes=state.probes,
+        opened=state.opened,
+        downtime_seconds=state.downtime_until(now),
+        waiting=waiting,
+    )
+
+
+def pause(target: Target, message: str) -> ServiceReport:
+    """Stop intake by hand (no request reaches VLM Run, no probes) until :func:`resume`."""
+    target.breaker.pause(message)
+    return service(target)
+
+
+def resume(target: Target) -> ServiceReport:
+    """Close the breaker whatever opened it; intake comes back at the ramp."""
+    target.breaker.resume()
+    return service(target)
+
+
 # -- helpers ----------------------------------------------------------------------------------------
 
 
@@ -327,8 +393,11 @@ __all__ = [
     "dlq_messages",
     "find_job",
     "list_jobs",
+    "pause",
     "redrive",
+    "resume",
     "retry",
+    "service",
     "submit",
     "wait",
 ]

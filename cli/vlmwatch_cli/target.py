@@ -83,3 +83,10 @@ class Target:
         from vlmwatch.adapters.jobstore import JobStore
 
         return JobStore(self.client("dynamodb"), self.table)
+
+    @functools.cached_property
+    def breaker(self) -> Any:
+        from vlmwatch.adapters.breaker import CircuitBreaker
+
+        # Fresh reads only (refresh 0): an operator wants the row as it is, not a cached copy.
+        return CircuitBreaker(self.client("dynamodb"), self.table, refresh_seconds=0)

@@ -7,10 +7,18 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from vlmwatch.adapters.breaker import Reason
 from vlmwatch.runtime import wiring
 from vlmwatch.runtime.handler_kit import HandlerKit
 
 kit = HandlerKit("poller")
+GAUGES = {
+    "VlmRunUnavailable": Reason.UNAVAILABLE,
+    "VlmRunOutOfCredits": Reason.CREDITS,
+    "VlmRunCredentialsRefused": Reason.CREDENTIALS,
+    "VlmRunBudgetSpent": Reason.BUDGET,
+    "IntakePaused": Reason.PAUSED,
+}
 
 
 @kit.handler
@@ -18,6 +26,10 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     summary = wiring.sweeper().run()
     for name in ("due", "polled", "finished", "timed_out", "errors"):
         kit.count(f"Poll{name.title().replace('_', '')}", getattr(summary, name))
+    # One gauge per reason, every run: each alarm says which bad day VLM Run is having, for as long as it lasts.
+    state = wiring.breaker().state()
+    for name, reason in GAUGES.items():
+        kit.count(name, int(state.open and state.reason == reason))
     result = asdict(summary)
     result.pop("outcomes")
     kit.logger.info("poll run", extra=result)

@@ -13,7 +13,6 @@ import httpx
 from helpers import drop, jobs, read_json, result_key
 from vlmwatch.adapters.breaker import Reason
 from vlmwatch.runtime import wiring
-from vlmwatch_local.loops import LocalAws
 
 
 class AccountFaults(httpx.BaseTransport):
@@ -39,7 +38,7 @@ class AccountFaults(httpx.BaseTransport):
         return sum(n for key, n in self.sent.items() if key.startswith(f"{mode} "))
 
 
-def settle(local: LocalAws, clock, rounds: int = 30, every: float = 20) -> None:
+def settle(local, clock, rounds: int = 30, every: float = 20) -> None:
     for _ in range(rounds):
         local.step()
         rows = jobs(local.stack)
@@ -48,10 +47,9 @@ def settle(local: LocalAws, clock, rounds: int = 30, every: float = 20) -> None:
         clock.advance(every)
 
 
-def test_out_of_credits_leaves_files_waiting_and_they_complete_after_the_top_up(stack, wire, emulator, clock):
+def test_out_of_credits_leaves_files_waiting_and_they_complete_after_the_top_up(stack, local, wire, emulator, clock):
     vlmrun = AccountFaults(emulator.app)
     wire(transport=vlmrun, BREAKER_PROBE_SECONDS="30", BREAKER_RAMP_SECONDS="60")
-    local = LocalAws(stack)
     vlmrun.mode = "credits"
     for i in range(6):
         drop(stack, f"credits/{i}.txt", f"invoice {i}".encode())
@@ -80,10 +78,9 @@ def test_out_of_credits_leaves_files_waiting_and_they_complete_after_the_top_up(
     assert not wiring.breaker().state(fresh=True).open
 
 
-def test_an_outage_with_sixty_files_in_flight_sends_one_probe_per_interval(stack, wire, emulator, clock):
+def test_an_outage_with_sixty_files_in_flight_sends_one_probe_per_interval(stack, local, wire, emulator, clock):
     vlmrun = AccountFaults(emulator.app)
     settings = wire(transport=vlmrun, BREAKER_PROBE_SECONDS="15", POLL_BASE_SECONDS="5", POLL_CAP_SECONDS="5")
-    local = LocalAws(stack)
     for i in range(60):
         drop(stack, f"storm/{i:02d}.txt", f"file {i}".encode())
     local.pump_ingest()
@@ -110,7 +107,7 @@ def test_an_outage_with_sixty_files_in_flight_sends_one_probe_per_interval(stack
     assert [j["outcome"] for j in jobs(stack)] == ["completed"] * 60
 
 
-def test_a_deadline_that_passes_during_an_outage_moves_by_the_outage(stack, wire, emulator, clock):
+def test_a_deadline_that_passes_during_an_outage_moves_by_the_outage(stack, local, wire, emulator, clock):
     vlmrun = AccountFaults(emulator.app)
     wire(
         transport=vlmrun,
@@ -120,7 +117,6 @@ def test_a_deadline_that_passes_during_an_outage_moves_by_the_outage(stack, wire
         POLL_BASE_SECONDS="10",
         POLL_CAP_SECONDS="10",
     )
-    local = LocalAws(stack)
     drop(stack, "late/report.txt", b"a long report")
     local.pump_ingest()
     (row,) = jobs(stack)
@@ -139,10 +135,9 @@ def test_a_deadline_that_passes_during_an_outage_moves_by_the_outage(stack, wire
     assert (row["status"], row["outcome"]) == ("delivered", "completed")  # polled and delivered, not timed out
 
 
-def test_a_revoked_key_opens_the_breaker_and_work_resumes_when_the_key_works_again(stack, wire, emulator, clock):
+def test_a_revoked_key_opens_the_breaker_and_work_resumes_when_the_key_works_again(stack, local, wire, emulator, clock):
     vlmrun = AccountFaults(emulator.app)
     wire(transport=vlmrun, BREAKER_PROBE_SECONDS="30")
-    local = LocalAws(stack)
     vlmrun.mode = "revoked"
     for i in range(4):
         drop(stack, f"key/{i}.txt", b"text")
@@ -155,10 +150,9 @@ def test_a_revoked_key_opens_the_breaker_and_work_resumes_when_the_key_works_aga
     assert [j["outcome"] for j in jobs(stack)] == ["completed"] * 4
 
 
-def test_pause_stops_intake_and_resume_restarts_it_without_a_lost_file(stack, wire, emulator, clock):
+def test_pause_stops_intake_and_resume_restarts_it_without_a_lost_file(stack, local, wire, emulator, clock):
     vlmrun = AccountFaults(emulator.app)
     wire(transport=vlmrun, BREAKER_PROBE_SECONDS="30", BREAKER_RAMP_SECONDS="30")
-    local = LocalAws(stack)
     wiring.breaker().pause("plan change at 10:00")
     for i in range(5):
         drop(stack, f"paused/{i}.txt", b"text")
@@ -176,11 +170,10 @@ def test_pause_stops_intake_and_resume_restarts_it_without_a_lost_file(stack, wi
 
 
 def test_a_job_that_cannot_start_within_the_submit_deadline_fails_with_the_breakers_reason(
-    stack, wire, emulator, clock
+    stack, local, wire, emulator, clock
 ):
     vlmrun = AccountFaults(emulator.app)
     wire(transport=vlmrun, SUBMIT_DEADLINE_SECONDS="300", BREAKER_PROBE_SECONDS="30")
-    local = LocalAws(stack)
     vlmrun.mode = "credits"
     drop(stack, "never/started.txt", b"text")
     local.pump_ingest()

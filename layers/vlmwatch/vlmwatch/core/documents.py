@@ -59,6 +59,7 @@ def _ran(job: Job) -> dict[str, Any]:
         "prompt": route.prompt if route else None,
         "json_schema": route.json_schema if route else None,
         "model": route.model if route else None,
+        "service_tier": route.service_tier if route else None,
     }
 
 

@@ -10,9 +10,13 @@ from __future__ import annotations
 
 import fnmatch
 import re
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, RootModel, model_validator
+
+# VLM Run's delivery tiers (the SDK's GenerationConfig.service_tier): "flex" is documented at half the
+# credits with higher latency, "priority" at a premium; "auto" (or none) leaves it to the server.
+ServiceTier = Literal["auto", "default", "standard", "flex", "priority"]
 
 # "name" or "name:version"; a name may have "/"-separated segments ("team/invoices"), each starting with a
 # letter or digit, so "..", "/x", "x//y" and "x/" never pass. At most 128 characters in all.
@@ -31,6 +35,7 @@ class Route(BaseModel):
     prompt: str | None = None
     json_schema: dict[str, Any] | None = None
     model: str | None = None
+    service_tier: ServiceTier | None = None
 
     @model_validator(mode="after")
     def _one_target(self) -> Route:
@@ -65,6 +70,7 @@ class Rule(BaseModel):
     prompt: str | None = None
     json_schema: dict[str, Any] | None = None
     model: str | None = None
+    service_tier: ServiceTier | None = None
     skip: bool = False
     reason: str | None = None
 
@@ -90,7 +96,12 @@ class Rule(BaseModel):
 
     def route(self) -> Route:
         return Route(
-            rule=self.name, agent=self.agent, prompt=self.prompt, json_schema=self.json_schema, model=self.model
+            rule=self.name,
+            agent=self.agent,
+            prompt=self.prompt,
+            json_schema=self.json_schema,
+            model=self.model,
+            service_tier=self.service_tier,
         )
 
 
@@ -139,7 +150,12 @@ class RuleSet(RootModel[list[Rule]]):
                     reason=f"x-amz-meta-{METADATA_AGENT_KEY} {shown!r} is not a valid agent name "
                     "('name' or 'name:version'; letters, digits, '_', '-', '.', '/' between segments)",
                 )
-            return Route(rule="metadata", agent=override, model=matched.model if matched else None)
+            return Route(
+                rule="metadata",
+                agent=override,
+                model=matched.model if matched else None,
+                service_tier=matched.service_tier if matched else None,
+            )
         if matched is not None:
             return matched
         return Skip(rule=None, reason="no routing rule matches and no default agent or prompt is configured")

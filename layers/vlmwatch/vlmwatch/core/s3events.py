@@ -11,9 +11,10 @@ import json
 from typing import Any
 from urllib.parse import unquote_plus
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from vlmwatch.core.errors import UnsupportedEventError
+from vlmwatch.core.routing import ServiceTier
 
 
 class S3ObjectRef(BaseModel):
@@ -27,6 +28,8 @@ class S3ObjectRef(BaseModel):
     version_id: str | None = None
     etag: str | None = None
     size: int | None = None
+    # vlmwatch's own extension on messages it sends itself (``vlmwatch backfill --service-tier``).
+    service_tier: ServiceTier | None = None
 
     def key_candidates(self) -> list[str]:
         """Keys to try, most likely first: decoded first, then the raw string (see PITFALLS)."""
@@ -56,10 +59,21 @@ def refs_from_body(body: str | dict[str, Any]) -> list[S3ObjectRef]:
     if data.get("Event") == "s3:TestEvent":
         return []
     if data.get("source") == "aws.s3" and "detail" in data:
-        return _from_eventbridge(data)
+        return _with_extension(_from_eventbridge(data), data.get("vlmwatch"))
     if isinstance(data.get("Records"), list):
         return [ref for record in data["Records"] for ref in _from_notification(record)]
     raise UnsupportedEventError(f"not an S3 event: top-level keys {sorted(data)[:10]}")
+
+
+def _with_extension(refs: list[S3ObjectRef], extension: Any) -> list[S3ObjectRef]:
+    """Apply vlmwatch's own message extension (``{"vlmwatch": {"service_tier": ...}}``), validated."""
+    tier = extension.get("service_tier") if isinstance(extension, dict) else None
+    if tier is None:
+        return refs
+    try:
+        return [S3ObjectRef.model_validate({**ref.model_dump(), "service_tier": tier}) for ref in refs]
+    except ValidationError as exc:
+        raise UnsupportedEventError(f"unknown service tier {str(tier)[:40]!r} in a vlmwatch message") from exc
 
 
 def _from_eventbridge(event: dict[str, Any]) -> list[S3ObjectRef]:

@@ -9,7 +9,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from vlmwatch.core.errors import ConfigError
-from vlmwatch.core.routing import Route, RuleSet
+from vlmwatch.core.routing import Route, RuleSet, ServiceTier
 
 # With webhooks on, the first poll waits this long (capped by POLL_CAP_SECONDS): callbacks do the work.
 WEBHOOK_SAFETY_NET_SECONDS = 600
@@ -56,6 +56,7 @@ _ENV = {
     "LIST_POLL_MIN_JOBS": "list_poll_min_jobs",
     "STATE_MACHINE_ARN": "state_machine_arn",
     "WEBHOOK_ENABLED": "webhook_enabled",
+    "SERVICE_TIER": "service_tier",
     "BREAKER_FAILURES": "breaker_failures",
     "BREAKER_PROBE_SECONDS": "breaker_probe_seconds",
     "BREAKER_RAMP_SECONDS": "breaker_ramp_seconds",
@@ -76,6 +77,8 @@ class Settings(BaseModel):
     default_prompt: str | None = None
     default_json_schema: dict[str, Any] | None = None
     model: str = "vlmrun-orion-1:auto"
+    # The delivery tier for routes that do not name one ("flex": half the credits, more latency).
+    service_tier: ServiceTier = "auto"
     vlmrun_base_url: str = "https://api.vlm.run/v1"
     api_key_secret: str = "vlmwatch/vlmrun-api-key"  # noqa: S105 - the secret's name, not its value
     vlmrun_environment: Literal["dev", "staging", "prod"] = "prod"

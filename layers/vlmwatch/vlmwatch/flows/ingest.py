@@ -87,9 +87,13 @@ class Ingestor:
             resolved = self._settings.routing_rules.resolve(
                 source.key, source.content_type, source.metadata, default=self._default
             )
-            if isinstance(resolved, Route) and resolved.model is None:
-                # Record the model that actually runs, so the result document says so.
-                resolved = resolved.model_copy(update={"model": self._settings.model})
+            if isinstance(resolved, Route):
+                # Record the model and tier that actually run, so the result document says so; a backfill
+                # may ask for a tier for the files it re-sends (`vlmwatch backfill --service-tier flex`).
+                tier = ref.service_tier or resolved.service_tier or self._settings.service_tier
+                resolved = resolved.model_copy(
+                    update={"model": resolved.model or self._settings.model, "service_tier": tier}
+                )
             decision = resolved
         job = Job(
             job_id=job_id,

@@ -82,15 +82,24 @@ class RequestBuilder:
                 "allow_training": False,
             },
         }
+        config: dict[str, Any] = {}
         if route.prompt:
-            config: dict[str, Any] = {"prompt": route.prompt}
+            config["prompt"] = route.prompt
             if route.json_schema is not None:
                 config["json_schema"] = route.json_schema
+        tier = self.service_tier(job)
+        if tier != "auto":
+            config["service_tier"] = tier
+        if config:
             body["config"] = config
         if self._settings.callback_url:
             secret = self._webhook_secret() if self._webhook_secret else ""
             body["callback_url"] = callback_url(self._settings.callback_url, secret, job.job_id, attempt)
         return body
+
+    def service_tier(self, job: Job) -> str:
+        """The tier this job runs on: its route's (set at ingest), else the deployment's default (older rows)."""
+        return (job.route.service_tier if job.route else None) or self._settings.service_tier
 
     def _input_file(self, job: Job) -> str | dict[str, Any]:
         # Always the exact version the job is about, even if the key was overwritten since.

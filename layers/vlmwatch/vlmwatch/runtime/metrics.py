@@ -23,6 +23,12 @@ def report_usage(metrics: Any) -> None:
         sent = wiring.vlmrun_client().requests_sent
         metrics.add_metric(name="VlmRunRequests", unit=MetricUnit.Count, value=sent - _reported["requests"])
         _reported["requests"] = sent
+    if wiring.is_built(wiring.breaker):
+        # Every change this process made to the account's breaker: BreakerOpenedCredits, BreakerProbe, ...
+        transitions, wiring.breaker().transitions[:] = list(wiring.breaker().transitions), []
+        for transition in transitions:
+            name = "Breaker" + "".join(part.title() for part in transition.split(":"))
+            metrics.add_metric(name=name, unit=MetricUnit.Count, value=1)
     if wiring.is_built(wiring.pressure):
         hits = wiring.pressure().hits
         metrics.add_metric(name="VlmRunRateLimited", unit=MetricUnit.Count, value=hits - _reported["rate_limited"])
