@@ -334,6 +334,42 @@ def _show_service(report: ops.ServiceReport) -> None:
 
 
 @app.command()
+def usage(
+    ctx: typer.Context,
+    since: Annotated[str, typer.Option(help="How far back: 30d, 12h, 90m.")] = "30d",
+    by: Annotated[str, typer.Option(help="Group by rule, agent or prefix (the key's first folder).")] = "rule",
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+) -> None:
+    """What the work cost: VLM Run credits, elements, files and failures per rule, agent or prefix."""
+    target = _target(ctx)
+    with _usage_errors():
+        rows = ops.usage(target, since=_since(since), by=by)
+    if as_json:
+        for row in rows:
+            typer.echo(json.dumps(row.__dict__))
+        return
+    table = Table(title=f"VLM Run usage, last {since}, by {by}")
+    for column in (by, "files", "credits", "elements", "failed"):
+        table.add_column(column, justify="left" if column == by else "right")
+    for row in rows:
+        table.add_row(row.group, str(row.files), f"{row.credits:g}", str(row.elements), str(row.failures))
+    table.add_row(
+        "total",
+        *(
+            f"{v:g}" if isinstance(v, float) else str(v)
+            for v in (
+                sum(r.files for r in rows),
+                sum(r.credits for r in rows),
+                sum(r.elements for r in rows),
+                sum(r.failures for r in rows),
+            )
+        ),
+        style="bold",
+    )
+    console.print(table)
+
+
+@app.command()
 def service(ctx: typer.Context) -> None:
     """Is VLM Run taking work? The account's circuit breaker: state, reason, since when, probes, jobs waiting."""
     target = _target(ctx)

@@ -334,6 +334,44 @@ def service(target: Target) -> ServiceReport:
     )
 
 
+@dataclass
+class UsageRow:
+    """What one rule, agent or prefix cost over a period (``vlmwatch usage``)."""
+
+    group: str
+    files: int = 0
+    credits: float = 0.0
+    elements: int = 0
+    failures: int = 0
+
+
+USAGE_GROUPS = ("rule", "agent", "prefix")
+
+
+def usage(target: Target, *, since: int | None, by: str) -> list[UsageRow]:
+    """Credits, elements, files and failures per ``by`` (rule, agent or the key's first folder), most
+    credits first; from the job rows (each carries its execution's usage as numbers)."""
+    if by not in USAGE_GROUPS:
+        raise ValueError(f"--by must be one of {', '.join(USAGE_GROUPS)}, not {by!r}")
+    rows: dict[str, UsageRow] = {}
+    for job in list_jobs(target, since=since):
+        if job.status == Status.SKIPPED:
+            continue
+        route = job.route
+        if by == "rule":
+            group = route.rule if route else "-"
+        elif by == "agent":
+            group = (route.agent or "(inline prompt)") if route else "-"
+        else:
+            group = job.key.split("/", 1)[0] + "/" if "/" in job.key else "(top level)"
+        row = rows.setdefault(group, UsageRow(group))
+        row.files += 1
+        row.credits += job.credits_used or 0.0
+        row.elements += job.elements_processed or 0
+        row.failures += (job.outcome or job.status) in RETRYABLE
+    return sorted(rows.values(), key=lambda r: (-r.credits, r.group))
+
+
 def pause(target: Target, message: str) -> ServiceReport:
     """Stop intake by hand (no request reaches VLM Run, no probes) until :func:`resume`."""
     target.breaker.pause(message)
@@ -399,5 +437,6 @@ __all__ = [
     "retry",
     "service",
     "submit",
+    "usage",
     "wait",
 ]

@@ -27,6 +27,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     for name in ("due", "polled", "finished", "timed_out", "errors"):
         kit.count(f"Poll{name.title().replace('_', '')}", getattr(summary, name))
     # One gauge per reason, every run: each alarm says which bad day VLM Run is having, for as long as it lasts.
+    wiring.ledger().release_if_within_budget()  # a new month (or a raised budget) lets work through again
     state = wiring.breaker().state()
     for name, reason in GAUGES.items():
         kit.count(name, int(state.open and state.reason == reason))

@@ -231,3 +231,19 @@ def test_pause_holds_new_files_service_says_why_and_resume_lets_every_one_throug
     for key in ("held/a.txt", "held/b.txt", "held/c.txt"):
         assert json.loads(_wait_for(local, None, "delivered", key=key))["outcome"] == "completed"
     assert executions(local) == before + 3
+
+
+def test_usage_says_what_the_work_cost_by_prefix(local, tmp_path: Path):
+    for name in ("one.txt", "two.txt"):
+        (tmp_path / name).write_text(f"usage {name}")
+    code, out = cli(
+        local, "submit", str(tmp_path / "one.txt"), str(tmp_path / "two.txt"), "--prefix", "costs/", "--wait"
+    )
+    assert code == 0, out
+    code, out = cli(local, "usage", "--since", "1h", "--by", "prefix", "--json")
+    assert code == 0, out
+    rows = {row["group"]: row for row in (json.loads(line) for line in out.splitlines())}
+    assert rows["costs/"]["files"] == 2 and rows["costs/"]["credits"] == 2 and rows["costs/"]["failures"] == 0
+    code, table = cli(local, "usage", "--by", "agent")
+    assert code == 0 and "doc-extractor:v1" in table and "total" in table
+    assert cli(local, "usage", "--by", "colour")[0] == 2

@@ -181,7 +181,10 @@ class CircuitBreaker:
         now = self.now()
         if not state.open:
             return self._ramp_gate(state, now)
-        if state.reason in MANUAL:
+        if state.reason == Reason.BUDGET:
+            # The month's credits are spent: nothing new starts; what already runs is polled and delivered.
+            return spread(now + self._probe, self._probe, self._rng) if kind == "start" else None
+        if state.reason == Reason.PAUSED:
             return None if kind == "fetch" else spread(now + self._probe, self._probe, self._rng)
         if state.reason == Reason.CREDITS and kind != "start":
             # Reads still work without credits, but nothing runs to read: polls wait with the rest.

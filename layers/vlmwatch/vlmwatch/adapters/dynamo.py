@@ -106,7 +106,7 @@ class Update:
             self.set(field, value)
         return self
 
-    def increment(self, field: str, by: int = 1) -> Update:
+    def increment(self, field: str, by: int | Decimal = 1) -> Update:
         name = self._name(field)
         self._sets[field] = f"{name} = if_not_exists({name}, {self._value(0)}) + {self._value(by)}"
         return self

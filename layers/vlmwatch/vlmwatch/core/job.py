@@ -49,6 +49,8 @@ class Job(BaseModel):
     result_uri: str | None = None
     error_uri: str | None = None
     usage: dict[str, Any] | None = None
+    credits_used: float | None = None  # the execution's usage, as numbers (what the work cost)
+    elements_processed: int | None = None
     execution_snapshot: str | None = None  # the completed execution as JSON, until delivered
     # Submit attempts whose outcome was never known (timeout after send, 5xx, a crash while claimed):
     # each may have created an execution that no evidence ties to this job (a possible orphan).

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from vlmwatch.adapters.breaker import CircuitBreaker
 from vlmwatch.adapters.job_events import DetailType, JobEvents, detail_for
 from vlmwatch.adapters.jobstore import JobStore
+from vlmwatch.adapters.ledger import CreditLedger
 from vlmwatch.adapters.outputs import OutputWriter
 from vlmwatch.adapters.s3source import SourceReader
 from vlmwatch.adapters.vlmrun.models import Execution
@@ -33,6 +34,9 @@ class Delivery:
     uri: str
     outcome: str
     seconds: int
+    rule: str | None = None
+    agent: str | None = None
+    credits: float = 0.0
 
 
 class Deliverer:
@@ -45,6 +49,7 @@ class Deliverer:
         events: where ``Job Completed`` / ``Job Failed`` go (:class:`~vlmwatch.notify.JobEvents`), or None.
         source: HEADs of the input bucket (which version is current), or None to skip the stable-path copy.
         breaker: the account's circuit breaker (downloads wait while it is open), or None.
+        ledger: the monthly credit totals (each delivered job's credits are added once), or None.
         retry_seconds: when the sweeper tries again after a delivery failed (doubling, up to 8x).
         max_bytes: the largest artifact copied; a larger one is listed in the result document's
             ``missing_artifacts`` with the reason.
@@ -59,12 +64,14 @@ class Deliverer:
         *,
         source: SourceReader | None = None,
         breaker: CircuitBreaker | None = None,
+        ledger: CreditLedger | None = None,
         retry_seconds: int = 60,
         max_bytes: int = 5 * 1024**3,
     ) -> None:
         self._max_bytes = max_bytes
         self._source = source
         self._breaker = breaker
+        self._ledger = ledger
         self._retry = Backoff(base=retry_seconds, cap=8 * retry_seconds)
         self._store = store
         self._writer = writer
@@ -117,11 +124,24 @@ class Deliverer:
             if latest:
                 fields["latest_uri"] = self._writer.uri(latest)
         self._emit(job, detail_type, uri)
-        self._store.transition(
+        moved = self._store.transition(
             job.job_id, Status.DELIVERED, set_fields=fields, remove_fields=("execution_snapshot", "delivery_error")
         )
+        credits = job.credits_used or 0.0
+        if moved and self._ledger is not None:
+            # Once per job: only the delivery that moved it to `delivered` counts its credits.
+            self._ledger.record(credits, failed=job.status != Status.COMPLETED)
         logger.info("delivered", extra={"job_id": job.job_id, "uri": uri, "outcome": job.status.value})
-        return Delivery(job_id=job.job_id, uri=uri, outcome=job.status.value, seconds=max(0, now - job.created_at))
+        route = job.route
+        return Delivery(
+            job_id=job.job_id,
+            uri=uri,
+            outcome=job.status.value,
+            seconds=max(0, now - job.created_at),
+            rule=route.rule if route else None,
+            agent=route.agent if route else None,
+            credits=credits,
+        )
 
     def _deliver_result(self, job: Job, now: int) -> str:
         assert job.execution_id is not None

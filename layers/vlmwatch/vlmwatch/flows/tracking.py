@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Callable
+from decimal import Decimal
 from typing import TYPE_CHECKING
 
 from vlmwatch.adapters.breaker import CircuitBreaker
@@ -122,6 +123,11 @@ class Tracker:
             usage = execution.usage.model_dump_json(exclude_none=True)
             if len(usage) <= USAGE_MAX_BYTES:
                 fields["usage"] = usage
+            # ...and as numbers, for what the work costs (`vlmwatch usage`, the monthly budget).
+            if execution.usage.credits_used is not None:
+                fields["credits_used"] = Decimal(str(execution.usage.credits_used))
+            if execution.usage.elements_processed is not None:
+                fields["elements_processed"] = execution.usage.elements_processed
         if target == Status.COMPLETED:
             # Keep what we just fetched, so delivery need not spend another request on it (if it fits).
             snapshot = execution.model_dump_json()

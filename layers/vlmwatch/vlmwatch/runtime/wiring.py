@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
     from vlmwatch.adapters.breaker import CircuitBreaker
     from vlmwatch.adapters.job_events import JobEvents
+    from vlmwatch.adapters.ledger import CreditLedger
     from vlmwatch.adapters.outputs import OutputWriter
     from vlmwatch.adapters.s3source import SourceReader
     from vlmwatch.adapters.secrets import SecretStore
@@ -197,6 +198,16 @@ def breaker() -> CircuitBreaker:
 
 
 @part
+def ledger() -> CreditLedger:
+    from vlmwatch.adapters.ledger import CreditLedger
+
+    cfg = settings()
+    return CreditLedger(
+        _boto("dynamodb"), cfg.jobs_table, monthly_budget=cfg.monthly_credit_budget, breaker=breaker(), clock=clock
+    )
+
+
+@part
 def pressure() -> Backpressure:
     from vlmwatch.adapters.throttle import Backpressure, RequestBudget
 
@@ -296,6 +307,7 @@ def deliverer() -> Deliverer:
         job_events(),
         source=source_reader(),
         breaker=breaker(),
+        ledger=ledger(),
         retry_seconds=max(1, cfg.delivery_grace_seconds // 5),
         max_bytes=cfg.max_object_bytes,
     )
