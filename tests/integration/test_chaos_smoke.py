@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from vlmwatch_local.chaos import ChaosConfig, run
+from vlmwatch_local.harness.chaos import ChaosConfig, run
 
 pytestmark = pytest.mark.e2e
 

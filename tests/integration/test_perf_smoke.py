@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from vlmwatch_local import perf
+from vlmwatch_local.harness import perf
 
 pytestmark = pytest.mark.e2e
 

@@ -6,8 +6,8 @@ import json
 
 import boto3
 
-from vlmwatch_local.loops import stream_filter
-from vlmwatch_local.provision import load_template, provision
+from vlmwatch_local.cloud.loops import stream_filter
+from vlmwatch_local.cloud.provision import load_template, provision
 
 
 def resources(kind: str) -> dict:

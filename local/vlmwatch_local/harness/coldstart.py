@@ -18,7 +18,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[2]
+from vlmwatch_local import ROOT
+
 # What a function sees on Lambda: the layer's requirements plus the runtime's boto3, nothing else (the
 # project's .venv also has the CLI's rich, which httpx imports when it is there).
 LAYER_VENV = ROOT / ".venv-layer"

@@ -9,7 +9,8 @@ Faults (rates per request / per event / per step, from a seeded RNG):
 * S3 → SQS: every event delivered twice, the copy late; some keys get a second version mid-run;
 * the handlers: killed (a ``BaseException`` no handler can catch, as a timeout or out-of-memory kill
   would be) at each step of submit and delivery;
-* the output bucket: every write denied for a while.
+* the output bucket: every write denied for a while (the library's own S3 client refuses ``PutObject``
+  to it: a botocore event handler, no library code replaced).
 
 Time is compressed (a 1 s client timeout, deadlines of a minute, leases of seconds) so a 1,000-file run
 fits in about 20 minutes on 2 cores. The invariants checked at the end are in :func:`check`.
@@ -21,7 +22,6 @@ import hashlib
 import json
 import random
 import threading
-import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -34,10 +34,12 @@ from vlmwatch.adapters.claims import SubmitClaims
 from vlmwatch.adapters.jobstore import JobStore
 from vlmwatch.adapters.outputs import OutputWriter
 from vlmwatch.adapters.vlmrun.client import VlmRunClient
-from vlmwatch.core.layout import OutputLayout
 from vlmwatch.core.identity import ObjectVersion, job_id_for
+from vlmwatch.core.layout import OutputLayout
+from vlmwatch.runtime import wiring
+from vlmwatch_local.cloud.stack import LocalStack
 from vlmwatch_local.emulator import EmulatorConfig
-from vlmwatch_local.stack import LocalStack
+from vlmwatch_local.harness.clock import Clock
 
 
 class SimulatedCrash(BaseException):
@@ -130,14 +132,18 @@ class ChaosReport:
 
 
 class Faults:
-    """Kills handlers at named points and takes the output bucket away for a while (monkeypatching)."""
+    """Kills handlers at named points (around public library methods), and takes the output bucket away for
+    a while: the process's S3 client (``wiring.s3()``, the one the library writes with) refuses every
+    ``PutObject`` to it with ``AccessDenied``, from a botocore event handler."""
 
-    def __init__(self, rng: random.Random, crash_rate: float) -> None:
+    def __init__(self, rng: random.Random, crash_rate: float, clock: Clock) -> None:
         self._rng = rng
         self._rate = crash_rate
+        self._clock = clock
         self._lock = threading.Lock()
         self.crashes: Counter[str] = Counter()
         self.outage_until = 0.0
+        self._output_bucket = ""
         self._undo: list[Callable[[], None]] = []
 
     def maybe_crash(self, point: str) -> None:
@@ -163,7 +169,7 @@ class Faults:
         setattr(owner, name, wrapper)
         self._undo.append(lambda: setattr(owner, name, original))
 
-    def install(self) -> None:
+    def install(self, output_bucket: str) -> None:
         # Submit: after the row is written, after the claim, after VLM Run created the execution.
         self._wrap(JobStore, "create", after="ingest: row written, not claimed")
         self._wrap(SubmitClaims, "claim", after="submit: claimed, not sent")
@@ -172,16 +178,15 @@ class Faults:
         self._wrap(OutputWriter, "put_artifact_stream", after="deliver: artifact written")
         self._wrap(OutputWriter, "put_result", after="deliver: document written, not published")
         self._wrap(OutputWriter, "publish_latest", after="deliver: published, not marked delivered")
-        original_put = OutputWriter._put
-        faults = self
+        self._output_bucket = output_bucket
+        events = wiring.s3().meta.events
+        event = "before-parameter-build.s3.PutObject"
+        events.register(event, self._deny_output_write, unique_id="chaos-output-outage")
+        self._undo.append(lambda: events.unregister(event, unique_id="chaos-output-outage"))
 
-        def put(writer: OutputWriter, *args: Any, **kwargs: Any) -> Any:
-            if time.time() < faults.outage_until:
-                raise ClientError({"Error": {"Code": "AccessDenied", "Message": "denied (emulated)"}}, "PutObject")
-            return original_put(writer, *args, **kwargs)
-
-        OutputWriter._put = put  # type: ignore[method-assign]
-        self._undo.append(lambda: setattr(OutputWriter, "_put", original_put))
+    def _deny_output_write(self, params: dict[str, Any], **_: Any) -> None:
+        if params.get("Bucket") == self._output_bucket and self._clock() < self.outage_until:
+            raise ClientError({"Error": {"Code": "AccessDenied", "Message": "denied (emulated)"}}, "PutObject")
 
     def uninstall(self) -> None:
         for undo in reversed(self._undo):
@@ -226,24 +231,33 @@ def run(config: ChaosConfig, *, log: Callable[[str], None] = print) -> ChaosRepo
     }
     if config.webhook:
         env["POLL_CAP_SECONDS"] = "6"  # the safety net; callbacks do the work
-    faults = Faults(rng, config.crash_rate)
+    clock = Clock()
+    faults = Faults(rng, config.crash_rate, clock)
     report = ChaosReport(files=config.files)
-    started = time.monotonic()
-    local = LocalStack(emulator_config=emulator, env=env, webhook=config.webhook, parameters={"AgentName": "chaos:v1"})
+    started = clock()
+    local = LocalStack(
+        emulator_config=emulator, env=env, webhook=config.webhook, parameters={"AgentName": "chaos:v1"}, clock=clock
+    )
     with local:
-        faults.install()
+        faults.install(local.stack.output_bucket)
         try:
-            _drive(local, config, rng, faults, report, log)
+            _drive(local, config, rng, faults, report, log, clock)
         finally:
             faults.uninstall()
-        report.wall_seconds = time.monotonic() - started
+        report.wall_seconds = clock() - started
         check(local, report)
     report.crashes = dict(faults.crashes)
     return report
 
 
 def _drive(
-    local: LocalStack, config: ChaosConfig, rng: random.Random, faults: Faults, report: ChaosReport, log: Any
+    local: LocalStack,
+    config: ChaosConfig,
+    rng: random.Random,
+    faults: Faults,
+    report: ChaosReport,
+    log: Any,
+    clock: Clock,
 ) -> None:
     sqs = boto3.client("sqs")
     queue = local.stack.ingest_queue_url
@@ -256,11 +270,11 @@ def _drive(
     renewals = sorted((rng.uniform(1, window + config.late_seconds / 2), i) for i in second)
     outage_at = rng.uniform(1, window + config.late_seconds / 3)
     aws = local.aws
-    t0 = time.monotonic()
+    t0 = clock()
     deadline = t0 + config.timeout
     last_log = last_check = 0.0
-    while time.monotonic() < deadline:
-        now = time.monotonic() - t0
+    while clock() < deadline:
+        now = clock() - t0
         while drops and drops[0][0] <= now:
             _, i = drops.pop(0)
             key = f"chaos/{i:05d}.txt"
@@ -274,7 +288,7 @@ def _drive(
             _, i = renewals.pop(0)
             local.drop(f"chaos/{i:05d}.txt", _content(i, 2), "text/plain")
         if outage_at and now >= outage_at:
-            faults.outage_until = time.time() + config.output_outage_seconds
+            faults.outage_until = clock() + config.output_outage_seconds
             outage_at = 0.0
         aws.step(ingest_batches=3)  # interleave: AWS runs ingest, poller and delivery side by side
         if now - last_check < 2:
@@ -296,7 +310,7 @@ def _drive(
             and _queue_empty(sqs, queue)
         ):
             return
-        time.sleep(0.05)
+        clock.sleep(0.05)
     report.problems.append("did not settle before the timeout")
 
 

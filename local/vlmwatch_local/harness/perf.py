@@ -1,9 +1,9 @@
 """Requests, latency and AWS cost per mode, side by side, in virtual time.
 
 ``python -m vlmwatch_local perf [--jobs 100] [--job-seconds 120]`` runs the real handlers against moto
-(in-process) and the VLM Run emulator, with a clock the harness moves: 100 jobs that each take 120 s at
-VLM Run cost seconds of wall time, not minutes. For each mode it counts what matters for a bill and a rate
-limit:
+and the VLM Run emulator (the local stack, in-process), on the harnesses' clock, virtual here: 100 jobs
+that each take 120 s at VLM Run cost seconds of wall time, not minutes. For each mode it counts what
+matters for a bill and a rate limit:
 
 * ``schedule``: the scheduled poller (every 60 s) polls jobs when due (age-shaped backoff), one list
   request for many;
@@ -30,7 +30,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[2]
+from vlmwatch.core.lifecycle import REMOTE_ENDED
+from vlmwatch_local import ROOT
+from vlmwatch_local.harness.clock import Clock
+
 MEMORY_GB = 0.5  # every function's MemorySize (512 MB)
 
 # Public list prices, us-east-1, as used here (check the pricing pages before relying on them).
@@ -106,35 +109,35 @@ def _count_calls(session: Any, counter: Counter[str]) -> None:
 
 
 def run_mode(mode: str, jobs: int, job_seconds: int) -> ModeResult:
-    """One mode, from an empty stack to every job delivered, in virtual time."""
+    """One mode, from an empty stack to every job delivered, in virtual time (the local stack in-process)."""
     import boto3
-    import httpx
-    from moto import mock_aws
 
-    from vlmwatch.core.settings import Settings
     from vlmwatch.runtime import wiring
-    from vlmwatch_local.emulator import Emulator, EmulatorConfig
-    from vlmwatch_local.loops import LocalAws, function_url_event
-    from vlmwatch_local.provision import provision
+    from vlmwatch_local.cloud.stack import LocalStack
+    from vlmwatch_local.emulator import EmulatorConfig
 
-    clock = _Clock(1_800_000_000)
+    clock = Clock(1_800_000_000)
     calls: Counter[str] = Counter()
-    with mock_aws():
-        stack = provision(region="us-east-1")
-        # Three status steps of job_seconds / 3: the execution is done job_seconds after it started.
-        emulator = Emulator(
-            EmulatorConfig(step_seconds=job_seconds / 3, status_sequence=["enqueued", "running", "running"]),
-            clock=clock,
-            fetch=lambda url: (b"perf document", "text/plain"),
-        )
-        env = stack.environment()
-        env.update({"DEFAULT_AGENT_NAME": "doc-extractor:v1", "POLLER_MAX_JOBS": str(jobs * 2)})
-        # Polling knobs from the caller's environment, to measure a tuning before deploying it.
-        env.update({k: v for k, v in os.environ.items() if k in TUNABLE})
-        if mode.startswith("budget"):
-            # The shared request budget at a small plan's 10 a minute. One poll at a time: in-process moto
-            # does not make concurrent conditional updates atomic (DynamoDB does).
-            env.update({"REQUESTS_PER_MINUTE": "10", "POLLER_CONCURRENCY": "1"})
+    env = {"DEFAULT_AGENT_NAME": "doc-extractor:v1", "POLLER_MAX_JOBS": str(jobs * 2)}
+    # Polling knobs from the caller's environment, to measure a tuning before deploying it.
+    env.update({k: v for k, v in os.environ.items() if k in TUNABLE})
+    if mode.startswith("budget"):
+        # The shared request budget at a small plan's 10 a minute. One poll at a time: in-process moto
+        # does not make concurrent conditional updates atomic (DynamoDB does).
+        env.update({"REQUESTS_PER_MINUTE": "10", "POLLER_CONCURRENCY": "1"})
+    # Three status steps of job_seconds / 3: the execution is done job_seconds after it started.
+    steps = EmulatorConfig(step_seconds=job_seconds / 3, status_sequence=["enqueued", "running", "running"])
+    local = LocalStack(
+        emulator_config=steps,
+        env=env,
+        webhook=mode == "webhook",
+        moto="in-process",
+        clock=clock,
+        fetch=lambda url: (b"perf document", "text/plain"),
+    )
+    with local:
+        stack, aws, emulator = local.stack, local.aws, local.emulator
+        assert emulator is not None
         started: list[tuple[float, dict[str, Any]]] = []  # (when, the execution's input)
         if mode == "stepfunctions":
             machine = boto3.client("stepfunctions", region_name=stack.region).create_state_machine(
@@ -143,44 +146,30 @@ def run_mode(mode: str, jobs: int, job_seconds: int) -> ModeResult:
                 roleArn="arn:aws:iam::123456789012:role/perf-poller",
             )["stateMachineArn"]
             # As the template sets them in this mode: the sweeper takes over a job 300 s overdue.
-            env.update({"STATE_MACHINE_ARN": machine, "POLLING_MODE": "stepfunctions", "SWEEP_OVERDUE_SECONDS": "300"})
-        if mode == "webhook":
-            boto3.client("secretsmanager").create_secret(Name="vlmwatch/perf-hook", SecretString="perf-secret")
-            env.update({"CALLBACK_URL": "https://hooks.example/vlmwatch", "WEBHOOK_SECRET": "vlmwatch/perf-hook"})
-            emulator.config.webhook_secret = "perf-secret"  # noqa: S105 - a local value
-        wiring.use(
-            settings=Settings.from_env(env),
-            transport=httpx.WSGITransport(app=emulator.app),
-            api_key=emulator.config.api_key,
-            clock=clock,
-        )
+            local.update_env(
+                {"STATE_MACHINE_ARN": machine, "POLLING_MODE": "stepfunctions", "SWEEP_OVERDUE_SECONDS": "300"}
+            )
         _count_calls(wiring._session(), calls)
         # The harness plays each started state machine (moto records the start and runs nothing).
         wiring._session().register(
             "provide-client-params.sfn.StartExecution",
             lambda params, **_: started.append((clock(), json.loads(params["input"]))),
         )
-        local = LocalAws(stack)
         # The event-source loops' SQS calls are what Lambda's SQS poller would make (and bill).
-        local.sqs.meta.events.register("before-call", lambda model, **_: calls.update([f"sqs:{model.name}"]))
-        if mode == "webhook":
-            emulator._send = lambda url, body, headers: local.invoke(
-                "webhook", function_url_event("POST", "/", headers, body, url.split("?", 1)[1])
-            )
-        s3 = boto3.client("s3")
+        aws.sqs.meta.events.register("before-call", lambda model, **_: calls.update([f"sqs:{model.name}"]))
         first_file = clock()
         # Files arrive over a minute, so completions fall anywhere between two poller runs, as they would.
         # The baseline polls each job from its start, so its files all arrive at once.
         for i in range(jobs):
-            s3.put_object(Bucket=stack.input_bucket, Key=f"perf/{i:04d}.txt", Body=f"document {i}".encode())
+            local.drop(f"perf/{i:04d}.txt", f"document {i}".encode())
             if mode != "sdk-wait":
-                local.pump_ingest()
+                aws.pump_ingest()
                 clock.advance(60 / jobs)
-        local.pump_ingest()
+        aws.pump_ingest()
         completed_at: dict[str, float] = {}
-        machines = _Machines(local, clock)
+        machines = _Machines(aws, clock)
         if mode == "sdk-wait":
-            status = _sdk_wait(local, emulator, clock, stack, jobs)
+            status = _sdk_wait(emulator, clock)
         else:
             status = 0
             # One-second steps: the emulator finishes (and calls back) on the second an execution ends.
@@ -189,10 +178,10 @@ def run_mode(mode: str, jobs: int, job_seconds: int) -> ModeResult:
                 emulator.tick()
                 machines.start(started)
                 machines.run_due()
-                local.pump_stream()
+                aws.pump_stream()
                 if int(clock()) % 60 == 0:  # the scheduled poller: once a minute
-                    local.run_poller()
-                    local.pump_stream()
+                    aws.run_poller()
+                    aws.pump_stream()
                 if second % 30 == 0:
                     rows = stack.jobs()
                     if len(rows) == jobs and all(r["status"] == "delivered" for r in rows):
@@ -214,9 +203,8 @@ def run_mode(mode: str, jobs: int, job_seconds: int) -> ModeResult:
         requests = sum(v for k, v in emulator.requests.items() if k.startswith(("GET /v1", "POST /v1")))
         budgeted = sum(v for k, v in emulator.requests.items() if k.startswith(("GET /v1/agent", "POST /v1/agent")))
         durations: dict[str, list[float]] = {}
-        for inv in local.invocations:
+        for inv in aws.invocations:
             durations.setdefault(inv.function, []).append(inv.seconds)
-        wiring.reset()
     return ModeResult(
         mode=mode,
         jobs=jobs,
@@ -236,7 +224,7 @@ def run_mode(mode: str, jobs: int, job_seconds: int) -> ModeResult:
 class _Machines:
     """Each job's poller state machine (stepfunctions mode), as the ASL runs it: Wait -> PollOnce -> Choice."""
 
-    def __init__(self, local: Any, clock: _Clock) -> None:
+    def __init__(self, local: Any, clock: Clock) -> None:
         self._local = local
         self._clock = clock
         self._wake: dict[str, float] = {}
@@ -260,7 +248,7 @@ class _Machines:
                 self._wake[job_id] = self._clock() + int(result["wait_seconds"])
 
 
-def _sdk_wait(local: Any, emulator: Any, clock: _Clock, stack: Any, jobs: int) -> int:
+def _sdk_wait(emulator: Any, clock: Clock) -> int:
     """The baseline: submitted through vlmwatch, then each execution polled every 5 s until it ends."""
     import httpx
 
@@ -274,20 +262,9 @@ def _sdk_wait(local: Any, emulator: Any, clock: _Clock, stack: Any, jobs: int) -
         for execution_id in sorted(pending):
             gets += 1
             status = client.get(f"http://emulator/v1/agent/executions/{execution_id}", headers=headers).json()["status"]
-            if status in ("completed", "failed", "cancelled"):
+            if status in REMOTE_ENDED:
                 pending.discard(execution_id)
     return gets
-
-
-class _Clock:
-    def __init__(self, start: float) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 def cost_per_1000(result: ModeResult) -> dict[str, float]:
@@ -381,7 +358,7 @@ def report(results: list[ModeResult], job_seconds: int) -> str:
 
 def coldstart_table(runs: int) -> str:
     """Median import (and import + first use) of each handler beside the baseline; the layer's size."""
-    from vlmwatch_local import coldstart
+    from vlmwatch_local.harness import coldstart
 
     medians = coldstart.measure(runs)
     base = medians["baseline"]
@@ -496,7 +473,7 @@ def _main(args: Any) -> int:
         )
         results.append(budget)
     if getattr(args, "throughput_files", 0):
-        from vlmwatch_local import bench
+        from vlmwatch_local.harness import bench
 
         print(f"throughput: {args.throughput_files} files through the local stack (real time)...", flush=True)
         through = bench.run(args.throughput_files, step_seconds=0.2, timeout=1800)
