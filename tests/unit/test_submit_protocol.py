@@ -86,7 +86,9 @@ def test_a_crash_after_the_submit_claim_is_found_by_the_sweeper_and_lands_once(
 
 
 def test_two_ambiguous_submits_in_one_window_never_swap_results(stack, wire, emulator, clock):
-    # a.txt's POST reached VLM Run and timed out; b.txt's timed out before it got there.
+    # a.txt's POST reached VLM Run and timed out; b.txt's timed out before it got there. VLM Run echoes
+    # no inputs here: no evidence at all.
+    emulator.config.echo_inputs = False
     wire(transport=LoseResponses(emulator.app, {"a.txt": True, "b.txt": False}))
     local = LocalAws(stack)
     drop(stack, "a.txt", b"alpha contents")
@@ -311,3 +313,24 @@ def test_stepfunctions_mode_sweeps_a_job_whose_state_machine_never_ran(stack, wi
     settle(local, clock)
     assert jobs(stack)[0]["status"] == "delivered"
     assert read_json(stack, result_key("untracked.txt"))["response"]["file"]["text"] == "nobody polls me"
+
+
+def test_an_ambiguous_submit_is_adopted_by_its_echoed_input_instead_of_run_twice(stack, wire, emulator, clock):
+    # a.txt's POST reached VLM Run and timed out; b.txt's never got there. No webhooks: no callback.
+    assert emulator.config.echo_inputs  # executions echo their inputs, as the agent-execution docs show
+    wire(transport=LoseResponses(emulator.app, {"a.txt": True, "b.txt": False}))
+    local = LocalAws(stack)
+    drop(stack, "a.txt", b"alpha contents")
+    drop(stack, "b.txt", b"bravo contents")
+
+    settle(local, clock)
+
+    rows = {j["key"]: j for j in jobs(stack)}
+    for key, text in (("a.txt", "alpha contents"), ("b.txt", "bravo contents")):
+        assert read_json(stack, result_key(key))["response"]["file"]["text"] == text, key
+    # The execution a.txt's first attempt made carries the exact URL that attempt sent: adopted, not re-run.
+    (only,) = executions_for(emulator, rows["a.txt"]["job_id"])
+    assert rows["a.txt"]["execution_id"] == only.id and not rows["a.txt"].get("orphan_execution_ids")
+    assert [int(a) for a in rows["a.txt"]["ambiguous_attempts"]] == [1]  # still on record as ambiguous
+    # b.txt's attempt made nothing, so nothing echoes it: it was submitted again, once.
+    assert len(executions_for(emulator, rows["b.txt"]["job_id"])) == 1

@@ -47,15 +47,20 @@ class SubmitClaims:
             update.when_equals("attempts", attempt)
         return store.write(job_id, update)
 
-    def mark_ambiguous(self, job_id: str, attempt: int, error: str, retry_at: int) -> Written:
+    def mark_ambiguous(
+        self, job_id: str, attempt: int, error: str, retry_at: int, *, input_ref: str | None = None
+    ) -> Written:
         """Record that ``attempt`` may have created an execution; the job waits for evidence until ``retry_at``.
 
         The claim is kept (nobody else may submit) and the attempt is listed on the row, so an extra
-        execution it made is an orphan on record, never an unexplained duplicate.
+        execution it made is an orphan on record, never an unexplained duplicate. ``input_ref``: the
+        fingerprint of the input reference the attempt sent (evidence, where VLM Run echoes inputs).
         """
         store = self._store
         update = store.schedule(store.update(), job_id, retry_at).set("error", error).set("updated_at", store.now())
         update.append("ambiguous_attempts", [attempt]).when_equals("status", Status.RECEIVED.value)
+        if input_ref:
+            update.append("ambiguous_inputs", [f"{attempt}:{input_ref}"])
         update.when_present("submit_started_at").when_equals("attempts", attempt)
         return store.write(job_id, update.when_not_listed("ambiguous_attempts", attempt))
 

@@ -55,6 +55,8 @@ class Job(BaseModel):
     # Submit attempts whose outcome was never known (timeout after send, 5xx, a crash while claimed):
     # each may have created an execution that no evidence ties to this job (a possible orphan).
     ambiguous_attempts: list[int] = Field(default_factory=list)
+    # "<attempt>:<fingerprint of the input reference it sent>" for ambiguous attempts (see flows.request).
+    ambiguous_inputs: list[str] = Field(default_factory=list)
     # Executions known to belong to this job that are not the one delivered (late evidence).
     orphan_execution_ids: list[str] = Field(default_factory=list)
     input_file_id: str | None = None  # upload mode: the uploaded copy, reused by every submit attempt

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
@@ -39,6 +40,25 @@ def callback_url(base: str, secret: str, job_id: str, attempt: int) -> str:
     query = urlencode({"job_id": job_id, "attempt": attempt, "token": callback_token(secret, job_id, attempt)})
     joined = f"{parts.query}&{query}" if parts.query else query
     return urlunsplit((parts.scheme, parts.netloc, parts.path, joined, parts.fragment))
+
+
+def input_fingerprint(file_input: Any) -> str | None:
+    """A digest of the exact input reference one attempt sent (a presigned URL, a file id): kept on the
+    row instead of the reference itself (a presigned URL is a credential), compared with what an
+    execution echoes. None when there is nothing to compare."""
+    if file_input is None:
+        return None
+    text = json.dumps(file_input, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def sent_fingerprint(body: dict[str, Any]) -> str | None:
+    return input_fingerprint((body.get("inputs") or {}).get("file"))
+
+
+def echoed_fingerprint(inputs: Any) -> str | None:
+    """The fingerprint of what an execution says it was given, or None when it echoes nothing usable."""
+    return input_fingerprint(inputs.get("file")) if isinstance(inputs, dict) else None
 
 
 class RequestBuilder:

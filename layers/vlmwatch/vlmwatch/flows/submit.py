@@ -19,6 +19,9 @@ sees every one of them):
 ``AMBIGUOUS``  ``CLAIMED`` + ``n in ambiguous_attempts``; due at the end of the evidence window.
                Evidence is a callback signed by VLM Run to the URL we sent with attempt n, which
                carries the job id, the attempt and our HMAC token: it → ``SUBMITTED`` (adopted).
+               Where VLM Run echoes an execution's inputs, the execution carrying the exact input
+               reference attempt n sent (its fingerprint is on the row) is evidence too: looked up in
+               the executions list, newest first, when the window ends, before anything is re-sent.
                No evidence by the end of the window (always, without webhooks) → ``OPEN`` again:
                the next attempt is a second execution, and the attempt that may have made one is
                on the row as a possible orphan. A wrong document is worse than a duplicate.
@@ -36,7 +39,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from enum import StrEnum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
@@ -57,7 +60,8 @@ from vlmwatch.core.lifecycle import Status
 from vlmwatch.core.schedule import Backoff
 from vlmwatch.core.settings import Settings
 from vlmwatch.flows import pacing
-from vlmwatch.flows.request import RequestBuilder
+from vlmwatch.flows.echo import EchoLookup
+from vlmwatch.flows.request import RequestBuilder, sent_fingerprint
 
 if TYPE_CHECKING:
     from vlmwatch.adapters.vlmrun.client import VlmRunClient
@@ -112,6 +116,7 @@ class Submitter:
         self._state_machine = state_machine
         # Nothing was created (no connection, credentials, a failed upload): wait, doubling per attempt.
         self._retry = Backoff(base=settings.poll_base_seconds, cap=settings.poll_cap_seconds)
+        self._echo = EchoLookup(store, vlmrun, pressure, self._retry)
 
     # -- OPEN → CLAIMED → ... -------------------------------------------------------------------
 
@@ -126,8 +131,10 @@ class Submitter:
         attempt = self._claims.claim(job.job_id, self._settings.submit_lease_seconds)
         if attempt is None:
             return Outcome.DUPLICATE  # someone else holds the claim, or the job moved on
+        body: dict[str, Any] = {}
         try:
-            execution = self._vlmrun().execute(self._requests.body(job, attempt))
+            body = self._requests.body(job, attempt)
+            execution = self._vlmrun().execute(body)
         except VlmRunRateLimitedError as exc:
             retry_at = self._pressure.rate_limited(exc.retry_after)
             self._claims.release(job.job_id, retry_at=retry_at, error=str(exc), attempt=attempt)
@@ -135,7 +142,8 @@ class Submitter:
         except VlmRunAmbiguousSubmitError as exc:
             logger.error("ambiguous submit; waiting for evidence", extra={"job_id": job.job_id, "error": str(exc)})
             wait_until = self._store.now() + self._settings.ambiguous_wait_seconds
-            if not self._claims.mark_ambiguous(job.job_id, attempt, str(exc), wait_until):
+            sent = sent_fingerprint(body)
+            if not self._claims.mark_ambiguous(job.job_id, attempt, str(exc), wait_until, input_ref=sent):
                 # The job moved on meanwhile (a callback adopted an earlier attempt's execution): whatever
                 # this attempt made is still a possible orphan, and stays on record as one.
                 self._claims.note_ambiguous(job.job_id, attempt)
@@ -188,6 +196,12 @@ class Submitter:
                 )
                 if self._settings.ambiguous_wait_seconds > 0:
                     return Outcome.WAITING
+        elif job.ambiguous_inputs:
+            # No callback came; but where VLM Run echoes inputs, the execution carrying the exact input
+            # reference an ambiguous attempt sent is as good as one. Look before submitting again.
+            found = self._adopt_by_echo(job)
+            if found is not None:
+                return found
         # Nothing was sent, or it was ambiguous and no evidence came: the next attempt (any earlier
         # ambiguous one stays on record).
         self._claims.release(job.job_id, retry_at=now, error=error, attempt=attempt)
@@ -197,6 +211,18 @@ class Submitter:
         return self.submit(fresh)
 
     # -- evidence -------------------------------------------------------------------------------
+
+    def _adopt_by_echo(self, job: Job) -> Outcome | None:
+        """Adopt the execution that echoes an ambiguous attempt's exact input (see :mod:`.echo`)."""
+        found = self._echo.find(job, plausible=lambda execution: self._plausible(job, execution))
+        if found is None:
+            return None
+        if found == "deferred":
+            return Outcome.DEFERRED
+        if self.record_started(job, found):
+            logger.info("execution adopted on echoed input", extra={"job_id": job.job_id, "execution_id": found.id})
+            return Outcome.SUBMITTED
+        return Outcome.DUPLICATE  # the job moved on meanwhile; the execution is on record there
 
     def adopt(self, job_id: str, execution: Execution, attempt: int) -> str:
         """A signed callback for ``attempt`` of this job named ``execution``: it is ours.

@@ -52,6 +52,9 @@ class Execution(BaseModel):
     response: Any = None
     usage: Usage | None = None
     error: Any = None
+    # The agent-execution docs show an execution echoing the inputs it was created with (the SDK's model
+    # drops them): where present, the exact input reference is evidence of which submit made it.
+    inputs: Any = None
 
     @field_validator("id")
     @classmethod
