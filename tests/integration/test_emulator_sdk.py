@@ -80,3 +80,29 @@ def test_sdk_sees_api_errors_as_its_own_exceptions(served):
     client = VLMRun(api_key=emulator.config.api_key, base_url=base, max_retries=1)
     with pytest.raises(ResourceNotFoundError, match="not found"):
         client.executions.get("does-not-exist")
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_sdk_sees_the_accounts_bad_days_as_its_own_exceptions(served):
+    from vlmrun.client import VLMRun
+    from vlmrun.client.exceptions import APIError, AuthenticationError, ServerError
+
+    emulator, base = served
+    client = VLMRun(api_key=emulator.config.api_key, base_url=base, max_retries=1)
+    emulator.revoke_key()
+    with pytest.raises(AuthenticationError):
+        client.executions.list(limit=1)
+    emulator.restore_key()
+
+    emulator.config.credits_executions = 0
+    with pytest.raises(APIError, match="Insufficient credits") as refused:
+        client.agent.execute(name="a:v1", inputs={"file": f"{base}/health"})
+    assert refused.value.http_status == 402
+    assert emulator.executions == {}
+    emulator.top_up()
+
+    emulator.outage(60)
+    with pytest.raises(ServerError):
+        client.executions.list(limit=1)
+    emulator.outage(0)
+    assert client.executions.list(limit=1) == []

@@ -1,4 +1,5 @@
-"""The emulator's own controls: per-run config, per-request headers, auth, errors, stats, signed callbacks."""
+"""The emulator's own controls: per-run config, per-request headers, auth, errors, stats, signed callbacks,
+and the account's bad days (an outage, no credits, a revoked key) with the inputs each execution echoes."""
 
 from __future__ import annotations
 
@@ -9,14 +10,24 @@ import pytest
 
 from vlmwatch.flows.webhooks import verify_signature
 from vlmwatch_local.emulator import Emulator, EmulatorConfig
+from vlmwatch_local.harness.clock import Clock
+
+CONTROL = "http://emulator.local/_emulator"
 
 
-def make(config: EmulatorConfig | None = None, sent: list | None = None) -> tuple[Emulator, httpx.Client]:
+def make(
+    config: EmulatorConfig | None = None, sent: list | None = None, clock: Clock | None = None
+) -> tuple[Emulator, httpx.Client]:
     def send(url: str, body: bytes, headers: dict[str, str]) -> None:
         if sent is not None:
             sent.append((url, body, headers))
 
-    emulator = Emulator(config or EmulatorConfig(), fetch=lambda url: (b"some text\n", "text/plain"), send=send)
+    emulator = Emulator(
+        config or EmulatorConfig(),
+        fetch=lambda url: (b"some text\n", "text/plain"),
+        send=send,
+        clock=clock or Clock(),
+    )
     client = httpx.Client(
         base_url="http://emulator.local/v1",
         headers={"Authorization": f"Bearer {emulator.config.api_key}"},
@@ -127,3 +138,123 @@ def test_real_work_on_text_and_unreadable_input():
         final = client.get(f"/agent/executions/{odd['id']}").json()
     assert final["status"] == "failed"
     assert "unsupported file type" in final["error"]["message"]
+
+
+# -- the account's bad days -------------------------------------------------------------------------
+
+
+def faults(client: httpx.Client) -> dict:
+    return client.get(f"{CONTROL}/stats").json()["faults"]
+
+
+def test_an_outage_answers_every_api_route_503_for_its_window_on_the_emulators_clock():
+    clock = Clock(1_800_000_000)
+    emulator, client = make(clock=clock)
+    done = client.post("/agent/execute", json=BODY).json()
+    emulator.outage(30)
+
+    for response in (
+        client.get("/agent/executions"),
+        client.get(f"/agent/executions/{done['id']}"),
+        client.post("/agent/execute", json=BODY),
+        client.get("/health"),
+        client.get("/agent/executions", headers={"Authorization": "Bearer wrong"}),  # down before auth
+    ):
+        assert response.status_code == 503
+        assert response.json() == {"detail": "Service Unavailable"}
+    assert len(emulator.executions) == 1
+    assert client.get(f"{CONTROL}/stats").status_code == 200  # the controls are not the API
+
+    clock.advance(29.9)
+    assert client.get("/agent/executions").status_code == 503
+    clock.advance(0.1)
+    assert client.get("/agent/executions").status_code == 200
+    record = faults(client)
+    assert record["active"] == []
+    assert record["during"] == {"outage": 6} and record["refused"] == {"outage": 6}
+    assert record["windows"] == [{"kind": "outage", "start": 1_800_000_000, "end": 1_800_000_030, "seconds": 30}]
+
+
+def test_an_outage_through_the_config_route_starts_now_or_when_told():
+    clock = Clock(1_800_000_000)
+    _, client = make(clock=clock)
+    assert client.post(f"{CONTROL}/config", json={"outage_seconds": 10}).json() == {"ok": True}
+    assert client.get("/agent/executions").status_code == 503
+    clock.advance(10)
+    assert client.get("/agent/executions").status_code == 200
+
+    client.post(f"{CONTROL}/config", json={"outage_start": 1_800_000_100, "outage_seconds": 5})
+    assert client.get("/agent/executions").status_code == 200  # not yet
+    clock.advance(90)
+    assert client.get("/agent/executions").status_code == 503
+    clock.advance(5)
+    assert client.get("/agent/executions").status_code == 200
+    assert [(w["start"], w["seconds"]) for w in faults(client)["windows"]] == [(1_800_000_000, 10), (1_800_000_100, 5)]
+
+
+def test_out_of_credits_refuses_new_executions_with_402_until_topped_up_and_reads_keep_working():
+    emulator, client = make(EmulatorConfig(credits_executions=2))
+    first = client.post("/agent/execute", json=BODY)
+    assert first.status_code == 200
+    assert client.post("/agent/execute", json=BODY).status_code == 200
+    assert emulator.config.credits_executions == 0
+
+    refused = client.post("/agent/execute", json=BODY)
+    assert refused.status_code == 402
+    assert refused.json() == {"detail": "Insufficient credits"}
+    assert len(emulator.executions) == 2  # nothing created
+    assert client.get(f"/agent/executions/{first.json()['id']}").status_code == 200
+    assert len(client.get("/agent/executions").json()) == 2
+    record = faults(client)
+    assert record["active"] == ["no_credits"] and record["credits_executions"] == 0
+    assert record["during"] == {"no_credits": 3} and record["refused"] == {"no_credits": 1}
+
+    emulator.top_up(1)
+    assert client.post("/agent/execute", json=BODY).status_code == 200
+    assert client.post("/agent/execute", json=BODY).status_code == 402
+    assert client.post(f"{CONTROL}/config", json={"credits_executions": None}).json() == {"ok": True}
+    assert client.post("/agent/execute", json=BODY).status_code == 200
+    emulator.top_up()
+    assert emulator.config.credits_executions is None
+    assert len(emulator.executions) == 4
+    assert [w["kind"] for w in faults(client)["windows"]] == ["no_credits", "no_credits"]
+    assert all(w["end"] is not None for w in faults(client)["windows"])
+
+
+def test_a_revoked_key_answers_every_api_request_401_until_restored():
+    emulator, client = make()
+    emulator.revoke_key()
+    for response in (client.get("/agent/executions"), client.post("/agent/execute", json=BODY), client.get("/health")):
+        assert response.status_code == 401
+        assert response.json() == {"detail": "Invalid API key"}
+    assert emulator.executions == {}
+    emulator.restore_key()
+    assert client.get("/agent/executions").status_code == 200
+
+    client.post(f"{CONTROL}/config", json={"key_revoked": True})
+    assert client.get("/agent/executions").status_code == 401
+    client.post(f"{CONTROL}/config", json={"key_revoked": False})
+    assert client.get("/agent/executions").status_code == 200
+    record = faults(client)
+    assert record["during"] == {"revoked_key": 4} and record["refused"] == {"revoked_key": 4}
+    assert [w["kind"] for w in record["windows"]] == ["revoked_key", "revoked_key"]
+
+
+@pytest.mark.parametrize("echo", [True, False])
+def test_executions_echo_the_inputs_and_inline_config_they_were_created_with(echo):
+    from vlmrun.client.types import AgentExecutionResponse
+
+    _, client = make(EmulatorConfig(echo_inputs=echo))
+    inline = {"prompt": "Describe it.", "json_schema": {"type": "object"}}
+    body = {"batch": True, "inputs": {"file": "http://x/notes.txt?X-Amz-Signature=abc"}, "config": inline}
+    created = client.post("/agent/execute", json=body).json()
+    named = client.post("/agent/execute", json=BODY).json()
+    fetched = client.get(f"/agent/executions/{created['id']}").json()
+    listed = {e["id"]: e for e in client.get("/agent/executions").json()}
+
+    for shown in (created, fetched, listed[created["id"]]):
+        assert shown.get("inputs") == (body["inputs"] if echo else None)
+        assert shown.get("config") == (inline if echo else None)
+        AgentExecutionResponse.model_validate(shown)  # the SDK's model still reads it
+    assert named.get("inputs") == (BODY["inputs"] if echo else None)
+    assert "config" not in named and "config" not in listed[named["id"]]

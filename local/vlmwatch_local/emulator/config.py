@@ -14,6 +14,21 @@ class EmulatorConfig:
     (``rate_5xx``, ``first_5xx``); a POST that creates the execution and then hangs (``hang_rate``,
     ``hang_seconds``). Per execution: ``failure_rate``, ``stuck_rate``, the ``status_sequence`` and
     how time moves it (``step_seconds``). Per callback: ``callback_drop_rate``, ``callback_delay_seconds``.
+
+    The account's bad days (whole-account faults, until lifted; :mod:`.faults` decides and records them):
+
+    * ``outage_start`` / ``outage_seconds``: every API request answers 503 ``{"detail": "Service
+      Unavailable"}`` while ``outage_start <= now < outage_start + outage_seconds`` (the emulator's
+      clock, seconds since the epoch). :meth:`Emulator.outage` starts one now; so does setting
+      ``outage_seconds`` through ``/_emulator/config`` without an ``outage_start``.
+    * ``credits_executions``: None, no limit; a number, how many more executions the account can pay
+      for: each one created spends one, and at 0 ``POST /agent/execute`` answers 402 ``{"detail":
+      "Insufficient credits"}`` and creates nothing (reads keep working). :meth:`Emulator.top_up`.
+    * ``key_revoked``: every API request answers 401 ``{"detail": "Invalid API key"}``
+      (:meth:`Emulator.revoke_key`, :meth:`Emulator.restore_key`).
+
+    ``echo_inputs``: executions carry the ``inputs`` (and inline ``config``) they were created with, as
+    the agent-execution docs show; off, the bare shape of the SDK's ``AgentExecutionResponse``.
     """
 
     api_key: str = "emulator-key"
@@ -36,6 +51,12 @@ class EmulatorConfig:
     # Callbacks that never arrive, or arrive late (up to this many seconds).
     callback_drop_rate: float = 0.0
     callback_delay_seconds: float = 0.0
+    # The account's bad days (see the docstring).
+    outage_start: float | None = None
+    outage_seconds: float = 0.0
+    credits_executions: int | None = None
+    key_revoked: bool = False
+    echo_inputs: bool = True
     seed: int = 0
     public_url: str = "http://emulator.local/v1"
 

@@ -71,11 +71,13 @@ def execute(emu: Emulator, req: Request) -> Response:
         return error(400, "either 'name' or 'config.prompt' is required", "invalid_request_error")
     if body.get("name") and str(body["name"]).startswith("missing"):
         return error(404, f"agent {body['name']!r} not found", "not_found_error")
+    if not emu.spend_credit():
+        return refused(emu.faults.out_of_credits())  # nothing created
     execution = emu.create_execution(body, dict(req.headers))
     if emu.faults.hangs(emu.config):
         emu.requests["hang"] += 1
         time.sleep(emu.config.hang_seconds)  # created, but the caller has given up waiting
-    return ok(execution.to_json())
+    return ok(emu.render(execution))
 
 
 def get_execution(emu: Emulator, req: Request, exec_id: str) -> Response:
@@ -83,7 +85,7 @@ def get_execution(emu: Emulator, req: Request, exec_id: str) -> Response:
     if execution is None:
         return detail(404, f"Execution {exec_id} not found")
     emu.advance(execution, by_poll=True)
-    return ok(execution.to_json())
+    return ok(emu.render(execution))
 
 
 def list_executions(emu: Emulator, req: Request) -> Response:
@@ -92,7 +94,7 @@ def list_executions(emu: Emulator, req: Request) -> Response:
     items = sorted(emu.executions.values(), key=lambda e: e.created_at, reverse=True)[skip : skip + limit]
     for item in items:  # a look at an execution, like a GET (the poll-stepped mode moves on it)
         emu.advance(item, by_poll=True)
-    return ok([e.to_json() for e in items])
+    return ok([emu.render(e) for e in items])
 
 
 def get_artifact(emu: Emulator, req: Request) -> Response:
@@ -215,7 +217,7 @@ def gate(emu: Emulator, req: Request) -> Response | None:
     delay = emu.faults.latency(emu.config, req.headers)
     if delay:
         time.sleep(delay)
-    refusal = emu.faults.refusal(emu.config, req.headers.get("Authorization"))
+    refusal = emu.faults.refusal(emu.config, req.headers.get("Authorization"), emu.now())
     if refusal is None:
         return None
     if refusal.tally:

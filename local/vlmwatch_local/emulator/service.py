@@ -108,18 +108,76 @@ class Emulator:
     def callbacks(self) -> list[dict[str, Any]]:
         return self.state.callbacks
 
+    def now(self) -> float:
+        """The emulator's clock."""
+        return self._clock()
+
+    def render(self, execution: Execution) -> dict[str, Any]:
+        """An execution as the API shows it (with its inputs unless ``echo_inputs`` is off)."""
+        return execution.to_json(echo_inputs=self.config.echo_inputs)
+
     def stats(self) -> dict[str, Any]:
-        """What ``GET /_emulator/stats`` answers."""
-        return {"requests": dict(self.requests), "executions": len(self.executions), "callbacks": self.callbacks}
+        """What ``GET /_emulator/stats`` answers: requests by route and per-request fault, executions,
+        callbacks, the clock, and the account faults (:meth:`.faults.Faults.record`)."""
+        return {
+            "requests": dict(self.requests),
+            "executions": len(self.executions),
+            "callbacks": self.callbacks,
+            "now": self.now(),
+            "faults": self.faults.record(self.config, self.now()),
+        }
 
     def configure(self, values: dict[str, Any]) -> None:
-        """What ``POST /_emulator/config`` does. Raises ValueError for an unknown setting."""
+        """What ``POST /_emulator/config`` does. Raises ValueError for an unknown setting.
+
+        An ``outage_seconds`` without an ``outage_start`` starts the outage now (the emulator's clock).
+        """
         self.config.update(values)
+        if "outage_seconds" in values and "outage_start" not in values:
+            self.config.outage_start = self.now()
+        self.faults.observe(self.config, self.now())
+
+    # -- the account's bad days (see :mod:`.faults`) ------------------------------------------------
+
+    def outage(self, seconds: float, *, start: float | None = None) -> None:
+        """A whole-service outage of ``seconds`` from ``start`` (default: now); ``outage(0)`` ends one."""
+        self.config.outage_start = self.now() if start is None else start
+        self.config.outage_seconds = seconds
+        self.faults.observe(self.config, self.now())
+
+    def top_up(self, executions: int | None = None) -> None:
+        """Credits again: ``executions`` more on top of what is left, or (None) no limit any more."""
+        with self._lock:
+            left = self.config.credits_executions
+            self.config.credits_executions = None if executions is None or left is None else max(left, 0) + executions
+        self.faults.observe(self.config, self.now())
+
+    def revoke_key(self) -> None:
+        """Every API request answers 401 until :meth:`restore_key`."""
+        self.config.key_revoked = True
+        self.faults.observe(self.config, self.now())
+
+    def restore_key(self) -> None:
+        self.config.key_revoked = False
+        self.faults.observe(self.config, self.now())
+
+    def spend_credit(self) -> bool:
+        """Pay for one execution; False (nothing spent) when the account has no credits left."""
+        with self._lock:
+            left = self.config.credits_executions
+            if left is not None:
+                if left <= 0:
+                    return False
+                self.config.credits_executions = left - 1
+        self.faults.observe(self.config, self.now())  # the last credit spent opens the no-credits window
+        return True
 
     # -- time -----------------------------------------------------------------------------------
 
     def tick(self) -> None:
-        """Advance time-based executions and send due callbacks (the server runs this in a loop)."""
+        """Advance time-based executions and send due callbacks (the server runs this in a loop); close the
+        windows of account faults that ended."""
+        self.faults.observe(self.config, self.now())
         with self._lock:
             pending = [e for e in self.executions.values() if not e.callback_sent]
         for execution in pending:
@@ -144,7 +202,7 @@ class Emulator:
             self._callback(execution)
 
     def _callback(self, execution: Execution) -> None:
-        body = json.dumps(execution.to_json()).encode()
+        body = json.dumps(self.render(execution)).encode()
         headers = {"Content-Type": "application/json"}
         if self.config.webhook_secret:
             headers["X-VLMRun-Signature"] = sign(self.config.webhook_secret, body)

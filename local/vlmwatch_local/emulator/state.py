@@ -36,8 +36,10 @@ class Execution:
     def ended(self) -> bool:
         return self.status in REMOTE_ENDED
 
-    def to_json(self) -> dict[str, Any]:
-        """The execution as ``POST /agent/execute`` and ``GET /agent/executions/{id}`` return it."""
+    def to_json(self, *, echo_inputs: bool = False) -> dict[str, Any]:
+        """The execution as ``POST /agent/execute`` and ``GET /agent/executions/{id}`` return it: the SDK's
+        ``AgentExecutionResponse`` fields, and with ``echo_inputs`` the ``inputs`` (and inline ``config``)
+        it was created with, as the agent-execution docs show."""
         body: dict[str, Any] = {
             "id": self.id,
             "name": self.name,
@@ -49,6 +51,10 @@ class Execution:
         }
         if self.status == "failed":
             body["error"] = {"message": self.error, "type": "execution_error"}
+        if echo_inputs:
+            body["inputs"] = self.request.get("inputs")
+            if self.request.get("config") is not None:
+                body["config"] = self.request["config"]
         return body
 
 
