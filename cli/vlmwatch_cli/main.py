@@ -324,9 +324,12 @@ def _show_service(report: ops.ServiceReport) -> None:
     if report.reason:
         console.print(f"  reason:       {report.reason}")
         console.print(f"  since:        {_when(report.since)}")
-        console.print(f"  next probe:   {_when(report.next_probe_at)}")
+        if report.reason in ("paused", "budget"):
+            console.print("  until:        `vlmwatch resume` (or, for the budget, a new month or a higher budget)")
+        else:
+            console.print(f"  next probe:   {_when(report.next_probe_at)}")
         if report.message:
-            console.print(f"  last error:   {_short(report.message, 300)}")
+            console.print(f"  why:          {_short(report.message, 300)}")
     console.print(f"  probes sent:  {report.probes}   times opened: {report.opened}")
     console.print(f"  time open:    {report.downtime_seconds} s in all (deadlines of jobs in flight move by it)")
     waiting = ", ".join(f"{n} {status}" for status, n in sorted(report.waiting.items())) or "none"

@@ -212,6 +212,7 @@ def test_pause_holds_new_files_service_says_why_and_resume_lets_every_one_throug
     before = executions(local)
     code, out = cli(local, "pause", "--reason", "plan change at 10:00")
     assert code == 0 and "open" in out and "paused" in out and "plan change at 10:00" in out
+    time.sleep(2.5)  # every process reads the breaker's row at most every 2 s
 
     for name in ("a.txt", "b.txt", "c.txt"):
         (tmp_path / name).write_text(f"held {name}")
