@@ -116,6 +116,7 @@ class LocalStack:
             "VLMRUN_BASE_URL": base_url,
             "POWERTOOLS_LOG_LEVEL": self._saved_env.get("POWERTOOLS_LOG_LEVEL", "WARNING"),
         }
+        os.environ.update(self.function_env)  # before the handlers are imported: their loggers read it
         self.aws = LocalAws(self.stack, endpoint_url=self.endpoint)
         self.webhook_url: str | None = None
         if self.webhook:
