@@ -77,7 +77,7 @@ perf: $(VENV)/.installed ## requests, latency and AWS cost per mode side by side
 bench: $(VENV)/.installed ## load benchmark on the local stack (not in CI; prints numbers)
 	$(VENV)/bin/python -m vlmwatch_local bench $(ARGS)
 
-chaos: $(VENV)/.installed ## fault harness: 1,000 files under faults, invariants checked (ARGS="--files 200 --webhook")
+chaos: $(VENV)/.installed ## fault harness: 1,000 files under faults, invariants checked (ARGS="--files 200 --webhook --outage 30")
 	$(VENV)/bin/python -m vlmwatch_local chaos $(ARGS)
 
 clean: ## remove virtualenvs, build output and demo output

@@ -59,6 +59,12 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--webhook", action="store_true", help="VLM Run callbacks on (dropped and delayed ones too)")
     c.add_argument("--seed", type=int, default=7)
     c.add_argument("--timeout", type=float, default=1800.0, help="seconds for everything to settle")
+    c.add_argument("--outage", type=float, metavar="SECONDS", help="VLM Run down (503) once a third of files are in")
+    c.add_argument("--credits", type=int, metavar="N", help="the account runs out of credits (402) after N executions")
+    c.add_argument(
+        "--top-up-after", type=float, default=30.0, metavar="SECONDS", help="...and is topped up this long after"
+    )
+    c.add_argument("--revoked-key", type=float, metavar="SECONDS", help="the API key refused (401) once half are in")
     c.set_defaults(func=_harness("chaos"))
     args = parser.parse_args(argv)
     # `kill`, `timeout` and CI stop a run with SIGTERM: end it as Ctrl-C does, so the stack's context

@@ -76,6 +76,7 @@ def execute(emu: Emulator, req: Request) -> Response:
     execution = emu.create_execution(body, dict(req.headers))
     if emu.faults.hangs(emu.config):
         emu.requests["hang"] += 1
+        execution.answered = False
         time.sleep(emu.config.hang_seconds)  # created, but the caller has given up waiting
     return ok(emu.render(execution))
 

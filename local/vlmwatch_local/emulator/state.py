@@ -27,6 +27,7 @@ class Execution:
     facts: dict[str, Any] | None = None
     usage: dict[str, Any] = field(default_factory=dict)
     callback_sent: bool = False
+    answered: bool = True  # False: the POST that created it hung past the caller's timeout (ambiguous)
 
     @property
     def status(self) -> str:

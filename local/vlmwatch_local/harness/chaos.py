@@ -10,42 +10,33 @@ Faults (rates per request / per event / per step, from a seeded RNG):
 * the handlers: killed (a ``BaseException`` no handler can catch, as a timeout or out-of-memory kill
   would be) at each step of submit and delivery;
 * the output bucket: every write denied for a while (the library's own S3 client refuses ``PutObject``
-  to it: a botocore event handler, no library code replaced).
+  to it: a botocore event handler, no library code replaced; see :mod:`.injection`);
+* the account's bad days, when asked for (:class:`AccountScenario`): a whole-service outage
+  (``--outage SECONDS``, once a third of the files are dropped), no credits left after N executions
+  (``--credits N``, topped up ``--top-up-after SECONDS`` after they ran out), a revoked API key
+  (``--revoked-key SECONDS``, once half of the files are dropped).
 
 Time is compressed (a 1 s client timeout, deadlines of a minute, leases of seconds) so a 1,000-file run
-fits in about 20 minutes on 2 cores. The invariants checked at the end are in :func:`check`.
+fits in about 20 minutes on 2 cores. The invariants checked at the end, and what the account's bad days
+did, are in :mod:`.invariants`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import random
-import threading
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import boto3
-from botocore.exceptions import ClientError
 
-from vlmwatch.adapters.claims import SubmitClaims
-from vlmwatch.adapters.jobstore import JobStore
-from vlmwatch.adapters.outputs import OutputWriter
-from vlmwatch.adapters.vlmrun.client import VlmRunClient
-from vlmwatch.core.identity import ObjectVersion, job_id_for
-from vlmwatch.core.layout import OutputLayout
-from vlmwatch.runtime import wiring
 from vlmwatch_local.cloud.stack import LocalStack
-from vlmwatch_local.emulator import EmulatorConfig
+from vlmwatch_local.emulator import Emulator, EmulatorConfig
 from vlmwatch_local.harness.clock import Clock
-
-
-class SimulatedCrash(BaseException):
-    """The process is killed here: no ``except Exception`` sees it, nothing after it runs."""
-
-    simulated = True
+from vlmwatch_local.harness.injection import FaultInjector
+from vlmwatch_local.harness.invariants import ChaosReport, check
 
 
 @dataclass
@@ -65,133 +56,80 @@ class ChaosConfig:
     job_deadline_seconds: int = 45  # how long a stuck execution holds its file (compressed time)
     late_seconds: float = 60.0  # how late a duplicate event or a second version may come
     timeout: float = 1800.0
-
-
-@dataclass
-class ChaosReport:
-    files: int = 0
-    versions: int = 0
-    executions: int = 0
-    outcomes: dict[str, int] = field(default_factory=dict)
-    failure_reasons: dict[str, int] = field(default_factory=dict)
-    lost: int = 0
-    wrong: int = 0
-    stale: int = 0
-    duplicates_explained: int = 0
-    duplicates_unexplained: int = 0
-    left_in_flight: int = 0
-    unexplained_failures: int = 0
-    dlq_entries: int = 0
-    dlq_unaccounted: int = 0
-    parked_deliveries: int = 0
-    crashes: dict[str, int] = field(default_factory=dict)
-    faults: dict[str, int] = field(default_factory=dict)
-    requests: int = 0
-    wall_seconds: float = 0.0
-    problems: list[str] = field(default_factory=list)
+    # The account's bad days (off unless set; see AccountScenario).
+    outage_seconds: float = 0.0  # a whole-service outage, once a third of the files are dropped
+    credits: int | None = None  # the account pays for this many executions, then answers 402...
+    top_up_after: float = 30.0  # ...until topped up, this many seconds after the credits ran out
+    revoked_key_seconds: float = 0.0  # the API key refused (401), once half of the files are dropped
 
     @property
-    def ok(self) -> bool:
-        return not (
-            self.lost
-            or self.wrong
-            or self.stale
-            or self.duplicates_unexplained
-            or self.left_in_flight
-            or self.unexplained_failures
-            or self.dlq_unaccounted
-        )
-
-    def table(self) -> str:
-        rows = [
-            ("files (object versions)", f"{self.files} keys, {self.versions} versions"),
-            ("executions started", self.executions),
-            ("outcomes", ", ".join(f"{k} {v}" for k, v in sorted(self.outcomes.items()))),
-            ("why not completed", ", ".join(f"{k} {v}" for k, v in sorted(self.failure_reasons.items())) or "-"),
-            ("lost", self.lost),
-            ("wrong document", self.wrong),
-            ("stale document at the key", self.stale),
-            ("extra executions, on record as orphans", self.duplicates_explained),
-            ("extra executions, unexplained", self.duplicates_unexplained),
-            ("rows left in flight", self.left_in_flight),
-            ("failures without a reason", self.unexplained_failures),
-            ("ingest DLQ entries (unaccounted)", f"{self.dlq_entries} ({self.dlq_unaccounted})"),
-            ("stream records given up (swept)", self.parked_deliveries),
-            ("handler kills", ", ".join(f"{k} {v}" for k, v in sorted(self.crashes.items())) or "0"),
-            ("VLM Run faults", ", ".join(f"{k} {v}" for k, v in sorted(self.faults.items()))),
-            ("VLM Run requests", f"{self.requests} ({self.requests / max(self.versions, 1):.1f} per version)"),
-            ("wall time", f"{self.wall_seconds:.0f} s"),
-        ]
-        width = max(len(r[0]) for r in rows)
-        lines = [f"| {'measure':<{width}} | value |", f"|{'-' * (width + 2)}|-------|"]
-        lines += [f"| {name:<{width}} | {value} |" for name, value in rows]
-        return "\n".join(lines)
+    def scenarios(self) -> list[str]:
+        out = []
+        if self.outage_seconds:
+            out.append(f"outage {self.outage_seconds:g} s after a third of the files")
+        if self.credits is not None:
+            out.append(f"no credits after {self.credits} executions, topped up {self.top_up_after:g} s later")
+        if self.revoked_key_seconds:
+            out.append(f"key revoked {self.revoked_key_seconds:g} s after half of the files")
+        return out
 
 
-# -- fault injection --------------------------------------------------------------------------------
+class AccountScenario:
+    """The account's bad days, played on the emulator during a run; the harness's clock says when.
 
+    * outage: :meth:`Emulator.outage` once :data:`OUTAGE_AT` of the files are dropped;
+    * credits: the account can pay for ``credits`` executions (set from the start); ``top_up_after``
+      seconds after they ran out (the emulator's no-credits window opened), a top-up without limit;
+    * revoked key: :meth:`Emulator.revoke_key` once :data:`REVOKE_AT` of the files are dropped,
+      :meth:`Emulator.restore_key` ``revoked_key_seconds`` later.
 
-class Faults:
-    """Kills handlers at named points (around public library methods), and takes the output bucket away for
-    a while: the process's S3 client (``wiring.s3()``, the one the library writes with) refuses every
-    ``PutObject`` to it with ``AccessDenied``, from a botocore event handler."""
+    The emulator records when each was active and the requests it saw meanwhile (``faults``).
+    """
 
-    def __init__(self, rng: random.Random, crash_rate: float, clock: Clock) -> None:
-        self._rng = rng
-        self._rate = crash_rate
+    OUTAGE_AT = 1 / 3
+    REVOKE_AT = 1 / 2
+
+    def __init__(self, config: ChaosConfig, emulator: Emulator, clock: Clock) -> None:
+        self._config = config
+        self._emulator = emulator
         self._clock = clock
-        self._lock = threading.Lock()
-        self.crashes: Counter[str] = Counter()
-        self.outage_until = 0.0
-        self._output_bucket = ""
-        self._undo: list[Callable[[], None]] = []
+        self._outage_ends: float | None = None
+        self._restore_at: float | None = None
+        self._restored = False
+        self._topped_up = False
 
-    def maybe_crash(self, point: str) -> None:
-        with self._lock:
-            hit = self._rng.random() < self._rate
-            if hit:
-                self.crashes[point] += 1
-        if hit:
-            raise SimulatedCrash(point)
+    def step(self, dropped: float) -> None:
+        """Start or lift what is due, ``dropped`` being the share of the files dropped so far."""
+        config, emulator, now = self._config, self._emulator, self._clock()
+        if config.outage_seconds and self._outage_ends is None and dropped >= self.OUTAGE_AT:
+            emulator.outage(config.outage_seconds)
+            self._outage_ends = now + config.outage_seconds
+        if config.revoked_key_seconds and self._restore_at is None and dropped >= self.REVOKE_AT:
+            emulator.revoke_key()
+            self._restore_at = now + config.revoked_key_seconds
+        if self._restore_at is not None and not self._restored and now >= self._restore_at:
+            emulator.restore_key()
+            self._restored = True
+        ran_out = self._ran_out_at()
+        if ran_out is not None and not self._topped_up and now >= ran_out + config.top_up_after:
+            emulator.top_up()
+            self._topped_up = True
 
-    def _wrap(self, owner: Any, name: str, *, before: str | None = None, after: str | None = None) -> None:
-        original = getattr(owner, name)
-        faults = self
+    def _ran_out_at(self) -> float | None:
+        if self._config.credits is None:
+            return None
+        return next((w.start for w in self._emulator.faults.windows if w.kind == "no_credits"), None)
 
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            if before:
-                faults.maybe_crash(before)
-            result = original(*args, **kwargs)
-            if after and (result is not False and result is not None):
-                faults.maybe_crash(after)
-            return result
-
-        setattr(owner, name, wrapper)
-        self._undo.append(lambda: setattr(owner, name, original))
-
-    def install(self, output_bucket: str) -> None:
-        # Submit: after the row is written, after the claim, after VLM Run created the execution.
-        self._wrap(JobStore, "create", after="ingest: row written, not claimed")
-        self._wrap(SubmitClaims, "claim", after="submit: claimed, not sent")
-        self._wrap(VlmRunClient, "execute", after="submit: sent, not recorded")
-        # Delivery: after an artifact, after the version document, before the row says delivered.
-        self._wrap(OutputWriter, "put_artifact_stream", after="deliver: artifact written")
-        self._wrap(OutputWriter, "put_result", after="deliver: document written, not published")
-        self._wrap(OutputWriter, "publish_latest", after="deliver: published, not marked delivered")
-        self._output_bucket = output_bucket
-        events = wiring.s3().meta.events
-        event = "before-parameter-build.s3.PutObject"
-        events.register(event, self._deny_output_write, unique_id="chaos-output-outage")
-        self._undo.append(lambda: events.unregister(event, unique_id="chaos-output-outage"))
-
-    def _deny_output_write(self, params: dict[str, Any], **_: Any) -> None:
-        if params.get("Bucket") == self._output_bucket and self._clock() < self.outage_until:
-            raise ClientError({"Error": {"Code": "AccessDenied", "Message": "denied (emulated)"}}, "PutObject")
-
-    def uninstall(self) -> None:
-        for undo in reversed(self._undo):
-            undo()
-        self._undo.clear()
+    @property
+    def pending(self) -> bool:
+        """A fault still to come or not yet lifted: the run goes on until it is (then the documents after
+        it can be timed)."""
+        config, now = self._config, self._clock()
+        if config.outage_seconds and (self._outage_ends is None or now < self._outage_ends):
+            return True
+        if config.revoked_key_seconds and not self._restored:
+            return True
+        return self._ran_out_at() is not None and not self._topped_up
 
 
 # -- the run ----------------------------------------------------------------------------------------
@@ -214,6 +152,7 @@ def run(config: ChaosConfig, *, log: Callable[[str], None] = print) -> ChaosRepo
         stuck_rate=config.stuck_rate,
         callback_drop_rate=config.callback_drop_rate if config.webhook else 0.0,
         callback_delay_seconds=3.0 if config.webhook else 0.0,
+        credits_executions=config.credits,
         seed=config.seed,
     )
     env = {
@@ -232,16 +171,18 @@ def run(config: ChaosConfig, *, log: Callable[[str], None] = print) -> ChaosRepo
     if config.webhook:
         env["POLL_CAP_SECONDS"] = "6"  # the safety net; callbacks do the work
     clock = Clock()
-    faults = Faults(rng, config.crash_rate, clock)
+    faults = FaultInjector(rng, config.crash_rate, clock)
     report = ChaosReport(files=config.files)
     started = clock()
     local = LocalStack(
         emulator_config=emulator, env=env, webhook=config.webhook, parameters={"AgentName": "chaos:v1"}, clock=clock
     )
     with local:
+        assert local.emulator is not None
+        scenario = AccountScenario(config, local.emulator, clock)
         faults.install(local.stack.output_bucket)
         try:
-            _drive(local, config, rng, faults, report, log, clock)
+            _drive(local, config, rng, faults, scenario, report, log, clock)
         finally:
             faults.uninstall()
         report.wall_seconds = clock() - started
@@ -254,7 +195,8 @@ def _drive(
     local: LocalStack,
     config: ChaosConfig,
     rng: random.Random,
-    faults: Faults,
+    faults: FaultInjector,
+    scenario: AccountScenario,
     report: ChaosReport,
     log: Any,
     clock: Clock,
@@ -273,10 +215,12 @@ def _drive(
     t0 = clock()
     deadline = t0 + config.timeout
     last_log = last_check = 0.0
+    dropped = 0
     while clock() < deadline:
         now = clock() - t0
         while drops and drops[0][0] <= now:
             _, i = drops.pop(0)
+            dropped += 1
             key = f"chaos/{i:05d}.txt"
             version = local.drop(key, _content(i, 1), "text/plain")
             late = now + rng.uniform(0, config.late_seconds)
@@ -290,6 +234,7 @@ def _drive(
         if outage_at and now >= outage_at:
             faults.outage_until = clock() + config.output_outage_seconds
             outage_at = 0.0
+        scenario.step(dropped / config.files)
         aws.step(ingest_batches=3)  # interleave: AWS runs ingest, poller and delivery side by side
         if now - last_check < 2:
             continue  # a full table scan is the slowest thing here: look every few seconds
@@ -307,6 +252,7 @@ def _drive(
             and not renewals
             and len(jobs) >= expected
             and settled == len(jobs)
+            and not scenario.pending
             and _queue_empty(sqs, queue)
         ):
             return
@@ -331,136 +277,24 @@ def _queue_empty(sqs: Any, queue: str) -> bool:
     return attrs["ApproximateNumberOfMessages"] == "0" and attrs["ApproximateNumberOfMessagesNotVisible"] == "0"
 
 
-# -- the invariants -----------------------------------------------------------------------------------
-
-
-def check(local: LocalStack, report: ChaosReport) -> None:
-    """Every object version has exactly one outcome; no document holds another file's response; the newest
-    version's document is at the key; one execution per version unless an ambiguous submit is on record;
-    nothing left in flight; every DLQ entry accounted for; every failure says why."""
-    s3 = boto3.client("s3")
-    stack = local.stack
-    writer = OutputLayout(stack.output_bucket, stack.parameters["OutputPrefix"])
-    rows = {j["job_id"]: j for j in local.jobs()}
-    emulator = local.emulator
-    assert emulator is not None
-    per_job = Counter(str((e.request.get("metadata") or {}).get("session_id")) for e in emulator.executions.values())
-    report.executions = len(emulator.executions)
-    report.requests = sum(v for k, v in emulator.requests.items() if k.startswith(("GET /v1", "POST /v1")))
-    report.faults = {k: emulator.requests[k] for k in ("429", "5xx", "hang") if emulator.requests[k]}
-    outputs = set(stack.output_keys())
-    outcomes: Counter[str] = Counter()
-    reasons: Counter[str] = Counter()
-    versions = [
-        v
-        for page in s3.get_paginator("list_object_versions").paginate(Bucket=stack.input_bucket)
-        for v in page.get("Versions", [])
-    ]
-    report.versions = len(versions)
-    accounted: set[tuple[str, str]] = set()
-    for v in versions:
-        key, vid = v["Key"], v["VersionId"]
-        job_id = job_id_for(stack.input_bucket, key, ObjectVersion.from_response(v))
-        row = rows.get(job_id)
-        where = f"{key}@{vid[:8]}"
-        if row is None:
-            report.lost += 1
-            report.problems.append(f"lost: {where} has no job")
-            continue
-        status = row["status"]
-        if status == "skipped":
-            outcomes["skipped"] += 1
-            accounted.add((key, vid))
-            continue
-        if status != "delivered":
-            report.left_in_flight += 1
-            report.problems.append(f"in flight: {where} is {status}")
-            continue
-        folder = f"{writer.folder(key)}versions/{vid}/"
-        docs = [k for k in (folder + "result.json", folder + "error.json") if k in outputs]
-        if len(docs) != 1:
-            report.lost += 1
-            report.problems.append(f"{'lost' if not docs else 'two outcomes'}: {where} {docs}")
-            continue
-        accounted.add((key, vid))
-        document = json.loads(s3.get_object(Bucket=stack.output_bucket, Key=docs[0])["Body"].read())
-        outcomes[str(row.get("outcome"))] += 1
-        if document["source"]["version_id"] != vid or document["source"]["key"] != key:
-            report.wrong += 1
-            report.problems.append(f"wrong: {where} document names {document['source']}")
-        if docs[0].endswith("result.json"):
-            body = s3.get_object(Bucket=stack.input_bucket, Key=key, VersionId=vid)["Body"].read()
-            got = (document.get("response") or {}).get("file", {}).get("sha256")
-            if got != hashlib.sha256(body).hexdigest():
-                report.wrong += 1
-                report.problems.append(f"wrong: {where} holds another file's extraction")
-        else:
-            message = (document.get("error") or {}).get("message") or ""
-            reasons[_reason(message)] += 1
-            if not message:
-                report.unexplained_failures += 1
-        extra = per_job[job_id] - 1
-        # Explained: an ambiguous attempt on the row, or an execution recorded as this job's orphan.
-        on_record = max(len(row.get("ambiguous_attempts") or []), len(row.get("orphan_execution_ids") or []))
-        if extra > 0:
-            report.duplicates_explained += min(extra, on_record)
-            report.duplicates_unexplained += max(0, extra - on_record)
-            if extra > on_record:
-                report.problems.append(f"duplicate: {where} has {per_job[job_id]} executions, {on_record} on record")
-    report.outcomes = dict(outcomes)
-    report.failure_reasons = dict(reasons)
-    # The newest version's document is the one at the key's stable path.
-    current = {v["Key"]: v["VersionId"] for v in versions if v.get("IsLatest")}
-    for key, vid in current.items():
-        row = rows.get(job_id_for(stack.input_bucket, key, ObjectVersion.of(vid, None)))
-        if row is None or row["status"] != "delivered":
-            continue
-        result, error = writer.latest_keys(key)
-        stable = result if result in outputs else error if error in outputs else None
-        if stable is None or (result in outputs and error in outputs):
-            report.stale += 1
-            report.problems.append(f"stale: {key} stable path holds {stable}")
-            continue
-        document = json.loads(s3.get_object(Bucket=stack.output_bucket, Key=stable)["Body"].read())
-        if document["source"]["version_id"] != vid:
-            report.stale += 1
-            report.problems.append(f"stale: {key} shows version {document['source']['version_id']}, newest is {vid}")
-    # Every DLQ entry accounted for: the object version it names has an outcome anyway.
-    sqs = boto3.client("sqs")
-    dlq = stack.queues.get("IngestDLQ")
-    while dlq:
-        messages = sqs.receive_message(QueueUrl=dlq, MaxNumberOfMessages=10, VisibilityTimeout=60).get("Messages", [])
-        if not messages:
-            break
-        for m in messages:
-            report.dlq_entries += 1
-            detail = json.loads(m["Body"]).get("detail", {})
-            obj = detail.get("object", {})
-            if (obj.get("key"), obj.get("version-id")) not in accounted:
-                report.dlq_unaccounted += 1
-    report.parked_deliveries = len(local.aws.parked)
-    report.left_in_flight = sum(1 for r in rows.values() if r["status"] not in ("delivered", "skipped"))
-
-
-def _reason(message: str) -> str:
-    if "could not start" in message:
-        return "not started in time"
-    if "no final status" in message:
-        return "stuck at VLM Run (timed out)"
-    if "cancelled" in message:
-        return "cancelled"
-    if "emulated failure" in message or "could not extract" in message:
-        return "failed at VLM Run"
-    return message[:40]
-
-
 def main(args: Any) -> int:
     import logging
 
     # Every fault here is logged by the handlers as it would be in CloudWatch; the table is what matters.
     logging.getLogger("vlmwatch").setLevel(logging.CRITICAL)
-    config = ChaosConfig(files=args.files, webhook=args.webhook, seed=args.seed, timeout=args.timeout)
+    config = ChaosConfig(
+        files=args.files,
+        webhook=args.webhook,
+        seed=args.seed,
+        timeout=args.timeout,
+        outage_seconds=args.outage or 0.0,
+        credits=args.credits,
+        top_up_after=args.top_up_after,
+        revoked_key_seconds=args.revoked_key or 0.0,
+    )
     print(f"chaos: {config.files} files, webhooks {'on' if config.webhook else 'off'}, seed {config.seed}")
+    if config.scenarios:
+        print(f"account faults: {'; '.join(config.scenarios)}")
     print(json.dumps({k: v for k, v in asdict(config).items() if k not in ("files", "webhook", "seed")}))
     report = run(config)
     print()
