@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_lambda_powertools.metrics import MetricUnit, single_metric
+from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.dynamo_db_stream_event import DynamoDBRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -26,12 +26,12 @@ def handle_record(record: DynamoDBRecord) -> None:
         # JobsCompleted / JobsFailed / JobsTimedOut, and received -> document latency, for the dashboard.
         kit.count(f"Jobs{delivery.outcome.title().replace('_', '')}")
         kit.metrics.add_metric(name="EndToEndSeconds", unit=MetricUnit.Seconds, value=delivery.seconds)
-        # What the work costs, per rule and agent (its own EMF record: dimensions differ per job).
-        with single_metric(
-            name="CreditsUsed", unit=MetricUnit.Count, value=delivery.credits, namespace="vlmwatch"
-        ) as metric:
-            metric.add_dimension(name="rule", value=delivery.rule or "none")
-            metric.add_dimension(name="agent", value=delivery.agent or "prompt")
+        # What the work costs, per rule and agent: its own EMF record (the dimensions differ per job).
+        credits = EphemeralMetrics(namespace="vlmwatch")
+        credits.add_dimension(name="rule", value=delivery.rule or "none")
+        credits.add_dimension(name="agent", value=delivery.agent or "prompt")
+        credits.add_metric(name="CreditsUsed", unit=MetricUnit.Count, value=delivery.credits)
+        credits.flush_metrics()
 
 
 @kit.handler

@@ -58,6 +58,7 @@ _ENV = {
     "WEBHOOK_ENABLED": "webhook_enabled",
     "SERVICE_TIER": "service_tier",
     "MONTHLY_CREDIT_BUDGET": "monthly_credit_budget",
+    "MAX_IN_FLIGHT": "max_in_flight",
     "BREAKER_FAILURES": "breaker_failures",
     "BREAKER_PROBE_SECONDS": "breaker_probe_seconds",
     "BREAKER_RAMP_SECONDS": "breaker_ramp_seconds",
@@ -137,6 +138,8 @@ class Settings(BaseModel):
     # The account's circuit breaker: this many 5xx / connection failures in a row (across all calls) open
     # it; while open, one probe per BREAKER_PROBE_SECONDS for the whole deployment; once it closes, intake
     # ramps back up over BREAKER_RAMP_SECONDS.
+    # Executions in flight at VLM Run at once, for the deployment (a plan's concurrency limit); 0 = no cap.
+    max_in_flight: int = Field(0, ge=0)
     # Credits a calendar month (UTC) may use; reaching it opens the breaker with reason "budget". 0 = no cap.
     monthly_credit_budget: float = Field(0, ge=0)
     breaker_failures: int = Field(5, ge=1)

@@ -46,6 +46,7 @@ from botocore.exceptions import ClientError
 from vlmwatch.adapters.claims import SubmitClaims
 from vlmwatch.adapters.job_events import JobEvents
 from vlmwatch.adapters.jobstore import JobStore
+from vlmwatch.adapters.slots import InFlightSlots
 from vlmwatch.adapters.statemachine import PollerStateMachine
 from vlmwatch.adapters.throttle import Backpressure
 from vlmwatch.core.errors import (
@@ -57,10 +58,10 @@ from vlmwatch.core.errors import (
 )
 from vlmwatch.core.job import Job
 from vlmwatch.core.lifecycle import Status
-from vlmwatch.core.schedule import Backoff
+from vlmwatch.core.schedule import Backoff, spread
 from vlmwatch.core.settings import Settings
 from vlmwatch.flows import pacing
-from vlmwatch.flows.echo import EchoLookup
+from vlmwatch.flows.evidence import EchoLookup, Evidence
 from vlmwatch.flows.request import RequestBuilder, sent_fingerprint
 
 if TYPE_CHECKING:
@@ -93,6 +94,7 @@ class Submitter:
         pressure: the process's shared 429 back-pressure.
         events: where ``Job Started`` goes once an execution is recorded (best effort), or None.
         state_machine: starts the job's poller state machine (stepfunctions mode), or None.
+        slots: the cap on executions in flight (``MaxInFlight``), or None.
     """
 
     def __init__(
@@ -105,6 +107,7 @@ class Submitter:
         *,
         events: JobEvents | None = None,
         state_machine: PollerStateMachine | None = None,
+        slots: InFlightSlots | None = None,
     ) -> None:
         self._settings = settings
         self._store = store
@@ -114,9 +117,11 @@ class Submitter:
         self._pressure = pressure
         self._events = events
         self._state_machine = state_machine
+        self._slots = slots or InFlightSlots(None, "", 0)
         # Nothing was created (no connection, credentials, a failed upload): wait, doubling per attempt.
         self._retry = Backoff(base=settings.poll_base_seconds, cap=settings.poll_cap_seconds)
-        self._echo = EchoLookup(store, vlmrun, pressure, self._retry)
+        # Evidence of which execution an ambiguous attempt made: a signed callback, or an echoed input.
+        self.evidence = Evidence(store, self.record_started, EchoLookup(store, vlmrun, pressure, self._retry))
 
     # -- OPEN → CLAIMED → ... -------------------------------------------------------------------
 
@@ -128,18 +133,27 @@ class Submitter:
         # spend a request to hear "429" again. The job waits on its row; nothing fails.
         if pacing.hold(self._pressure, self._store, job.job_id, "start"):
             return Outcome.DEFERRED
+        if not self._slots.take():
+            # MaxInFlight executions are running: the plan's concurrency limit becomes work that waits.
+            base = self._settings.poll_base_seconds
+            retry_at = spread(self._store.now() + base, base)
+            self._store.reschedule(job.job_id, retry_at, error="waiting: MaxInFlight executions are in flight")
+            return Outcome.DEFERRED
         attempt = self._claims.claim(job.job_id, self._settings.submit_lease_seconds)
         if attempt is None:
+            self._slots.give_back()
             return Outcome.DUPLICATE  # someone else holds the claim, or the job moved on
         body: dict[str, Any] = {}
         try:
             body = self._requests.body(job, attempt)
             execution = self._vlmrun().execute(body)
         except VlmRunRateLimitedError as exc:
+            self._slots.give_back()
             retry_at = self._pressure.rate_limited(exc.retry_after)
             self._claims.release(job.job_id, retry_at=retry_at, error=str(exc), attempt=attempt)
             return Outcome.DEFERRED
         except VlmRunAmbiguousSubmitError as exc:
+            # The slot stays taken: an execution may be running.
             logger.error("ambiguous submit; waiting for evidence", extra={"job_id": job.job_id, "error": str(exc)})
             wait_until = self._store.now() + self._settings.ambiguous_wait_seconds
             sent = sent_fingerprint(body)
@@ -151,6 +165,7 @@ class Submitter:
         except VlmRunAccountError as exc:
             # Out of credits, or the key refused: a fact about the account (the breaker is open now).
             # The job waits on its row until the breaker lets a request through; it never fails for it.
+            self._slots.give_back()
             breaker = self._pressure.breaker
             retry_at = (
                 breaker.resume_at() if breaker is not None else self._store.now() + int(self._retry.delay(attempt))
@@ -159,6 +174,7 @@ class Submitter:
             logger.warning("submit waiting for the account", extra={"job_id": job.job_id, "error": str(exc)})
             return Outcome.DEFERRED
         except VlmRunRejectedError as exc:
+            self._slots.give_back()
             logger.error("VLM Run rejected the execution", extra={"job_id": job.job_id, "error": exc.message})
             self._store.transition(
                 job.job_id, Status.FAILED, set_fields={"error": exc.message}, remove_fields=("submit_started_at",)
@@ -167,6 +183,7 @@ class Submitter:
         except (VlmRunError, ClientError) as exc:
             # Nothing was created (no connection, credentials, the upload failed, or S3 failed us before
             # anything was sent): the job waits and retries.
+            self._slots.give_back()
             error = f"S3: {exc}" if isinstance(exc, ClientError) else str(exc)
             retry_at = self._store.now() + int(self._retry.delay(attempt))
             self._claims.release(job.job_id, retry_at=retry_at, error=error, attempt=attempt)
@@ -199,56 +216,17 @@ class Submitter:
         elif job.ambiguous_inputs:
             # No callback came; but where VLM Run echoes inputs, the execution carrying the exact input
             # reference an ambiguous attempt sent is as good as one. Look before submitting again.
-            found = self._adopt_by_echo(job)
+            found = self.evidence.adopt_by_echo(job)
             if found is not None:
-                return found
+                return Outcome(found)
         # Nothing was sent, or it was ambiguous and no evidence came: the next attempt (any earlier
-        # ambiguous one stays on record).
-        self._claims.release(job.job_id, retry_at=now, error=error, attempt=attempt)
+        # ambiguous one stays on record). The attempt's slot is given back; the next one takes its own.
+        if self._claims.release(job.job_id, retry_at=now, error=error, attempt=attempt):
+            self._slots.give_back()
         fresh = self._store.get(job.job_id)
         if fresh is None or fresh.status != Status.RECEIVED or fresh.submit_started_at is not None:
             return Outcome.DUPLICATE
         return self.submit(fresh)
-
-    # -- evidence -------------------------------------------------------------------------------
-
-    def _adopt_by_echo(self, job: Job) -> Outcome | None:
-        """Adopt the execution that echoes an ambiguous attempt's exact input (see :mod:`.echo`)."""
-        found = self._echo.find(job, plausible=lambda execution: self._plausible(job, execution))
-        if found is None:
-            return None
-        if found == "deferred":
-            return Outcome.DEFERRED
-        if self.record_started(job, found):
-            logger.info("execution adopted on echoed input", extra={"job_id": job.job_id, "execution_id": found.id})
-            return Outcome.SUBMITTED
-        return Outcome.DUPLICATE  # the job moved on meanwhile; the execution is on record there
-
-    def adopt(self, job_id: str, execution: Execution, attempt: int) -> str:
-        """A signed callback for ``attempt`` of this job named ``execution``: it is ours.
-
-        Returns "adopted", "tracked" (it is the execution already tracked) or "orphan".
-        """
-        job = self._store.get(job_id)
-        if job is None:
-            return "unknown"
-        # Attempts up to retried_at_attempt belong to executions that ended before a `vlmwatch retry`.
-        fresh_attempt = job.retried_at_attempt < attempt <= job.attempts
-        if job.status == Status.RECEIVED and fresh_attempt and self._plausible(job, execution):
-            if self.record_started(job, execution):
-                logger.info("execution adopted on evidence", extra={"job_id": job_id, "execution_id": execution.id})
-                return "adopted"
-            job = self._store.get(job_id) or job
-        if job.execution_id == execution.id:
-            return "tracked"
-        self._store.add_orphan(job_id, execution.id)
-        logger.warning("orphan execution recorded", extra={"job_id": job_id, "execution_id": execution.id})
-        return "orphan"
-
-    def _plausible(self, job: Job, execution: Execution) -> bool:
-        # Defence in depth behind the token: never adopt an execution of another agent.
-        route = job.route
-        return not (route and route.agent and execution.name and execution.name != route.agent)
 
     def record_started(self, job: Job, execution: Execution) -> bool:
         """``received`` → ``submitted``; if the row already tracks another execution, this one is an orphan."""

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from vlmwatch.adapters.jobstore import JobStore
+from vlmwatch.adapters.slots import InFlightSlots
 from vlmwatch.adapters.throttle import Backpressure
 from vlmwatch.core.errors import VlmRunError, VlmRunRateLimitedError
 from vlmwatch.core.job import Job
@@ -30,6 +31,9 @@ if TYPE_CHECKING:
     from vlmwatch.flows.delivery import Deliverer
 
 logger = logging.getLogger(__name__)
+
+UNBOUNDED = 2**53  # "due by the end of time": every row of the in-flight index
+MAX_COUNTED = 1_000_000
 
 
 @dataclass
@@ -58,6 +62,7 @@ class Sweeper:
         submitter: the submit protocol (deferred, crashed and ambiguous submits are moved on by it).
         pressure: the process's shared 429 back-pressure.
         deliverer: zero-argument callable returning the deliverer (the sweeper redelivers with it).
+        slots: the cap on executions in flight, recounted from the in-flight index every few minutes.
     """
 
     def __init__(
@@ -69,7 +74,9 @@ class Sweeper:
         submitter: Submitter,
         pressure: Backpressure,
         deliverer: Callable[[], Deliverer] | None = None,
+        slots: InFlightSlots | None = None,
     ) -> None:
+        self._slots = slots
         self._settings = settings
         self._store = store
         self._tracker = tracker
@@ -82,6 +89,8 @@ class Sweeper:
         """Claim every due job (up to the limit) and move each on, with bounded concurrency."""
         now = self._store.now()
         summary = PollSummary()
+        if self._slots is not None:
+            self._slots.recount(self._count_in_flight)
         jobs = self._store.due(now, self._settings.poller_max_jobs)
         summary.due = len(jobs)
         claimed = [
@@ -111,6 +120,13 @@ class Sweeper:
                 summary.redelivered += result == "redelivered"
                 summary.rate_limited |= result == "deferred"
         return summary
+
+    def _count_in_flight(self) -> int:
+        """Executions that may be running: jobs in flight, and claims whose POST may have made one."""
+        rows = self._store.due(UNBOUNDED, limit=MAX_COUNTED)
+        return sum(
+            j.status in IN_FLIGHT or (j.status == Status.RECEIVED and j.submit_started_at is not None) for j in rows
+        )
 
     def _still_running(self, jobs: list[Job]) -> dict[str, str]:
         """With many jobs due, one list request instead of one GET each for those still running.

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from vlmwatch.adapters.breaker import CircuitBreaker
 from vlmwatch.adapters.jobstore import JobStore
+from vlmwatch.adapters.slots import InFlightSlots
 from vlmwatch.core.errors import VlmRunRejectedError
 from vlmwatch.core.job import Job
 from vlmwatch.core.lifecycle import FINISHED, IN_FLIGHT, REMOTE_KNOWN, Status, local_status
@@ -40,6 +41,7 @@ class Tracker:
         store: the job table.
         vlmrun: zero-argument callable returning the VLM Run client.
         breaker: the account's circuit breaker (deadlines move by the time it was open), or None.
+        slots: the cap on executions in flight: a job that leaves flight gives its slot back.
         rng: jitter source, injectable for tests.
     """
 
@@ -50,10 +52,12 @@ class Tracker:
         vlmrun: Callable[[], VlmRunClient],
         *,
         breaker: CircuitBreaker | None = None,
+        slots: InFlightSlots | None = None,
         rng: random.Random | None = None,
     ) -> None:
         self._settings = settings
         self._breaker = breaker
+        self._slots = slots
         self._store = store
         self._vlmrun = vlmrun
         self._rng = rng or random.Random()
@@ -91,7 +95,7 @@ class Tracker:
                     set_fields={"error": f"VLM Run has no execution {job.execution_id}: {exc.message}"},
                     count_poll=True,
                 )
-                return "finished" if moved else "stale"
+                return self._left_flight("finished") if moved else "stale"
             raise
         # The deadline is checked after this last look: a job that finished at VLM Run is never "timed out".
         return self.apply(job, execution)
@@ -110,7 +114,7 @@ class Tracker:
                 ),
             },
         )
-        return "timed_out" if moved else "stale"
+        return self._left_flight("timed_out") if moved else "stale"
 
     def apply(self, job: Job, execution: Execution, *, count_poll: bool = True) -> str:
         """Fold an execution's state into the job row (conditional: never backwards)."""
@@ -157,4 +161,10 @@ class Tracker:
                 extra={"job_id": job.job_id, "remote": remote, "current": getattr(current, "status", None)},
             )
             return "stale"
-        return "finished" if target in FINISHED else "changed"
+        return self._left_flight("finished") if target in FINISHED else "changed"
+
+    def _left_flight(self, result: str) -> str:
+        """The job just left flight (this process moved it): its execution no longer counts against MaxInFlight."""
+        if self._slots is not None:
+            self._slots.give_back()
+        return result

@@ -161,7 +161,7 @@ class WebhookReceiver:
             if job.execution_id != execution_id and (job.status == Status.RECEIVED or job.execution_id):
                 # Ours (the token says so) but not recorded yet, or not the execution we track.
                 execution = self._vlmrun().get_execution(execution_id)
-                adopted = self._submitter.adopt(job_id, execution, attempt)
+                adopted = self._submitter.evidence.adopt(job_id, execution, attempt)
                 if adopted != "adopted":
                     return 200, {"status": adopted}
                 job = self._store.get(job_id) or job

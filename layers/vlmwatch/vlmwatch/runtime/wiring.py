@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from vlmwatch.adapters.outputs import OutputWriter
     from vlmwatch.adapters.s3source import SourceReader
     from vlmwatch.adapters.secrets import SecretStore
+    from vlmwatch.adapters.slots import InFlightSlots
     from vlmwatch.adapters.throttle import Backpressure
     from vlmwatch.adapters.vlmrun.client import VlmRunClient
     from vlmwatch.flows.delivery import Deliverer
@@ -208,6 +209,16 @@ def ledger() -> CreditLedger:
 
 
 @part
+def slots() -> InFlightSlots:
+    from vlmwatch.adapters.slots import InFlightSlots
+
+    cfg = settings()
+    return InFlightSlots(
+        _boto("dynamodb") if cfg.max_in_flight else None, cfg.jobs_table, cfg.max_in_flight, clock=clock
+    )
+
+
+@part
 def pressure() -> Backpressure:
     from vlmwatch.adapters.throttle import Backpressure, RequestBudget
 
@@ -249,6 +260,7 @@ def submitter() -> Submitter:
         pressure(),
         events=job_events(),
         state_machine=PollerStateMachine(lambda: _boto("stepfunctions"), cfg.state_machine_arn),
+        slots=slots(),
     )
 
 
@@ -271,14 +283,14 @@ def ingestor() -> Ingestor:
 def tracker() -> Tracker:
     from vlmwatch.flows.tracking import Tracker
 
-    return Tracker(settings(), job_store(), vlmrun_client, breaker=breaker())
+    return Tracker(settings(), job_store(), vlmrun_client, breaker=breaker(), slots=slots())
 
 
 @part
 def sweeper() -> Sweeper:
     from vlmwatch.flows.sweeper import Sweeper
 
-    return Sweeper(settings(), job_store(), tracker(), vlmrun_client, submitter(), pressure(), deliverer)
+    return Sweeper(settings(), job_store(), tracker(), vlmrun_client, submitter(), pressure(), deliverer, slots=slots())
 
 
 @part
