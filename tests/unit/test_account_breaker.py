@@ -184,3 +184,26 @@ def test_a_job_that_cannot_start_within_the_submit_deadline_fails_with_the_break
     assert row["outcome"] == "failed"
     message = read_json(stack, "results/never/started.txt.vlmwatch/error.json")["error"]["message"]
     assert "out of credits" in message and "circuit breaker open" in message
+
+
+def test_only_a_started_execution_closes_an_out_of_credits_breaker(stack, wire, clock):
+    wire()
+    breaker = wiring.breaker()
+    breaker.open(Reason.CREDITS, "HTTP 402: Insufficient credits")
+    breaker.succeeded()  # a callback's re-fetch or an artifact download went through: reads need no credits
+    assert breaker.state(fresh=True).open
+    breaker.succeeded(started=True)  # a POST /agent/execute went through: credits are back
+    state = breaker.state(fresh=True)
+    assert not state.open and state.ramp_from == int(clock())
+
+
+def test_a_probe_never_closes_a_pause(stack, wire, clock):
+    wire()
+    breaker = wiring.breaker()
+    breaker.pause("maintenance")
+    breaker.succeeded(started=True)  # a request already in flight when the operator paused
+    breaker.open(Reason.UNAVAILABLE, "HTTP 503")  # and an automatic reason does not replace the manual one
+    state = breaker.state(fresh=True)
+    assert state.open and state.reason == Reason.PAUSED and state.message == "maintenance"
+    assert breaker.admit("start") is not None and breaker.admit("poll") is not None
+    assert breaker.state(fresh=True).probes == 0

@@ -223,9 +223,11 @@ class CircuitBreaker:
         state = self.state()
         return not state.open and not state.failures
 
-    def succeeded(self) -> None:
+    def succeeded(self, *, started: bool = False) -> None:
         state = self.state()
-        if state.open and state.reason not in MANUAL:
+        # Reads work without credits: only a started execution says they are back.
+        proves = started or state.reason != Reason.CREDITS
+        if state.open and state.reason not in MANUAL and proves:
             self._close(state)
         elif not state.open and state.failures:
             update = Update("job_id").set("failures", 0).when_equals("state", "closed")

@@ -81,7 +81,9 @@ class BearerAuth(httpx.Auth):
 class HealthObserver(Protocol):
     """Told how each request ended, after its retries (the account's circuit breaker listens)."""
 
-    def succeeded(self) -> None: ...
+    def succeeded(self, *, started: bool = False) -> None:
+        """A call went through; ``started``: it was a ``POST /agent/execute`` (the only proof credits are back)."""
+        ...
 
     def failed(self, error: VlmRunError) -> None: ...
 
@@ -127,7 +129,7 @@ class Retrier:
                 self.observer.failed(exc)
             raise
         if self.observer is not None:
-            self.observer.succeeded()
+            self.observer.succeeded(started=not replayable)
         return response
 
     def _steady(self) -> bool:
