@@ -28,10 +28,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Literal
 
-from botocore.exceptions import ClientError
-
-from vlmwatch.adapters.aws_errors import AwsErrorKind, classify
-from vlmwatch.adapters.dynamo import Update, deserialize_item, serialize_item
+from vlmwatch.adapters.dynamo import Update, conditional_update, deserialize_item, serialize_item
 from vlmwatch.core.errors import (
     VlmRunAmbiguousSubmitError,
     VlmRunAuthError,
@@ -292,14 +289,9 @@ class CircuitBreaker:
 
     def _write(self, update: Update) -> dict[str, Any] | None:
         """Apply a conditional update to the row; the row as it is now, or None when the condition lost."""
-        kwargs = update.request(self._table, ROW_ID)
-        try:
-            response = self._client.update_item(**kwargs, ReturnValues="ALL_NEW")
-        except ClientError as exc:
-            if classify(exc) == AwsErrorKind.CONDITION_FAILED:
-                return None
-            raise
-        item = deserialize_item(response.get("Attributes", {}))
+        applied, item = conditional_update(self._client, self._table, ROW_ID, update, ReturnValues="ALL_NEW")
+        if not applied:
+            return None
         self._remember(BreakerState.from_item(item))
         return item
 

@@ -175,3 +175,25 @@ class Update:
         if values:
             kwargs["ExpressionAttributeValues"] = serialize_item(values)
         return kwargs
+
+
+def conditional_update(
+    client: Any, table: str, key: str, update: Update, **options: Any
+) -> tuple[bool, dict[str, Any]]:
+    """Apply ``update`` to the row ``key``: (True, the attributes asked for with ``ReturnValues``), or, when
+    its condition lost, (False, the row as it is now if asked with ``ReturnValuesOnConditionCheckFailure``).
+
+    A lost condition is a race decided, not a fault; any other error is raised.
+    """
+    from botocore.exceptions import ClientError
+
+    from vlmwatch.adapters.aws_errors import AwsErrorKind, classify
+
+    try:
+        response = client.update_item(**update.request(table, key), **options)
+    except ClientError as exc:
+        if classify(exc) == AwsErrorKind.CONDITION_FAILED:
+            item: dict[str, Any] = exc.response.get("Item") or {}  # type: ignore[assignment]
+            return False, deserialize_item(item)
+        raise
+    return True, deserialize_item(response.get("Attributes", {}))

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from botocore.exceptions import ClientError
 
 from vlmwatch.adapters.aws_errors import AwsErrorKind, classify
-from vlmwatch.adapters.dynamo import Update, deserialize_item, serialize_item
+from vlmwatch.adapters.dynamo import Update, conditional_update, deserialize_item, serialize_item
 from vlmwatch.core.job import Job
 from vlmwatch.core.lifecycle import FINISHED, RETRYABLE, SETTLED, Status, allowed_from
 from vlmwatch.core.redact import sanitize
@@ -168,18 +168,10 @@ class JobStore:
         """Apply ``update`` to the row; text attributes are sanitised and bounded on the way."""
         for name, placeholder in _text_placeholders(update):
             update.values[placeholder] = sanitize(update.values[placeholder], TEXT_LIMITS[name])
-        kwargs = update.request(self._table, job_id)
-        kwargs["ReturnValuesOnConditionCheckFailure"] = "ALL_OLD"
+        options = {"ReturnValuesOnConditionCheckFailure": "ALL_OLD"}
         if returning:
-            kwargs["ReturnValues"] = "UPDATED_NEW"
-        try:
-            response = self._client.update_item(**kwargs)
-        except ClientError as exc:
-            if classify(exc) == AwsErrorKind.CONDITION_FAILED:
-                item: dict[str, Any] = exc.response.get("Item") or {}  # type: ignore[assignment]
-                return Written(False, deserialize_item(item))
-            raise
-        return Written(True, deserialize_item(response.get("Attributes", {})))
+            options["ReturnValues"] = "UPDATED_NEW"
+        return Written(*conditional_update(self._client, self._table, job_id, update, **options))
 
     def transition(
         self,

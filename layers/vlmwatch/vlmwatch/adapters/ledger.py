@@ -16,7 +16,7 @@ from decimal import Decimal
 from typing import Any
 
 from vlmwatch.adapters.breaker import CircuitBreaker, Reason
-from vlmwatch.adapters.dynamo import Update, deserialize_item, serialize_item
+from vlmwatch.adapters.dynamo import Update, conditional_update, deserialize_item, serialize_item
 from vlmwatch.core.job import CONTROL_ROW_PREFIX
 
 
@@ -60,8 +60,8 @@ class CreditLedger:
         update = Update("job_id", create=True).increment("credits", Decimal(str(credits))).increment("files")
         if failed:
             update.increment("failures")
-        response = self._client.update_item(**update.request(self._table, self._row(month)), ReturnValues="ALL_NEW")
-        total = float(deserialize_item(response["Attributes"]).get("credits", 0))
+        _, item = conditional_update(self._client, self._table, self._row(month), update, ReturnValues="ALL_NEW")
+        total = float(item.get("credits", 0))
         if self._budget and total >= self._budget and self._breaker is not None:
             self._breaker.open(
                 Reason.BUDGET, f"{total:g} credits recorded in {month}, MonthlyCreditBudget is {self._budget:g}"

@@ -13,10 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from botocore.exceptions import ClientError
-
-from vlmwatch.adapters.aws_errors import AwsErrorKind, classify
-from vlmwatch.adapters.dynamo import Update, deserialize_item, serialize_item
+from vlmwatch.adapters.dynamo import Update, conditional_update, deserialize_item, serialize_item
 from vlmwatch.core.job import CONTROL_ROW_PREFIX
 
 ROW_ID = f"{CONTROL_ROW_PREFIX}inflight"
@@ -72,10 +69,5 @@ class InFlightSlots:
         return True
 
     def _write(self, update: Update) -> dict[str, Any] | None:
-        try:
-            response = self._client.update_item(**update.request(self._table, ROW_ID), ReturnValues="ALL_NEW")
-        except ClientError as exc:
-            if classify(exc) == AwsErrorKind.CONDITION_FAILED:
-                return None
-            raise
-        return deserialize_item(response.get("Attributes", {}))
+        applied, item = conditional_update(self._client, self._table, ROW_ID, update, ReturnValues="ALL_NEW")
+        return item if applied else None

@@ -34,11 +34,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from botocore.exceptions import ClientError
-
-from vlmwatch.adapters.aws_errors import AwsErrorKind, classify
 from vlmwatch.adapters.breaker import CircuitBreaker, RequestKind
-from vlmwatch.adapters.dynamo import deserialize_item, serialize_item
+from vlmwatch.adapters.dynamo import Update, conditional_update, deserialize_item, serialize_item
 from vlmwatch.core.job import CONTROL_ROW_PREFIX
 from vlmwatch.core.schedule import spread
 
@@ -97,17 +94,10 @@ class RequestBudget:
         now = self._clock()
         window = int(now // self._window)
         limit = self.limit()
-        try:
-            self._client.update_item(
-                TableName=self._table,
-                Key=serialize_item({"job_id": f"{CONTROL_ROW_PREFIX}budget#{window}"}),
-                UpdateExpression="ADD used :one SET expires_at = :expires",
-                ConditionExpression="attribute_not_exists(used) OR used < :limit",
-                ExpressionAttributeValues=serialize_item({":one": 1, ":limit": limit, ":expires": int(now) + 86400}),
-            )
-        except ClientError as exc:
-            if classify(exc) != AwsErrorKind.CONDITION_FAILED:
-                raise
+        update = Update("job_id", create=True).increment("used").set("expires_at", int(now) + 86400)
+        update.when(f"attribute_not_exists({update.ref('used')}) OR {update.ref('used')} < {update.val(limit)}")
+        applied, _ = conditional_update(self._client, self._table, f"{CONTROL_ROW_PREFIX}budget#{window}", update)
+        if not applied:
             return spread((window + 1) * self._window, self._window / 2, self._rng)
         return None
 
@@ -118,14 +108,8 @@ class RequestBudget:
         factor = max(1.0 / self._per_window, self.limit() / self._per_window / 2)
         now = self._clock()
         # UpdateItem, not PutItem: every function's role may update rows; none needs to put this one.
-        self._client.update_item(
-            TableName=self._table,
-            Key=serialize_item({"job_id": STATE_ID}),
-            UpdateExpression="SET factor = :factor, shrunk_at = :now, expires_at = :expires",
-            ExpressionAttributeValues=serialize_item(
-                {":factor": str(factor), ":now": int(now), ":expires": int(now) + 86400}
-            ),
-        )
+        update = Update("job_id", create=True).set("factor", str(factor)).set("shrunk_at", int(now))
+        conditional_update(self._client, self._table, STATE_ID, update.set("expires_at", int(now) + 86400))
         with self._lock:
             self._state, self._state_read_at = (factor, now), now
 
