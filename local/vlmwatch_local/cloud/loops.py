@@ -117,8 +117,8 @@ class LocalAws:
         finally:
             # All handlers share one process here (one per function in AWS). With metrics disabled,
             # powertools still buffers them and prints at 100 values: drop them after each invocation.
-            if os.environ.get("POWERTOOLS_METRICS_DISABLED") == "1" and hasattr(module, "metrics"):
-                module.metrics.clear_metrics()
+            if os.environ.get("POWERTOOLS_METRICS_DISABLED") == "1" and hasattr(module, "kit"):
+                module.kit.metrics.clear_metrics()
         failures = len((result or {}).get("batchItemFailures", [])) if isinstance(result, dict) else 0
         self.invocations.append(
             Invocation(function, len(event.get("Records", [])), failures, time.monotonic() - started)
