@@ -15,9 +15,9 @@ from moto import mock_aws
 
 from vlmwatch.core.settings import Settings
 from vlmwatch.runtime import wiring
+from vlmwatch_local.cloud.loops import LocalAws
+from vlmwatch_local.cloud.provision import StackResources, provision
 from vlmwatch_local.emulator import Emulator, EmulatorConfig
-from vlmwatch_local.loops import LocalAws
-from vlmwatch_local.provision import Stack, provision
 
 EVENTS = Path(__file__).resolve().parents[1] / "events"
 REGION = "us-east-1"
@@ -50,7 +50,7 @@ def aws() -> Iterator[None]:
 
 
 @pytest.fixture
-def stack(aws: None) -> Stack:
+def stack(aws: None) -> StackResources:
     return provision(region=REGION)
 
 
@@ -76,7 +76,7 @@ def emulator(clock) -> Emulator:
     return Emulator(EmulatorConfig(), fetch=fetch_from_moto, clock=clock)
 
 
-def make_settings(stack: Stack, **overrides: Any) -> Settings:
+def make_settings(stack: StackResources, **overrides: Any) -> Settings:
     env = stack.environment()
     env.update({k: (json.dumps(v) if not isinstance(v, str) else v) for k, v in overrides.items()})
     return Settings.from_env(env)
@@ -90,7 +90,7 @@ def clock():
 
 
 @pytest.fixture
-def wire(stack: Stack, emulator: Emulator, clock):
+def wire(stack: StackResources, emulator: Emulator, clock):
     """Point the runtime at the stack and the emulator; call again with env overrides to reconfigure."""
 
     def _wire(transport: httpx.BaseTransport | None = None, **env: Any) -> Settings:
@@ -108,7 +108,7 @@ def wire(stack: Stack, emulator: Emulator, clock):
 
 
 @pytest.fixture
-def local(stack: Stack, wire, clock) -> LocalAws:
+def local(stack: StackResources, wire, clock) -> LocalAws:
     wire()
     local = LocalAws(stack)
     local.clock = clock  # type: ignore[attr-defined]

@@ -9,7 +9,7 @@ from typing import Any
 
 import boto3
 
-from vlmwatch_local.provision import Stack
+from vlmwatch_local.cloud.provision import StackResources
 
 
 def make_pdf(*pages: str) -> bytes:
@@ -44,7 +44,7 @@ PDF_BYTES = make_pdf("Invoice 42: total 99.50 EUR")
 
 
 def drop(
-    stack: Stack,
+    stack: StackResources,
     key: str,
     body: bytes = b"hello vlmwatch\n",
     content_type: str = "text/plain",
@@ -63,11 +63,11 @@ def error_key(key: str, prefix: str = "results/") -> str:
     return f"{prefix}{key}.vlmwatch/error.json"
 
 
-def output_keys(stack: Stack) -> list[str]:
+def output_keys(stack: StackResources) -> list[str]:
     return stack.output_keys()
 
 
-def read_json(stack: Stack, key: str) -> dict[str, Any]:
+def read_json(stack: StackResources, key: str) -> dict[str, Any]:
     s3 = boto3.client("s3", region_name=stack.region)
     return json.loads(s3.get_object(Bucket=stack.output_bucket, Key=key)["Body"].read())
 
@@ -92,7 +92,7 @@ def with_bucket(
     return out
 
 
-def jobs(stack: Stack) -> list[dict[str, Any]]:
+def jobs(stack: StackResources) -> list[dict[str, Any]]:
     return stack.jobs()
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from vlmwatch_local.bench import run
+from vlmwatch_local.harness.bench import run
 
 pytestmark = pytest.mark.e2e
 

@@ -13,8 +13,8 @@ import pytest
 from typer.testing import CliRunner
 
 from vlmwatch_cli.main import app
+from vlmwatch_local.cloud.stack import LocalStack
 from vlmwatch_local.emulator import EmulatorConfig
-from vlmwatch_local.stack import LocalStack
 
 pytestmark = pytest.mark.e2e
 runner = CliRunner()

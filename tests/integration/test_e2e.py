@@ -10,8 +10,8 @@ import boto3
 import pytest
 
 from helpers import error_key, result_key
+from vlmwatch_local.cloud.stack import LocalStack
 from vlmwatch_local.emulator import EmulatorConfig
-from vlmwatch_local.stack import LocalStack
 
 SAMPLES = Path(__file__).resolve().parents[2] / "samples"
 pytestmark = pytest.mark.e2e

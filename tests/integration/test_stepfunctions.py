@@ -19,7 +19,7 @@ from moto.awslambda_simple.models import LambdaSimpleBackend
 from helpers import PDF_BYTES, drop, error_key, jobs, read_json, result_key
 from vlmwatch.flows.steploop import StepLoop
 from vlmwatch.runtime import wiring
-from vlmwatch_local.loops import LambdaContext, LocalAws, load_handler
+from vlmwatch_local.cloud.loops import LambdaContext, LocalAws, load_handler
 
 ASL = Path(__file__).resolve().parents[2] / "statemachine" / "poller.asl.json"
 pytestmark = pytest.mark.e2e

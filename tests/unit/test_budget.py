@@ -9,7 +9,7 @@ import httpx
 
 from helpers import drop, jobs
 from vlmwatch.adapters.throttle import RequestBudget
-from vlmwatch_local.loops import LocalAws
+from vlmwatch_local.cloud.loops import LocalAws
 
 
 def budget(stack, clock, per_window: int = 10) -> RequestBudget:

@@ -8,7 +8,7 @@ from botocore.exceptions import ClientError
 
 from helpers import PDF_BYTES, drop, error_key, jobs, output_keys, read_json, result_key
 from vlmwatch.adapters.outputs import OutputWriter
-from vlmwatch_local.loops import LocalAws
+from vlmwatch_local.cloud.loops import LocalAws
 
 
 def settle(local: LocalAws, clock, rounds: int = 25, step: int = 200) -> None:

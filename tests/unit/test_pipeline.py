@@ -12,7 +12,7 @@ from conftest import load_event, make_settings
 from helpers import PDF_BYTES, Clock, drop, error_key, jobs, output_keys, read_json, result_key, with_bucket
 from vlmwatch.core.lifecycle import Status
 from vlmwatch.runtime import wiring
-from vlmwatch_local.loops import LocalAws
+from vlmwatch_local.cloud.loops import LocalAws
 
 
 def executions_started(emulator) -> int:
@@ -201,7 +201,7 @@ def test_rate_limited_start_makes_work_wait_on_the_row_and_loses_nothing(stack, 
     messages = sqs.receive_message(QueueUrl=stack.ingest_queue_url, MaxNumberOfMessages=10, AttributeNames=["All"])[
         "Messages"
     ]
-    from vlmwatch_local.loops import sqs_record
+    from vlmwatch_local.cloud.loops import sqs_record
 
     event = {"Records": [sqs_record(m, stack.queue_arns["IngestQueue"], stack.region) for m in messages]}
 
@@ -374,7 +374,7 @@ def test_upload_mode_sends_the_bytes_through_the_files_api(stack, wire, emulator
 
 
 def test_wrong_api_key_keeps_the_job_waiting_and_a_rotated_key_is_picked_up(stack, emulator, clock):
-    from vlmwatch_local.loops import sqs_record
+    from vlmwatch_local.cloud.loops import sqs_record
 
     settings = make_settings(stack, DEFAULT_AGENT_NAME="doc-extractor:v1")
     secrets = boto3.client("secretsmanager")

@@ -27,7 +27,7 @@ def test_every_sample_event_names_its_handler():
 
 @pytest.mark.parametrize("name", sorted(HANDLER_FOR))
 def test_sample_event_is_handled(name, stack, local, emulator):
-    from vlmwatch_local.loops import load_handler
+    from vlmwatch_local.cloud.loops import load_handler
 
     function = HANDLER_FOR[name]
     event = load_event(name)

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from helpers import PDF_BYTES, drop
-from vlmwatch_local.loops import LocalAws
+from vlmwatch_local.cloud.loops import LocalAws
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 SDK_EXECUTE_KEYS = {"model", "name", "batch", "inputs", "config", "metadata", "callback_url", "toolsets"}

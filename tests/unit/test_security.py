@@ -19,7 +19,7 @@ from vlmwatch.core.errors import VlmRunAmbiguousSubmitError, VlmRunError
 from vlmwatch.core.redact import sanitize
 from vlmwatch.core.routing import Route, RuleSet, Skip
 from vlmwatch.runtime import wiring
-from vlmwatch_local.loops import LocalAws, function_url_event
+from vlmwatch_local.cloud.loops import LocalAws, function_url_event
 
 SECRET_NAME = "vlmwatch/vlmrun-webhook-secret"
 OLD, NEW, NEWER = "whsec-old-0123456789", "whsec-new-0123456789", "whsec-newer-0123456789"

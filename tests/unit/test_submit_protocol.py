@@ -12,7 +12,7 @@ import pytest
 from helpers import drop, jobs, read_json, result_key
 from vlmwatch.adapters.vlmrun.client import VlmRunClient
 from vlmwatch.runtime import wiring
-from vlmwatch_local.loops import LocalAws, function_url_event, sqs_record
+from vlmwatch_local.cloud.loops import LocalAws, function_url_event, sqs_record
 
 
 class SimulatedCrash(BaseException):
@@ -287,7 +287,7 @@ def test_head_403_falls_back_to_the_raw_key_and_says_what_403_means(stack, local
 
 
 def test_ingest_role_can_tell_a_missing_object_from_a_forbidden_one():
-    from vlmwatch_local.provision import load_template
+    from vlmwatch_local.cloud.provision import load_template
 
     role = load_template()["Resources"]["IngestRole"]["Properties"]
     statements = role["Policies"][0]["PolicyDocument"]["Statement"]

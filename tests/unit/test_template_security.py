@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from vlmwatch_local.provision import load_template
+from vlmwatch_local.cloud.provision import load_template
 
 TEMPLATE = load_template()
 RESOURCES: dict[str, dict[str, Any]] = TEMPLATE["Resources"]

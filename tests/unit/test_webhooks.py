@@ -12,7 +12,7 @@ import pytest
 from conftest import load_event
 from helpers import drop, jobs, read_json, result_key
 from vlmwatch.flows.webhooks import verify_signature
-from vlmwatch_local.loops import LocalAws, function_url_event
+from vlmwatch_local.cloud.loops import LocalAws, function_url_event
 
 SECRET = "whsec-test-0123456789"
 SECRET_NAME = "vlmwatch/vlmrun-webhook-secret"
