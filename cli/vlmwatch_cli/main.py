@@ -21,8 +21,9 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from vlmwatch.adapters.breaker import MANUAL
 from vlmwatch.core.job import Job
-from vlmwatch.core.lifecycle import SETTLED, Status
+from vlmwatch.core.lifecycle import RETRYABLE, SETTLED, Status
 from vlmwatch_cli import ops
 from vlmwatch_cli.target import Target, TargetError
 
@@ -159,9 +160,7 @@ def submit(
             console.print(f"[yellow]{item.key}[/yellow]: still {state} after {timeout:.0f} s (it goes on)")
         else:
             _show_outcome(target, job)
-    failed = sum(
-        1 for j in final.values() if j is not None and (j.outcome or j.status).value in ("failed", "timed_out")
-    )
+    failed = sum(1 for j in final.values() if j is not None and (j.outcome or j.status) in RETRYABLE)
     raise typer.Exit(1 if unsettled or failed else 0)
 
 
@@ -324,7 +323,7 @@ def _show_service(report: ops.ServiceReport) -> None:
     if report.reason:
         console.print(f"  reason:       {report.reason}")
         console.print(f"  since:        {_when(report.since)}")
-        if report.reason in ("paused", "budget"):
+        if report.reason in MANUAL:
             console.print("  until:        `vlmwatch resume` (or, for the budget, a new month or a higher budget)")
         else:
             console.print(f"  next probe:   {_when(report.next_probe_at)}")

@@ -19,14 +19,13 @@ from typing import Any, get_args
 
 from botocore.exceptions import ClientError
 
-from vlmwatch.adapters.jobstore import JobStore
+from vlmwatch.adapters.jobstore import UNBOUNDED, JobStore
 from vlmwatch.core.identity import ObjectVersion, job_id_for
 from vlmwatch.core.job import Job, is_control_row
 from vlmwatch.core.lifecycle import FINISHED, IN_FLIGHT, RETRYABLE, SETTLED, Status
 from vlmwatch.core.routing import ServiceTier
 from vlmwatch_cli.target import Target
 
-UNBOUNDED = 2**53  # "due by the end of time": every row in the in-flight index
 UNDELIVERED_LIMIT = 100_000
 JOB_ID_LENGTH = 40
 

@@ -207,3 +207,29 @@ def test_a_probe_never_closes_a_pause(stack, wire, clock):
     assert state.open and state.reason == Reason.PAUSED and state.message == "maintenance"
     assert breaker.admit("start") is not None and breaker.admit("poll") is not None
     assert breaker.state(fresh=True).probes == 0
+
+
+def test_an_outage_never_replaces_a_known_account_refusal_and_two_resumes_count_the_downtime_once(stack, wire, clock):
+    wire()
+    breaker = wiring.breaker()
+    breaker.open(Reason.CREDITS, "HTTP 402: Insufficient credits")
+    breaker.open(Reason.UNAVAILABLE, "HTTP 503")  # a 5xx later must not make it closable by any GET
+    assert breaker.state(fresh=True).reason == Reason.CREDITS
+    breaker.open(Reason.CREDENTIALS, "HTTP 401")  # a refusal of the key says more than the credits did
+    assert breaker.state(fresh=True).reason == Reason.CREDENTIALS
+    clock.advance(100)
+    breaker.resume()
+    breaker.resume()  # the CLI and the poller's budget release, say: the second finds it closed
+    assert breaker.state(fresh=True).downtime == 100
+
+
+def test_the_budget_never_lifts_an_operators_pause(stack, wire, clock):
+    wire(MONTHLY_CREDIT_BUDGET="1")
+    breaker = wiring.breaker()
+    breaker.pause("quarter close")
+    wiring.ledger().record(5)  # over budget while paused: the pause stays the reason
+    state = breaker.state(fresh=True)
+    assert state.reason == Reason.PAUSED
+    clock.advance(40 * 86400)  # a new month: the budget's release must not resume an operator's pause
+    assert not wiring.ledger().release_if_within_budget()
+    assert breaker.state(fresh=True).open

@@ -174,3 +174,24 @@ def test_bad_credentials_raise_an_auth_error_not_a_rejection_of_the_job():
     with pytest.raises(VlmRunAuthError, match="Invalid API key"):
         c.get_execution("exec-1")
     assert not isinstance(VlmRunAuthError("x"), VlmRunRejectedError)
+
+
+@pytest.mark.parametrize(
+    ("status", "message", "account"),
+    [
+        (402, "Payment required", True),
+        (400, "Insufficient credits to run this agent", True),
+        (403, "Your monthly quota exceeded", True),
+        (400, "json_schema: property 'payment_terms' is not a valid type", False),
+        (422, "credit_card_number must be a string", False),
+    ],
+)
+def test_only_the_accounts_money_is_an_account_refusal(status, message, account):
+    from vlmwatch.core.errors import VlmRunAccountError, VlmRunRejectedError
+
+    def api(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(status, json={"detail": message})
+
+    client = VlmRunClient("https://api.test/v1", "k", transport=httpx.MockTransport(api))
+    with pytest.raises(VlmRunAccountError if account else VlmRunRejectedError):
+        client.execute({"name": "a:1", "inputs": {"file": "https://x/y"}})

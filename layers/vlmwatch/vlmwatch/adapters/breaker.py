@@ -55,6 +55,16 @@ class Reason(StrEnum):
 
 # Reasons only an operator (or a new month) clears: a probe must not reopen the floodgates.
 MANUAL = frozenset({Reason.PAUSED, Reason.BUDGET})
+# While open, which reason may say it instead: an operator's pause wins over everything, the budget over
+# what a probe could clear, a refusal of the account over an outage; an outage replaces nothing (once
+# credits are known to be out, a 5xx must not turn the breaker into one any GET can close).
+REPLACES: dict[Reason, frozenset[Reason]] = {
+    Reason.PAUSED: frozenset(Reason),
+    Reason.BUDGET: frozenset(Reason) - {Reason.PAUSED},
+    Reason.CREDITS: frozenset({Reason.UNAVAILABLE, Reason.CREDITS, Reason.CREDENTIALS}),
+    Reason.CREDENTIALS: frozenset({Reason.UNAVAILABLE, Reason.CREDITS, Reason.CREDENTIALS}),
+    Reason.UNAVAILABLE: frozenset({Reason.UNAVAILABLE}),
+}
 DESCRIPTION = {
     Reason.UNAVAILABLE: "VLM Run is unavailable",
     Reason.CREDITS: "the VLM Run account is out of credits",
@@ -242,7 +252,7 @@ class CircuitBreaker:
             if state.open:
                 return  # a failed probe: it stays open, the next probe is already scheduled
             update = Update("job_id", create=True).increment("failures").set("message", sanitize(error.message, 500))
-            item = self._write(update)
+            item = self._write(update.when_absent_or_equals("state", "closed"))
             if item is not None and int(item.get("failures", 0)) >= self._failures_to_open:
                 self.open(Reason.UNAVAILABLE, error.message)
 
@@ -254,22 +264,20 @@ class CircuitBreaker:
         text = sanitize(message, 500)
         update = Update("job_id", create=True).set("state", "open").set("reason", reason.value).set("message", text)
         update.set("since", now).set("next_probe_at", now + self._probe).set("failures", 0).increment("opened")
-        update.when(f"attribute_not_exists({update.ref('state')}) OR {update.ref('state')} = {update.val('closed')}")
-        if self._write(update) is not None:
+        if self._write(update.when_absent_or_equals("state", "closed")) is not None:
             self.transitions.append(f"opened:{reason.value}")
             return
-        # Already open: say the newer reason, but an automatic one never replaces a manual one.
+        # Already open: say the newer reason, where it may replace the one there (REPLACES).
         update = Update("job_id").set("reason", reason.value).set("message", text)
-        if reason not in MANUAL:
-            update.when(f"NOT {update.ref('reason')} IN ({update.val(Reason.PAUSED.value)}, {update.val('budget')})")
-        self._write(update)
+        self._write(update.when_equals("state", "open").when_in("reason", sorted(r.value for r in REPLACES[reason])))
 
     def _close(self, state: BreakerState) -> None:
         now = self.now()
         update = Update("job_id").set("state", "closed").set("failures", 0).set("ramp_from", now)
         update.increment("downtime", state.downtime_until(now) - state.downtime).remove("since")
-        update.when_equals("state", "open").when_equals("since", state.since)
-        update.when(f"NOT {update.ref('reason')} IN ({update.val(Reason.PAUSED.value)}, {update.val('budget')})")
+        # The same episode, for the same reason this success proves resolved (the cached copy may be stale).
+        assert state.reason is not None
+        update.when_equals("state", "open").when_equals("since", state.since).when_equals("reason", state.reason.value)
         if self._write(update) is not None:
             self.transitions.append("closed")
 
@@ -277,14 +285,20 @@ class CircuitBreaker:
         """Open for good (``vlmwatch pause``): only :meth:`resume` closes it."""
         self.open(Reason.PAUSED, message)
 
-    def resume(self) -> BreakerState:
-        """Close whatever the reason (``vlmwatch resume``); intake comes back at the ramp."""
+    def resume(self, *, only: Reason | None = None) -> BreakerState:
+        """Close it (``vlmwatch resume``; with ``only``, just when open for that reason); intake comes back
+        at the ramp. Conditional on the episode read, so two resumes count its downtime once."""
         state = self.state(fresh=True)
+        if not state.open or (only is not None and state.reason != only):
+            return state
         now = self.now()
-        update = Update("job_id", create=True).set("state", "closed").set("failures", 0).set("ramp_from", now)
+        update = Update("job_id").set("state", "closed").set("failures", 0).set("ramp_from", now)
         update.increment("downtime", state.downtime_until(now) - state.downtime).remove("since")
-        self._write(update)
-        self.transitions.append("closed")
+        update.when_equals("state", "open").when_equals("since", state.since)
+        if only is not None:
+            update.when_equals("reason", only.value)
+        if self._write(update) is not None:
+            self.transitions.append("closed")
         return self.state(fresh=True)
 
     def _write(self, update: Update) -> dict[str, Any] | None:

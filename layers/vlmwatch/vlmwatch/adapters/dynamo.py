@@ -140,6 +140,17 @@ class Update:
     def when_in(self, field: str, allowed: list[Any]) -> Update:
         return self.when(f"{self._name(field)} IN ({', '.join(self._value(v) for v in allowed)})")
 
+    def when_not_in(self, field: str, excluded: list[Any]) -> Update:
+        return self.when(f"NOT {self._name(field)} IN ({', '.join(self._value(v) for v in excluded)})")
+
+    def when_absent_or_equals(self, field: str, value: Any) -> Update:
+        name = self._name(field)
+        return self.when(f"attribute_not_exists({name}) OR {name} = {self._value(value)}")
+
+    def when_absent_or_below(self, field: str, limit: Any) -> Update:
+        name = self._name(field)
+        return self.when(f"attribute_not_exists({name}) OR {name} < {self._value(limit)}")
+
     def when_equals(self, field: str, value: Any) -> Update:
         return self.when(f"{self._name(field)} = {self._value(value)}")
 

@@ -18,7 +18,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from vlmwatch.core.job import Job
-from vlmwatch.core.lifecycle import FINISHED, Status
+from vlmwatch.core.lifecycle import RETRYABLE
 
 logger = logging.getLogger(__name__)
 
@@ -76,7 +76,7 @@ def detail_for(job: Job, *, status: str | None = None, document: str | None = No
         received_at=job.created_at,
         submitted_at=job.submitted_at,
         document=document,
-        error=job.error if job.status in FINISHED - {Status.COMPLETED} else None,
+        error=job.error if job.status in RETRYABLE else None,
     )
 
 

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
 
 IN_FLIGHT_INDEX = "InFlightByNextPoll"
+UNBOUNDED = 2**53  # "due by the end of time": with JobStore.due, every row of the in-flight index
 EXECUTION_INDEX = "ByExecutionId"
 # Text attributes and their bounds: remote text is cleaned and cut on its way to the row.
 TEXT_LIMITS = {"error": 4000, "last_poll_error": 4000, "delivery_error": 4000, "remote_status": 64}
@@ -35,7 +36,8 @@ TEXT_LIMITS = {"error": 4000, "last_poll_error": 4000, "delivery_error": 4000, "
 _CLEARED_ON_REOPEN = (
     *("execution_id", "remote_status", "outcome", "error", "finished_at", "delivered_at", "result_uri"),
     *("error_uri", "latest_uri", "submit_started_at", "expires_at", "execution_snapshot", "delivery_error"),
-    *("submitted_at", "deadline_at", "usage", "last_poll_error"),
+    *("submitted_at", "deadline_at", "usage", "last_poll_error", "credits_used", "elements_processed"),
+    *("downtime_mark", "ambiguous_inputs"),
 )
 
 
@@ -181,8 +183,10 @@ class JobStore:
         set_fields: dict[str, Any] | None = None,
         remove_fields: tuple[str, ...] = (),
         count_poll: bool = False,
+        expect: dict[str, Any] | None = None,
     ) -> Written:
-        """Move a job to ``target`` if, and only if, that is not a step backwards.
+        """Move a job to ``target`` if, and only if, that is not a step backwards (and, with ``expect``,
+        those attributes still hold those values).
 
         Falsy when the condition lost (the job is already as far or further along, or gone): a late or
         duplicate update, which callers treat as a no-op rather than an error.
@@ -201,6 +205,8 @@ class JobStore:
             update.set("expires_at", now + self._ttl_seconds).remove("poll_shard", "next_poll_at")
         if count_poll:
             update.increment("poll_count")
+        for name, value in (expect or {}).items():
+            update.when_equals(name, value)
         return self.write(job_id, update.when_in("status", [s.value for s in allowed_from(target)]))
 
     def set_fields(self, job_id: str, fields: dict[str, Any], *, expect_status: Status | None = None) -> Written:

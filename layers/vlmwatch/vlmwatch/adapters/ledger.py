@@ -84,5 +84,5 @@ class CreditLedger:
             return False
         if self._budget and self.total() >= self._budget:
             return False
-        self._breaker.resume()
-        return True
+        # Only if it is still the budget's: an operator's pause since then stays.
+        return not self._breaker.resume(only=Reason.BUDGET).open

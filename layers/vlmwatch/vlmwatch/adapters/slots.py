@@ -37,8 +37,7 @@ class InFlightSlots:
         """One more execution may start: True (a slot is held), or False (the cap is reached: wait)."""
         if not self.enabled:
             return True
-        update = Update("job_id", create=True).increment("used")
-        update.when(f"attribute_not_exists({update.ref('used')}) OR {update.ref('used')} < {update.val(self.limit)}")
+        update = Update("job_id", create=True).increment("used").when_absent_or_below("used", self.limit)
         return self._write(update) is not None
 
     def give_back(self) -> None:

@@ -95,7 +95,7 @@ class RequestBudget:
         window = int(now // self._window)
         limit = self.limit()
         update = Update("job_id", create=True).increment("used").set("expires_at", int(now) + 86400)
-        update.when(f"attribute_not_exists({update.ref('used')}) OR {update.ref('used')} < {update.val(limit)}")
+        update.when_absent_or_below("used", limit)
         applied, _ = conditional_update(self._client, self._table, f"{CONTROL_ROW_PREFIX}budget#{window}", update)
         if not applied:
             return spread((window + 1) * self._window, self._window / 2, self._rng)
@@ -167,12 +167,12 @@ class Backpressure:
         """May one start or poll be sent now? None: yes (one request of the shared budget is spent).
         Otherwise the epoch second to put the work off to: the breaker's next probe, after this process's
         429 block, or in the budget's next window."""
+        if self.blocked:
+            return self.retry_at()  # no side effect: checked before the breaker may hand out its probe
         if self.breaker is not None:
             until = self.breaker.admit(kind)
             if until is not None:
                 return until
-        if self.blocked:
-            return self.retry_at()
         if self._budget is not None:
             return self._budget.take()
         return None

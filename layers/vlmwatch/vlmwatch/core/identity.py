@@ -1,7 +1,7 @@
 """Which object version a job is about, and the names derived from it. Defined once, here.
 
-S3 answers ``VersionId: "null"`` for an object written before versioning was on, and quotes ETags
-(``"\"abc\""``); events spell them their own ways. Everything that names a version (the job id, the
+S3 quotes ETags (``"\"abc\""``) and events spell them their own ways; ``VersionId: "null"`` (an
+object written while versioning was off) is kept as the version it is. Everything that names a version (the job id, the
 output folder, the CLI's lookups) goes through :class:`ObjectVersion`, so they always agree.
 """
 
@@ -30,9 +30,11 @@ class ObjectVersion:
 
     @classmethod
     def of(cls, version_id: str | None, etag: str | None) -> ObjectVersion:
-        """Normalised: S3's ``"null"`` version id is no version; ETag quotes are dropped."""
+        """Normalised: ETag quotes are dropped; an empty version id is none. S3's ``"null"`` version id
+        (an object written while versioning was off or suspended) is a real one: S3 reads that exact
+        version with ``VersionId=null``, and job ids have always hashed it."""
         return cls(
-            version_id=None if version_id in (None, "", "null") else version_id,
+            version_id=version_id or None,
             etag=(etag or "").strip('"') or None,
         )
 

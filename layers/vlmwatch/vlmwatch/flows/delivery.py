@@ -88,7 +88,7 @@ class Deliverer:
         if job is None or job.status not in FINISHED:
             logger.info("nothing to deliver", extra={"job_id": job_id, "status": getattr(job, "status", None)})
             return None
-        if job.status == Status.COMPLETED and self._breaker is not None:
+        if job.status == Status.COMPLETED and self._breaker is not None and self._needs_vlmrun(job):
             # Its artifacts come from VLM Run: while the account's breaker is shut, the job waits on its
             # row (the sweeper delivers it when due) instead of failing a stream batch over and over.
             wait_until = self._breaker.admit("fetch")
@@ -142,6 +142,13 @@ class Deliverer:
             agent=route.agent if route else None,
             credits=credits,
         )
+
+    @staticmethod
+    def _needs_vlmrun(job: Job) -> bool:
+        """Whether delivering this completed job asks VLM Run anything (a re-fetch, or artifacts)."""
+        if not job.execution_snapshot:
+            return True
+        return bool(artifact_refs(Execution.model_validate_json(job.execution_snapshot).response))
 
     def _deliver_result(self, job: Job, now: int) -> str:
         assert job.execution_id is not None

@@ -48,7 +48,13 @@ class EchoLookup:
     def find(self, job: Job, *, plausible: Callable[[Execution], bool]) -> Execution | Literal["deferred"] | None:
         """The matching execution; "deferred" when VLM Run could not be asked now (the job waits on its
         row: submitting blind could make a duplicate); None when nothing echoes the job's inputs."""
-        wanted = {ref.split(":", 1)[1] for ref in job.ambiguous_inputs if ":" in ref}
+        # Only attempts since the last `vlmwatch retry`: an older attempt's execution has ended already (in
+        # upload mode every attempt sends the same file id), and is never this run's result.
+        wanted = {
+            ref.split(":", 1)[1]
+            for ref in job.ambiguous_inputs
+            if ":" in ref and ref.split(":", 1)[0].isdigit() and int(ref.split(":", 1)[0]) > job.retried_at_attempt
+        }
         if not wanted:
             return None
         if pacing.hold(self._pressure, self._store, job.job_id, "poll"):
@@ -57,7 +63,8 @@ class EchoLookup:
             for page in range(PAGES):
                 executions = self._vlmrun().list_executions(skip=page * PAGE_SIZE, limit=PAGE_SIZE)
                 for execution in executions:
-                    if echoed_fingerprint(execution.inputs) in wanted and plausible(execution):
+                    known = execution.id in job.previous_execution_ids or execution.id in job.orphan_execution_ids
+                    if not known and echoed_fingerprint(execution.inputs) in wanted and plausible(execution):
                         return execution
                 if len(executions) < PAGE_SIZE:
                     break

@@ -129,15 +129,17 @@ class Submitter:
         """Claim an ``OPEN`` job and POST it once. Never raises for VLM Run trouble: the row says what happened."""
         if self._store.now() >= job.created_at + self._settings.submit_deadline_seconds:
             return self._give_up(job)
-        # A 429 of this process, or the deployment's request budget for this minute is spent: do not
-        # spend a request to hear "429" again. The job waits on its row; nothing fails.
-        if pacing.hold(self._pressure, self._store, job.job_id, "start"):
-            return Outcome.DEFERRED
         if not self._slots.take():
             # MaxInFlight executions are running: the plan's concurrency limit becomes work that waits.
             base = self._settings.poll_base_seconds
             retry_at = spread(self._store.now() + base, base)
             self._store.reschedule(job.job_id, retry_at, error="waiting: MaxInFlight executions are in flight")
+            return Outcome.DEFERRED
+        # A 429 of this process, or the deployment's request budget for this minute is spent: do not
+        # spend a request to hear "429" again. The job waits on its row; nothing fails. (After the slot:
+        # a breaker probe handed out here is always spent on a POST.)
+        if pacing.hold(self._pressure, self._store, job.job_id, "start"):
+            self._slots.give_back()
             return Outcome.DEFERRED
         attempt = self._claims.claim(job.job_id, self._settings.submit_lease_seconds)
         if attempt is None:
@@ -148,9 +150,7 @@ class Submitter:
             body = self._requests.body(job, attempt)
             execution = self._vlmrun().execute(body)
         except VlmRunRateLimitedError as exc:
-            self._slots.give_back()
-            retry_at = self._pressure.rate_limited(exc.retry_after)
-            self._claims.release(job.job_id, retry_at=retry_at, error=str(exc), attempt=attempt)
+            self._release(job, attempt, self._pressure.rate_limited(exc.retry_after), str(exc))
             return Outcome.DEFERRED
         except VlmRunAmbiguousSubmitError as exc:
             # The slot stays taken: an execution may be running.
@@ -165,32 +165,39 @@ class Submitter:
         except VlmRunAccountError as exc:
             # Out of credits, or the key refused: a fact about the account (the breaker is open now).
             # The job waits on its row until the breaker lets a request through; it never fails for it.
-            self._slots.give_back()
             breaker = self._pressure.breaker
             retry_at = (
                 breaker.resume_at() if breaker is not None else self._store.now() + int(self._retry.delay(attempt))
             )
-            self._claims.release(job.job_id, retry_at=retry_at, error=str(exc), attempt=attempt)
+            self._release(job, attempt, retry_at, str(exc))
             logger.warning("submit waiting for the account", extra={"job_id": job.job_id, "error": str(exc)})
             return Outcome.DEFERRED
         except VlmRunRejectedError as exc:
-            self._slots.give_back()
             logger.error("VLM Run rejected the execution", extra={"job_id": job.job_id, "error": exc.message})
-            self._store.transition(
-                job.job_id, Status.FAILED, set_fields={"error": exc.message}, remove_fields=("submit_started_at",)
-            )
+            # Only while this attempt still holds the claim: a late answer never fails a newer attempt's job.
+            if self._store.transition(
+                job.job_id,
+                Status.FAILED,
+                set_fields={"error": exc.message},
+                remove_fields=("submit_started_at",),
+                expect={"attempts": attempt},
+            ):
+                self._slots.give_back()
             return Outcome.REJECTED
         except (VlmRunError, ClientError) as exc:
             # Nothing was created (no connection, credentials, the upload failed, or S3 failed us before
             # anything was sent): the job waits and retries.
-            self._slots.give_back()
             error = f"S3: {exc}" if isinstance(exc, ClientError) else str(exc)
-            retry_at = self._store.now() + int(self._retry.delay(attempt))
-            self._claims.release(job.job_id, retry_at=retry_at, error=error, attempt=attempt)
+            self._release(job, attempt, self._store.now() + int(self._retry.delay(attempt)), error)
             logger.warning("submit deferred", extra={"job_id": job.job_id, "error": error})
             return Outcome.DEFERRED
         self.record_started(job, execution)
         return Outcome.SUBMITTED
+
+    def _release(self, job: Job, attempt: int, retry_at: int, error: str) -> None:
+        """Nothing was created: the claim goes back (if this attempt still holds it), and so does its slot."""
+        if self._claims.release(job.job_id, retry_at=retry_at, error=error, attempt=attempt):
+            self._slots.give_back()
 
     def advance(self, job: Job) -> Outcome:
         """The sweeper's step for a due ``received`` job, whatever state of the protocol it is in."""

@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from vlmwatch.adapters.jobstore import JobStore
+from vlmwatch.adapters.jobstore import UNBOUNDED, JobStore
 from vlmwatch.adapters.slots import InFlightSlots
 from vlmwatch.adapters.throttle import Backpressure
 from vlmwatch.core.errors import VlmRunError, VlmRunRateLimitedError
@@ -32,7 +32,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-UNBOUNDED = 2**53  # "due by the end of time": every row of the in-flight index
 MAX_COUNTED = 1_000_000
 
 

@@ -87,6 +87,7 @@ class VlmRunClient:
         self._retrier = Retrier(
             max_attempts=max_attempts, backoff=backoff, max_wait=max_wait, sleep=sleep, observer=observer
         )
+        self._storage_retrier = Retrier(max_attempts=max_attempts, backoff=backoff, max_wait=max_wait, sleep=sleep)
         self.requests_sent = 0
 
     def close(self) -> None:
@@ -217,7 +218,8 @@ class VlmRunClient:
             ),
             PresignedUpload,
         )
-        put = self._retrier.send(lambda: self._put_presigned(grant, content, content_type, size))
+        # The storage host, not VLM Run: its answers say nothing about the account (no breaker observer).
+        put = self._storage_retrier.send(lambda: self._put_presigned(grant, content, content_type, size))
         if put.status_code >= 300:
             raise VlmRunUnavailableError(
                 f"presigned upload PUT failed: HTTP {put.status_code}", status_code=put.status_code

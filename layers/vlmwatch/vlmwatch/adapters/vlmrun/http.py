@@ -163,7 +163,6 @@ class Retrier:
                 self._sleep(self._backoff.delay(attempt))
                 continue
             if response.status_code == 429:
-                raise_for_4xx_if_credits(response)
                 wait = retry_after_seconds(response, self._backoff.delay(attempt))
                 if last or wait > self._max_wait:
                     raise VlmRunRateLimitedError(f"rate limited: {error_message(response)}", retry_after=wait)
@@ -189,18 +188,17 @@ class Retrier:
         raise AssertionError("unreachable")  # pragma: no cover
 
 
-# A refusal about money, whatever its status code: the account cannot pay, no file is at fault.
-_CREDITS = re.compile(r"credit|quota|billing|payment|insufficient funds", re.IGNORECASE)
+# A refusal about the account's money: 402, or a 4xx that says so in as many words. Anchored phrases, not
+# words: a 400 quoting a schema field ("payment_terms") is a file's problem, not the account's.
+_CREDITS = re.compile(
+    r"\b(insufficient|not enough|no|out of) (credits?|balance|funds)\b|\bcredits? (exhausted|depleted)\b"
+    r"|\b(monthly|account|plan) quota (exceeded|reached|exhausted)\b",
+    re.IGNORECASE,
+)
 
 
 def about_credits(status_code: int, message: str) -> bool:
     return status_code == 402 or bool(_CREDITS.search(message))
-
-
-def raise_for_4xx_if_credits(response: httpx.Response) -> None:
-    """A 429 about a spent quota (not a request rate) is the account's, like a 402."""
-    if about_credits(response.status_code, error_message(response)):
-        raise_for_4xx(response)
 
 
 def raise_for_4xx(response: httpx.Response) -> None:
