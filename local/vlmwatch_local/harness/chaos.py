@@ -167,6 +167,9 @@ def run(config: ChaosConfig, *, log: Callable[[str], None] = print) -> ChaosRepo
         "VLMRUN_TIMEOUT_SECONDS": "1",
         "POLLER_MAX_JOBS": "300",
         "POLLER_CONCURRENCY": "8",
+        # The account's circuit breaker, compressed like the rest (30 s probes and a 60 s ramp in AWS).
+        "BREAKER_PROBE_SECONDS": "5",
+        "BREAKER_RAMP_SECONDS": "10",
     }
     if config.webhook:
         env["POLL_CAP_SECONDS"] = "6"  # the safety net; callbacks do the work

@@ -311,6 +311,8 @@ class CircuitBreaker:
 
 
 def _unavailable(error: VlmRunError) -> bool:
+    """5xx answers and connections that fail: the service is down. A POST that timed out after it was
+    sent is not counted: one slow request says nothing of the service (and chaos shows they come alone)."""
     if isinstance(error, VlmRunUnavailableError):
         return True
-    return isinstance(error, VlmRunAmbiguousSubmitError) and (error.status_code is None or error.status_code >= 500)
+    return isinstance(error, VlmRunAmbiguousSubmitError) and error.status_code is not None and error.status_code >= 500
