@@ -6,9 +6,7 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlparse
 
-import boto3
 import httpx
 import pytest
 from moto import mock_aws
@@ -17,6 +15,7 @@ from vlmwatch.core.settings import Settings
 from vlmwatch.runtime import wiring
 from vlmwatch_local.cloud.loops import LocalAws
 from vlmwatch_local.cloud.provision import StackResources, provision
+from vlmwatch_local.cloud.stack import fetch_from_moto
 from vlmwatch_local.emulator import Emulator, EmulatorConfig
 
 EVENTS = Path(__file__).resolve().parents[1] / "events"
@@ -52,22 +51,6 @@ def aws() -> Iterator[None]:
 @pytest.fixture
 def stack(aws: None) -> StackResources:
     return provision(region=REGION)
-
-
-def fetch_from_moto(url: str) -> tuple[bytes, str | None]:
-    """Follow a presigned S3 URL inside ``mock_aws`` (the emulator cannot reach moto over HTTP here)."""
-    parsed = urlparse(url)
-    host = parsed.netloc.split(":")[0]
-    if host.endswith(".s3.amazonaws.com"):
-        bucket, key = host.removesuffix(".s3.amazonaws.com"), unquote(parsed.path.lstrip("/"))
-    else:
-        bucket, _, key = unquote(parsed.path.lstrip("/")).partition("/")
-    params: dict[str, Any] = {"Bucket": bucket, "Key": key}
-    version = parse_qs(parsed.query).get("versionId")
-    if version:
-        params["VersionId"] = version[0]
-    obj = boto3.client("s3", region_name=REGION).get_object(**params)
-    return obj["Body"].read(), obj.get("ContentType")
 
 
 @pytest.fixture

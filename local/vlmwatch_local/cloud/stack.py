@@ -162,7 +162,7 @@ class LocalStack:
         if self.fetch is not None:
             kwargs["fetch"] = self.fetch
         elif self.in_process:
-            kwargs["fetch"] = _fetch_from_moto
+            kwargs["fetch"] = fetch_from_moto
         if self.in_process:
             kwargs["send"] = self._call_back
         self.emulator = Emulator(self.emulator_config, **kwargs)
@@ -288,7 +288,7 @@ class LocalStack:
         return False
 
 
-def _fetch_from_moto(url: str) -> tuple[bytes, str | None]:
+def fetch_from_moto(url: str) -> tuple[bytes, str | None]:
     """Follow a presigned S3 URL inside ``mock_aws`` (nothing listens there: read the object with boto3)."""
     parsed = urlparse(url)
     host = parsed.netloc.split(":")[0]
