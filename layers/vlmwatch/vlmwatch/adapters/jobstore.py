@@ -30,6 +30,9 @@ if TYPE_CHECKING:
 IN_FLIGHT_INDEX = "InFlightByNextPoll"
 UNBOUNDED = 2**53  # "due by the end of time": with JobStore.due, every row of the in-flight index
 EXECUTION_INDEX = "ByExecutionId"
+# The operator's questions (keys only; see template.yaml): jobs for a key by creation, jobs in a status by update.
+KEY_INDEX = "ByKey"
+STATUS_INDEX = "ByStatus"
 # Text attributes and their bounds: remote text is cleaned and cut on its way to the row.
 TEXT_LIMITS = {"error": 4000, "last_poll_error": 4000, "delivery_error": 4000, "remote_status": 64}
 # What a reopened job forgets: everything about the execution it had and how it ended.
