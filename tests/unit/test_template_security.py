@@ -57,6 +57,8 @@ def statements() -> Iterator[tuple[str, dict[str, Any]]]:
             p["PolicyDocument"] for p in props.get("Policies", []) if isinstance(p, dict) and "PolicyDocument" in p
         ]
         documents += [p for p in props.get("Policies", []) if isinstance(p, dict) and "Statement" in p]
+        if resource["Type"] == "AWS::IAM::ManagedPolicy":
+            documents.append(props["PolicyDocument"])
         for document in documents:
             for statement in document["Statement"]:
                 for leaf in flatten(statement):
@@ -147,3 +149,83 @@ def test_every_checkov_skip_says_why():
     for name, resource in RESOURCES.items():
         for skip in resource.get("Metadata", {}).get("checkov", {}).get("skip", []):
             assert len(str(skip.get("comment", "")).strip()) > 40, f"{name}: skip {skip.get('id')} has no reason"
+
+
+def _of_type(kind: str) -> dict[str, dict[str, Any]]:
+    return {name: r for name, r in RESOURCES.items() if r["Type"] == kind}
+
+
+KEY = {"Fn::If": ["UseKmsKey", {"Ref": "KmsKeyArn"}, {"Ref": "AWS::NoValue"}]}
+
+
+def test_a_customer_key_when_set_encrypts_the_table_queues_and_logs():
+    assert TEMPLATE["Conditions"]["UseKmsKey"] == {"Fn::Not": [{"Fn::Equals": [{"Ref": "KmsKeyArn"}, ""]}]}
+    (table,) = _of_type("AWS::DynamoDB::Table").values()
+    sse = table["Properties"]["SSESpecification"]
+    assert sse["KMSMasterKeyId"] == KEY and sse["SSEType"] == {"Fn::If": ["UseKmsKey", "KMS", {"Ref": "AWS::NoValue"}]}
+    for name, queue in _of_type("AWS::SQS::Queue").items():
+        props = queue["Properties"]
+        assert props["KmsMasterKeyId"] == KEY, name
+        # Without the key, SQS-managed encryption; never both (CloudFormation refuses the pair).
+        assert props["SqsManagedSseEnabled"] == {"Fn::If": ["UseKmsKey", {"Ref": "AWS::NoValue"}, True]}, name
+    for name, group in _of_type("AWS::Logs::LogGroup").items():
+        assert group["Properties"]["KmsKeyId"] == KEY, name
+
+
+def test_with_a_customer_key_every_function_may_use_it_only_through_the_stores():
+    (policy,) = (r for r in RESOURCES.values() if r["Type"] == "AWS::IAM::ManagedPolicy")
+    assert policy["Condition"] == "UseKmsKey"
+    roles = {r["Ref"] if "Ref" in r else r["Fn::If"][1]["Ref"] for r in policy["Properties"]["Roles"]}
+    function_roles = {r["Properties"]["Role"]["Fn::GetAtt"][0] for r in _of_type("AWS::Serverless::Function").values()}
+    assert roles == function_roles
+    (statement,) = policy["Properties"]["PolicyDocument"]["Statement"]
+    assert statement["Resource"] == {"Ref": "KmsKeyArn"}
+    services = [_sub(s) for s in statement["Condition"]["StringLike"]["kms:ViaService"]]
+    assert services == [f"{svc}.${{AWS::Region}}.amazonaws.com" for svc in ("s3", "dynamodb", "sqs")]
+
+
+def _denies_insecure_transport(document: dict[str, Any], arn_of: str) -> bool:
+    for statement in document["Statement"]:
+        if statement.get("Sid") == "DenyInsecureTransport" and statement["Effect"] == "Deny":
+            resources = [r for r in as_list(statement["Resource"]) if arn_of in str(r)]
+            if resources and statement["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}:
+                return True
+    return False
+
+
+def test_every_queue_and_bucket_refuses_plain_http():
+    queue_policies = _of_type("AWS::SQS::QueuePolicy").values()
+    for name in _of_type("AWS::SQS::Queue"):
+        assert any(
+            {"Ref": name} in p["Properties"]["Queues"]
+            and _denies_insecure_transport(p["Properties"]["PolicyDocument"], name)
+            for p in queue_policies
+        ), f"{name} accepts plain http"
+    bucket_policies = _of_type("AWS::S3::BucketPolicy").values()
+    for name in _of_type("AWS::S3::Bucket"):
+        assert any(
+            p["Properties"]["Bucket"] == {"Ref": name}
+            and _denies_insecure_transport(p["Properties"]["PolicyDocument"], name)
+            for p in bucket_policies
+        ), f"{name} accepts plain http"
+
+
+def test_only_the_delivering_roles_may_write_under_the_output_prefix():
+    (policy,) = (
+        p for p in _of_type("AWS::S3::BucketPolicy").values() if p["Properties"]["Bucket"] == {"Ref": "OutputBucket"}
+    )
+    (guard,) = (
+        s for s in policy["Properties"]["PolicyDocument"]["Statement"] if s.get("Sid") == "OnlyDeliveryWritesResults"
+    )
+    assert guard["Effect"] == "Deny" and guard["Principal"] == "*" and guard["Action"] == "s3:PutObject"
+    assert _sub(guard["Resource"]) == "${OutputBucket.Arn}/${OutputPrefix}*"
+    allowed = {a["Fn::GetAtt"][0] for a in guard["Condition"]["ArnNotEquals"]["aws:PrincipalArn"]}
+    writers = {
+        name
+        for name, st in statements()
+        if st["Effect"] == "Allow"
+        and "s3:PutObject" in as_list(st["Action"])
+        and any(_sub(r).startswith("${OutputBucket.Arn}") for r in as_list(st["Resource"]))
+    }
+    # The guard names exactly the roles granted the writes: no writer is locked out, nobody else gets in.
+    assert allowed == writers == {"CompleteRole", "PollerRole"}
