@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from datetime import UTC
 from typing import TYPE_CHECKING, Literal
+from urllib.parse import unquote, urlsplit
 
 from vlmwatch.adapters.jobstore import JobStore
 from vlmwatch.adapters.throttle import Backpressure
@@ -32,6 +34,9 @@ logger = logging.getLogger(__name__)
 # How far back to look: executions are listed newest first, and an ambiguous attempt is recent.
 PAGES = 2
 PAGE_SIZE = 50
+# How far VLM Run's clock and ours may disagree: an execution created further outside its attempt's claim
+# window was not created by that attempt, whatever evidence is offered for it.
+CLOCK_SKEW_SECONDS = 120
 
 
 class EchoLookup:
@@ -84,6 +89,51 @@ def plausible(job: Job, execution: Execution) -> bool:
     return not (route and route.agent and execution.name and execution.name != route.agent)
 
 
+def claim_window(job: Job, attempt: int | None, now: int) -> tuple[int, int]:
+    """When the execution of ``attempt`` (None: any attempt since the job was created) can have been
+    created, in epoch seconds, with :data:`CLOCK_SKEW_SECONDS` either side.
+
+    The current attempt's claim began at ``submit_started_at``; an earlier attempt's ended before it. Where
+    the row no longer says when an attempt began (its claim was released), the job's creation bounds it.
+    """
+    started = job.submit_started_at
+    current = attempt is None or attempt >= job.attempts
+    start = started if (current and started is not None) else job.created_at
+    end = now if (current or started is None) else started
+    return start - CLOCK_SKEW_SECONDS, end + CLOCK_SKEW_SECONDS
+
+
+def created_epoch(execution: Execution) -> float | None:
+    created = execution.created_at
+    if created is None:
+        return None
+    if created.tzinfo is None:
+        created = created.replace(tzinfo=UTC)  # the API's timestamps are UTC
+    return created.timestamp()
+
+
+def echo_contradicts(job: Job, execution: Execution, attempt: int | None) -> bool:
+    """The execution echoes an input this job's attempt did not send (another file, another upload)."""
+    inputs = execution.inputs
+    if not isinstance(inputs, dict) or inputs.get("file") is None:
+        return False  # nothing echoed: nothing to contradict
+    echoed = inputs["file"]
+    sent = {
+        ref.split(":", 1)[1]
+        for ref in job.ambiguous_inputs
+        if ":" in ref and (attempt is None or ref.split(":", 1)[0] == str(attempt))
+    }
+    if sent and echoed_fingerprint(inputs) not in sent:
+        return True
+    if isinstance(echoed, dict) and echoed.get("file_id") and job.input_file_id:
+        return bool(echoed["file_id"] != job.input_file_id)
+    if isinstance(echoed, str) and echoed.startswith(("https://", "http://")):
+        # A presigned GET of this job's object names its key in the path (path- or virtual-hosted style).
+        path = unquote(urlsplit(echoed).path)
+        return not path.endswith("/" + job.key)
+    return False
+
+
 class Evidence:
     """Adopts an execution for a job on evidence, through the submit protocol's ``record_started``.
 
@@ -98,17 +148,48 @@ class Evidence:
         self._record_started = record_started
         self._echo = echo
 
-    def adopt(self, job_id: str, execution: Execution, attempt: int) -> str:
-        """A signed callback for ``attempt`` of this job named ``execution``: it is ours.
+    def refusal(self, job: Job, execution: Execution, attempt: int | None) -> str | None:
+        """Why ``execution`` cannot be this job's (attempt's), whatever the evidence says; None: it can be.
 
-        Returns "adopted", "tracked" (it is the execution already tracked) or "orphan".
+        Evidence can be replayed: a genuine signed body of one job sent to another job's callback URL carries
+        a valid signature and a valid token. So an execution is never adopted when another job tracks it,
+        when it was created outside the attempt's claim window, or when it echoes an input the job never sent.
+        """
+        if not plausible(job, execution):
+            return "another agent's execution"
+        created = created_epoch(execution)
+        if created is None:
+            return "the execution has no creation time to check against the claim"
+        start, end = claim_window(job, attempt, self._store.now())
+        if not start <= created <= end:
+            return "the execution was created outside the attempt's claim window"
+        if echo_contradicts(job, execution, attempt):
+            return "the execution echoes an input this job did not send"
+        owner = self._store.find_by_execution(execution.id)
+        if owner is not None and owner.job_id != job.job_id:
+            return "another job tracks this execution"
+        return None
+
+    def adopt(self, job_id: str, execution: Execution, attempt: int) -> str:
+        """A signed callback for ``attempt`` of this job named ``execution``: it is ours, if nothing refutes it.
+
+        Returns "adopted", "tracked" (it is the execution already tracked), "orphan", or "refused" (it
+        cannot be this attempt's: nothing is recorded, see :meth:`refusal`).
         """
         job = self._store.get(job_id)
         if job is None:
             return "unknown"
+        if job.execution_id == execution.id:
+            return "tracked"
+        refused = self.refusal(job, execution, attempt)
+        if refused is not None:
+            logger.warning(
+                "evidence refused", extra={"job_id": job_id, "execution_id": execution.id, "reason": refused}
+            )
+            return "refused"
         # Attempts up to retried_at_attempt belong to executions that ended before a `vlmwatch retry`.
         fresh_attempt = job.retried_at_attempt < attempt <= job.attempts
-        if job.status == Status.RECEIVED and fresh_attempt and plausible(job, execution):
+        if job.status == Status.RECEIVED and fresh_attempt:
             if self._record_started(job, execution):
                 logger.info("execution adopted on evidence", extra={"job_id": job_id, "execution_id": execution.id})
                 return "adopted"
@@ -125,7 +206,7 @@ class Evidence:
         None when nothing echoes it (submit again, as without this); "deferred" when VLM Run could not be
         asked now; "duplicate" when the job moved on meanwhile (the execution is on record there).
         """
-        found = self._echo.find(job, plausible=lambda execution: plausible(job, execution))
+        found = self._echo.find(job, plausible=lambda execution: self.refusal(job, execution, None) is None)
         if found is None or found == "deferred":
             return found
         if self._record_started(job, found):

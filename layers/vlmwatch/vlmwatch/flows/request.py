@@ -29,9 +29,19 @@ if TYPE_CHECKING:
 PRESIGNED_UPLOAD_THRESHOLD = 32 * 1024 * 1024
 
 
+# The URL token's key is derived from the signing secret under its own label, never the secret itself:
+# a token is then never a valid body signature (nor the reverse), whatever bytes VLM Run is asked to sign.
+_TOKEN_KEY_LABEL = b"vlmwatch/callback-url-token/v1"
+
+
+def callback_token_key(secret: str) -> bytes:
+    """The key callback URL tokens are made with: HMAC-SHA256(secret, a fixed label), an HKDF-style expansion."""
+    return hmac.new(secret.encode(), _TOKEN_KEY_LABEL, hashlib.sha256).digest()
+
+
 def callback_token(secret: str, job_id: str, attempt: int) -> str:
     """Our HMAC over (job id, attempt): a callback URL carrying it was written by us for that attempt."""
-    return hmac.new(secret.encode(), f"{job_id}:{attempt}".encode(), hashlib.sha256).hexdigest()[:32]
+    return hmac.new(callback_token_key(secret), f"{job_id}:{attempt}".encode(), hashlib.sha256).hexdigest()[:32]
 
 
 def callback_url(base: str, secret: str, job_id: str, attempt: int) -> str:

@@ -123,6 +123,11 @@ class Submitter:
         # Evidence of which execution an ambiguous attempt made: a signed callback, or an echoed input.
         self.evidence = Evidence(store, self.record_started, EchoLookup(store, vlmrun, pressure, self._retry))
 
+    @property
+    def pressure(self) -> Backpressure:
+        """The process's back-pressure (the webhook's re-fetches go through it too)."""
+        return self._pressure
+
     # -- OPEN → CLAIMED → ... -------------------------------------------------------------------
 
     def submit(self, job: Job) -> Outcome:
