@@ -57,9 +57,13 @@ class OutputWriter:
         Small artifacts (one part) are one ``PutObject``; larger ones a multipart upload, aborted if
         anything fails so no partial object or orphaned parts are left.
 
+        The job's execution id is kept in the object's metadata: a later try of the same delivery reuses the
+        object only if that execution wrote it (:meth:`written_artifacts`).
+
         Raises:
             TooLargeError: the artifact is bigger than ``max_bytes`` (nothing is kept).
         """
+        metadata = _metadata(job)
         if stream.length is not None and stream.length > max_bytes:
             raise TooLargeError(stream.object_id, stream.length, max_bytes)
         key = self.layout.artifact_key(job.key, job.version, stream.object_id, stream.content_type)
@@ -86,7 +90,7 @@ class OutputWriter:
                             Bucket=self.bucket,
                             Key=key,
                             ContentType=stream.content_type,
-                            Metadata={"vlmwatch-job-id": job.job_id},
+                            Metadata=metadata,
                         )["UploadId"]
                     upload_part(upload_id, bytes(buffer[:PART_BYTES]))
                     del buffer[:PART_BYTES]
@@ -105,6 +109,27 @@ class OutputWriter:
         return ArtifactRecord(
             object_id=stream.object_id, s3_uri=self.uri(key), content_type=stream.content_type, bytes=total
         )
+
+    def written_artifacts(self, job: Job, execution_id: str) -> dict[str, ArtifactRecord]:
+        """The artifacts of ``execution_id`` already in this version's folder (an earlier try wrote them),
+        by object id. One listing, then a HEAD per object found: only its own execution's objects count
+        (a retried job's earlier execution may have used the same short ids)."""
+        prefix = f"{self.layout.version_folder(job.key, job.version)}artifacts/"
+        found: dict[str, ArtifactRecord] = {}
+        for page in self._s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
+            for item in page.get("Contents", []):
+                key = item["Key"]
+                object_id = key[len(prefix) :].rsplit(".", 1)[0]
+                head = self._s3.head_object(Bucket=self.bucket, Key=key)
+                if head.get("Metadata", {}).get("vlmwatch-execution-id") != execution_id:
+                    continue
+                found[object_id] = ArtifactRecord(
+                    object_id=object_id,
+                    s3_uri=self.uri(key),
+                    content_type=head.get("ContentType", "application/octet-stream"),
+                    bytes=int(head.get("ContentLength", item.get("Size", 0))),
+                )
+        return found
 
     def put_result(
         self,
@@ -174,11 +199,12 @@ class OutputWriter:
         return True
 
     def _put(self, key: str, body: bytes, content_type: str, job: Job) -> None:
-        self._s3.put_object(
-            Bucket=self.bucket,
-            Key=key,
-            Body=body,
-            ContentType=content_type,
-            # ASCII-only metadata: S3 rejects other characters in headers.
-            Metadata={"vlmwatch-job-id": job.job_id},
-        )
+        self._s3.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType=content_type, Metadata=_metadata(job))
+
+
+def _metadata(job: Job) -> dict[str, str]:
+    """ASCII-only (S3 rejects other characters in headers): the job, and the execution that made the object."""
+    metadata = {"vlmwatch-job-id": job.job_id}
+    if job.execution_id:
+        metadata["vlmwatch-execution-id"] = job.execution_id
+    return metadata

@@ -19,6 +19,12 @@ poll (None: go; else the epoch second to put the work off to, rescheduled on its
 * at the limit: nothing is sent and the work waits on its row until the next window (a submit keeps its
   job ``received`` and due then; a poll moves its job's next poll there). Nothing fails for want of budget.
 
+Every request counts, not only starts and polls: the VLM Run client asks :meth:`Backpressure.gate` before
+each one it sends (artifact lists and downloads, uploads, retries). A flow that already asked ``admit`` for
+its request has paid for it: the grant is kept for the calling thread and spent by that request, so one
+request is never counted twice. A refused request is never sent (``RequestDeferredError``): the work waits
+on its row like a 429'd one, without shrinking the budget (VLM Run never said "too many").
+
 A 429 means the real limit is lower than ours (another client on the account, a smaller plan): the limit
 is halved (``#budget-state`` row) and grows back linearly over ``recovery_windows`` windows.
 
@@ -36,6 +42,7 @@ from typing import Any
 
 from vlmwatch.adapters.breaker import CircuitBreaker, RequestKind
 from vlmwatch.adapters.dynamo import Update, conditional_update, deserialize_item, serialize_item
+from vlmwatch.adapters.vlmrun.gating import Deferral, RequestDeferredError
 from vlmwatch.core.job import CONTROL_ROW_PREFIX
 from vlmwatch.core.schedule import spread
 
@@ -74,11 +81,16 @@ class RequestBudget:
         self._rng = rng or random.Random()
         self._state: tuple[float, float] | None = None  # (factor, shrunk_at), cached for a fraction of a window
         self._state_read_at = -math.inf
+        self._spent_window = -1  # a window this process saw spent: asking DynamoDB again cannot succeed
         self._lock = threading.Lock()
 
     @property
     def enabled(self) -> bool:
         return self._per_window > 0
+
+    @property
+    def window_seconds(self) -> int:
+        return self._window
 
     def limit(self) -> int:
         """This window's limit: ``per_window``, or less while recovering from a 429."""
@@ -93,11 +105,14 @@ class RequestBudget:
             return None
         now = self._clock()
         window = int(now // self._window)
+        if window == self._spent_window:
+            return spread((window + 1) * self._window, self._window / 2, self._rng)
         limit = self.limit()
         update = Update("job_id", create=True).increment("used").set("expires_at", int(now) + 86400)
         update.when_absent_or_below("used", limit)
         applied, _ = conditional_update(self._client, self._table, f"{CONTROL_ROW_PREFIX}budget#{window}", update)
         if not applied:
+            self._spent_window = window
             return spread((window + 1) * self._window, self._window / 2, self._rng)
         return None
 
@@ -152,21 +167,34 @@ class Backpressure:
         self._until = 0.0
         self._last = 0.0
         self._lock = threading.Lock()
+        self._paid = threading.local()  # this thread's admitted requests not yet sent: (window, count)
         self.hits = 0  # 429s seen by this process (a metric)
+        self.deferred = 0  # requests the gate held back (a metric)
 
     def block(self, seconds: float) -> None:
-        """VLM Run said 429 with ``Retry-After: seconds``: this process waits, and the shared budget shrinks."""
+        """VLM Run said 429 with ``Retry-After: seconds``: this process waits, and the shared budget shrinks.
+
+        A :class:`~vlmwatch.adapters.vlmrun.http.Deferral` (our own budget or breaker said wait, nothing was
+        sent) only makes this process wait: the budget was not too big, so it does not shrink."""
+        ours = isinstance(seconds, Deferral)
         with self._lock:
             self._until = max(self._until, self._clock() + max(seconds, 0.0))
-            self._last = max(seconds, 0.0)
-            self.hits += 1
-        if self._budget is not None:
+            if not ours:
+                self._last = max(seconds, 0.0)
+                self.hits += 1
+        if self._budget is not None and not ours:
             self._budget.shrink()
 
     def admit(self, kind: RequestKind = "poll") -> int | None:
         """May one start or poll be sent now? None: yes (one request of the shared budget is spent).
         Otherwise the epoch second to put the work off to: the breaker's next probe, after this process's
         429 block, or in the budget's next window."""
+        until = self._admit(kind)
+        if until is None:
+            self._prepay()
+        return until
+
+    def _admit(self, kind: RequestKind) -> int | None:
         if self.blocked:
             return self.retry_at()  # no side effect: checked before the breaker may hand out its probe
         if self.breaker is not None:
@@ -176,6 +204,44 @@ class Backpressure:
         if self._budget is not None:
             return self._budget.take()
         return None
+
+    def gate(self, kind: RequestKind) -> None:
+        """Before each request the VLM Run client sends: spend what this thread's flow already admitted, or
+        one more request of the budget (through the breaker).
+
+        Raises:
+            RequestDeferredError: it may not go now; ``until`` says when to try again.
+        """
+        if self._spend_prepaid():
+            return
+        until = self._admit(kind)
+        if until is None:
+            return
+        with self._lock:
+            self.deferred += 1
+        now = self._clock()
+        raise RequestDeferredError(
+            f"not sent: {self.waiting_reason().removeprefix('waiting: ')}", retry_after=until - now, until=until
+        )
+
+    def _window_now(self) -> int:
+        return int(self._clock() // (self._budget.window_seconds if self._budget is not None else 60))
+
+    def _prepay(self) -> None:
+        """The flow admitted one request: the client's gate lets it through without spending again."""
+        window = self._window_now()
+        paid = getattr(self._paid, "value", None)
+        count = paid[1] if paid and paid[0] == window else 0
+        self._paid.value = (window, count + 1)
+
+    def _spend_prepaid(self) -> bool:
+        # Only within the window it was paid in: an old grant must not add to a later window's count.
+        paid = getattr(self._paid, "value", None)
+        if not paid or paid[1] <= 0 or paid[0] != self._window_now():
+            self._paid.value = None
+            return False
+        self._paid.value = (paid[0], paid[1] - 1)
+        return True
 
     def waiting_reason(self) -> str:
         """Why work is being put off now, for the row (an operator reads it)."""

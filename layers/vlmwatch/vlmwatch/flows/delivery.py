@@ -1,4 +1,12 @@
-"""Delivery: a job that reached a terminal status gets its documents, then becomes ``delivered``."""
+"""Delivery: a job that reached a terminal status gets its documents, then becomes ``delivered``.
+
+Artifacts are bounded and budgeted. Only ids VLM Run's ``GET /artifacts/list`` confirms for the execution
+are fetched (a string that merely looks like an id is not a download), at most ``max_artifacts`` of them
+(the rest are listed in the document's ``missing_artifacts`` with the reason), and every request goes
+through the deployment's request budget and breaker. When VLM Run says 429, or the budget is spent, the
+delivery waits on its row (the sweeper delivers it when due) instead of failing the stream batch; what it
+already wrote is kept and not fetched again.
+"""
 
 from __future__ import annotations
 
@@ -13,8 +21,10 @@ from vlmwatch.adapters.jobstore import JobStore
 from vlmwatch.adapters.ledger import CreditLedger
 from vlmwatch.adapters.outputs import OutputWriter
 from vlmwatch.adapters.s3source import SourceReader
+from vlmwatch.adapters.throttle import Backpressure
+from vlmwatch.adapters.vlmrun.gating import RequestDeferredError
 from vlmwatch.adapters.vlmrun.models import Execution
-from vlmwatch.core.errors import TooLargeError, VlmRunRejectedError
+from vlmwatch.core.errors import TooLargeError, VlmRunRateLimitedError, VlmRunRejectedError
 from vlmwatch.core.job import Job
 from vlmwatch.core.layout import artifact_refs
 from vlmwatch.core.lifecycle import FINISHED, Status
@@ -53,6 +63,9 @@ class Deliverer:
         retry_seconds: when the sweeper tries again after a delivery failed (doubling, up to 8x).
         max_bytes: the largest artifact copied; a larger one is listed in the result document's
             ``missing_artifacts`` with the reason.
+        pressure: the deployment's request budget and breaker (a 429 or a spent budget makes the delivery
+            wait on its row), or None (then ``breaker`` alone gates it).
+        max_artifacts: the most artifacts copied per document; the rest are listed as missing.
     """
 
     def __init__(
@@ -67,8 +80,12 @@ class Deliverer:
         ledger: CreditLedger | None = None,
         retry_seconds: int = 60,
         max_bytes: int = 5 * 1024**3,
+        pressure: Backpressure | None = None,
+        max_artifacts: int = 100,
     ) -> None:
         self._max_bytes = max_bytes
+        self._pressure = pressure
+        self._max_artifacts = max(0, max_artifacts)
         self._source = source
         self._breaker = breaker
         self._ledger = ledger
@@ -88,7 +105,12 @@ class Deliverer:
         if job is None or job.status not in FINISHED:
             logger.info("nothing to deliver", extra={"job_id": job_id, "status": getattr(job, "status", None)})
             return None
-        if job.status == Status.COMPLETED and self._breaker is not None and self._needs_vlmrun(job):
+        if (
+            job.status == Status.COMPLETED
+            and self._pressure is None
+            and self._breaker is not None
+            and self._needs_vlmrun(job)
+        ):
             # Its artifacts come from VLM Run: while the account's breaker is shut, the job waits on its
             # row (the sweeper delivers it when due) instead of failing a stream batch over and over.
             wait_until = self._breaker.admit("fetch")
@@ -99,6 +121,12 @@ class Deliverer:
                 return None
         try:
             return self._deliver(job)
+        except VlmRunRateLimitedError as exc:
+            # VLM Run said 429, or our budget/breaker held the request back before it was sent: not a
+            # failure. The job waits on its row and the sweeper delivers it when due; the stream batch
+            # succeeds (nothing goes to the failed-deliveries queue for the account's limits).
+            self._store.reschedule(job.job_id, self._wait_until(exc), error=f"delivery waiting: {exc}")
+            return None
         except Exception as exc:
             # Recorded on the row and left in the sweeper's index: the stream retries too, and when its
             # retries run out (or its records expire after 24 h) the sweeper still delivers.
@@ -143,6 +171,13 @@ class Deliverer:
             credits=credits,
         )
 
+    def _wait_until(self, exc: VlmRunRateLimitedError) -> int:
+        if isinstance(exc, RequestDeferredError):
+            return exc.until
+        if self._pressure is not None:
+            return self._pressure.rate_limited(exc.retry_after)  # the process waits too, the budget shrinks
+        return self._store.now() + max(1, int(exc.retry_after))
+
     @staticmethod
     def _needs_vlmrun(job: Job) -> bool:
         """Whether delivering this completed job asks VLM Run anything (a re-fetch, or artifacts)."""
@@ -158,9 +193,14 @@ class Deliverer:
         else:  # too large to keep on the row: fetch it again
             execution = client.get_execution(job.execution_id)
         records = []
-        missing: list[dict[str, str]] = []
+        wanted, missing = self._bounded(client, job.execution_id, artifact_refs(execution.response))
+        # Written by an earlier try that then had to wait: kept, not fetched (nor paid for) again.
+        done = self._writer.written_artifacts(job, job.execution_id) if wanted and self._tried_before(job) else {}
         # Artifacts first: the result document is the consumer's signal that everything is there.
-        for object_id in artifact_refs(execution.response):
+        for object_id in wanted:
+            if object_id in done:
+                records.append(done[object_id])
+                continue
             try:
                 # Streamed: a video of any size passes through one multipart part's worth of memory.
                 with client.open_artifact(job.execution_id, object_id) as stream:
@@ -172,6 +212,42 @@ class Deliverer:
             except TooLargeError as exc:
                 missing.append({"object_id": object_id, "error": str(exc)})
         return self._writer.put_result(job, execution, records, now, missing=missing)
+
+    @staticmethod
+    def _tried_before(job: Job) -> bool:
+        """Whether an earlier delivery of this job may have written artifacts (else no S3 listing is spent)."""
+        return job.delivery_attempts > 0 or (job.last_poll_error or "").startswith("delivery waiting")
+
+    def _bounded(
+        self, client: VlmRunClient, execution_id: str, refs: list[str]
+    ) -> tuple[list[str], list[dict[str, str]]]:
+        """The artifact ids to fetch (confirmed by VLM Run, at most ``max_artifacts``) and those left out, why."""
+        if not refs:
+            return [], []
+        missing: list[dict[str, str]] = []
+        try:
+            listed = {item.object_id for item in client.list_artifacts(execution_id).items}
+        except VlmRunRejectedError as exc:
+            # No artifact list for this execution (the endpoint or the listing refused): nothing confirms
+            # the ids, so each download (capped, budgeted) is asked directly and a 404 is recorded as missing.
+            logger.warning("artifact list unavailable", extra={"execution_id": execution_id, "error": exc.message})
+            confirmed = refs
+        else:
+            confirmed = [r for r in refs if r in listed]
+            missing += [
+                {
+                    "object_id": r,
+                    "error": "not an artifact of this execution (VLM Run's artifact list does not have it)",
+                }
+                for r in refs
+                if r not in listed
+            ]
+        cap = self._max_artifacts
+        missing += [
+            {"object_id": r, "error": f"not copied: more than {cap} artifacts in one response (MAX_ARTIFACTS)"}
+            for r in confirmed[cap:]
+        ]
+        return confirmed[:cap], missing
 
     def _emit(self, job: Job, detail_type: DetailType, uri: str) -> None:
         if self._events is not None:

@@ -16,11 +16,12 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 from pydantic import ValidationError
 
+from vlmwatch.adapters.vlmrun.gating import RequestGate
 from vlmwatch.adapters.vlmrun.http import BearerAuth, HealthObserver, Retrier, parse
 from vlmwatch.adapters.vlmrun.models import (
     SAFE_ID,
@@ -38,12 +39,39 @@ from vlmwatch.core.errors import (
 )
 from vlmwatch.core.schedule import Backoff, Jitter
 
+if TYPE_CHECKING:
+    from vlmwatch.adapters.breaker import RequestKind
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT = httpx.Timeout(15.0, connect=3.0)
 # Artifacts can be videos: allow a longer read, same connect budget.
 ARTIFACT_TIMEOUT = httpx.Timeout(120.0, connect=3.0)
 STREAM_CHUNK_BYTES = 1024 * 1024
+# Where a presigned upload may go besides VLM Run's own domain: Google Cloud Storage, where VLM Run keeps
+# its files (its public examples are served from it). More with ``upload_hosts`` (VLMRUN_UPLOAD_HOSTS).
+KNOWN_UPLOAD_HOSTS = ("storage.googleapis.com",)
+# Plain http only to this machine or a name that never leaves the local network (the emulator).
+_LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1")
+_LOCAL_SUFFIXES = (".localhost", ".local")
+
+
+def upload_target_allowed(url: str, base_url: str, extra_hosts: tuple[str, ...] = ()) -> str | None:
+    """Why a presigned upload URL must not get the file's bytes, or None when it may.
+
+    The bytes are the customer's file: they go over https to VLM Run's domain (the base URL's host and its
+    siblings under the same registrable domain) or a known storage host, never to whatever a response says.
+    """
+    target, base = httpx.URL(url), httpx.URL(base_url)
+    host, base_host = target.host.lower(), base.host.lower()
+    local = host in _LOCAL_HOSTS or host.endswith(_LOCAL_SUFFIXES)
+    if target.scheme != "https" and not (target.scheme == "http" and local):
+        return f"the upload URL is not https (scheme {target.scheme!r}, host {host!r})"
+    domain = ".".join(base_host.split(".")[-2:])
+    allowed = {base_host, *(h.lower() for h in KNOWN_UPLOAD_HOSTS), *(h.lower() for h in extra_hosts)}
+    if host in allowed or (domain and "." in domain and host.endswith("." + domain)):
+        return None
+    return f"the upload URL's host {host!r} is neither VLM Run's ({base_host}) nor a known storage host"
 
 
 class VlmRunClient:
@@ -60,6 +88,9 @@ class VlmRunClient:
             ``Retry-After`` is raised to the caller, who can defer the work instead of idling.
         sleep: injected for tests.
         observer: hears how every request ended (the deployment's circuit breaker), or None.
+        gate: asked before every request (retries too): the deployment's request budget and breaker. A
+            request it refuses is never sent (:class:`~vlmwatch.adapters.vlmrun.http.RequestDeferredError`).
+        upload_hosts: hosts a presigned upload may PUT to besides VLM Run's domain and known storage.
     """
 
     def __init__(
@@ -74,7 +105,12 @@ class VlmRunClient:
         max_wait: float = 5.0,
         sleep: Callable[[float], None] = time.sleep,
         observer: HealthObserver | None = None,
+        gate: RequestGate | None = None,
+        upload_hosts: tuple[str, ...] = (),
     ) -> None:
+        self._base_url = base_url
+        self._gate = gate
+        self._upload_hosts = upload_hosts
         self._http = httpx.Client(
             base_url=base_url.rstrip("/") + "/",
             headers={"User-Agent": "vlmwatch/1"},
@@ -104,7 +140,9 @@ class VlmRunClient:
             VlmRunRejectedError: a 4xx; the request is wrong.
             VlmRunAmbiguousSubmitError: the server may have created it; do not re-send blindly.
         """
-        response = self._retrier.send(lambda: self._send("POST", "agent/execute", json=body), replayable=False)
+        response = self._retrier.send(
+            lambda: self._send("POST", "agent/execute", kind="start", json=body), replayable=False
+        )
         return self._parse_created(response)
 
     @staticmethod
@@ -142,8 +180,34 @@ class VlmRunClient:
     # -- artifacts ----------------------------------------------------------------------------
 
     def list_artifacts(self, execution_id: str) -> ArtifactList:
+        """The artifacts VLM Run holds for an execution (``GET /artifacts/list?execution_id=``).
+
+        The SDK does not implement this call yet (``Artifacts.list`` raises ``NotImplementedError``), so its
+        shape is not pinned down: ``{"items": [...]}`` (as the emulator answers), ``{"data"|"artifacts": [...]}``
+        or a bare list, of objects with ``object_id`` (or ``id``) or of bare id strings, are all read.
+        """
         params = {"execution_id": safe_id(execution_id, "execution id")}
-        return parse(self._get("artifacts/list", params=params), ArtifactList)
+        response = self._get("artifacts/list", kind="fetch", params=params)
+        try:
+            data = response.json()
+        except ValueError as exc:
+            raise VlmRunError(f"unexpected artifact list from VLM Run: {exc}") from exc
+        items = data
+        if isinstance(data, dict):
+            items = next((data[k] for k in ("items", "data", "artifacts") if isinstance(data.get(k), list)), [])
+        ids: list[dict[str, Any]] = []
+        for item in items if isinstance(items, list) else []:
+            object_id = (
+                item
+                if isinstance(item, str)
+                else (item.get("object_id") or item.get("id"))
+                if isinstance(item, dict)
+                else None
+            )
+            if isinstance(object_id, str) and SAFE_ID.match(object_id):
+                ids.append({**(item if isinstance(item, dict) else {}), "object_id": object_id})
+        namespace = data.get("namespace_id") if isinstance(data, dict) else None
+        return ArtifactList(namespace_id=namespace if isinstance(namespace, str) else None, items=ids)
 
     @contextmanager
     def open_artifact(self, execution_id: str, object_id: str) -> Iterator[ArtifactStream]:
@@ -157,6 +221,7 @@ class VlmRunClient:
 
         def send() -> httpx.Response:
             request = self._http.build_request("GET", "artifacts", params=params, timeout=ARTIFACT_TIMEOUT)
+            self._admit("fetch")
             self.requests_sent += 1
             response = self._http.send(request, stream=True)
             opened.append(response)
@@ -190,6 +255,7 @@ class VlmRunClient:
             lambda: self._send(
                 "POST",
                 "files",
+                kind="start",
                 params={"purpose": "assistants"},
                 files={"file": (filename, content, content_type)},
                 timeout=ARTIFACT_TIMEOUT,
@@ -214,17 +280,25 @@ class VlmRunClient:
             raise ValueError("a streamed upload needs its size (a presigned PUT cannot be chunked)")
         grant = parse(
             self._retrier.send(
-                lambda: self._send("POST", "files/presigned-url", json={"filename": filename, "purpose": "assistants"})
+                lambda: self._send(
+                    "POST", "files/presigned-url", kind="start", json={"filename": filename, "purpose": "assistants"}
+                )
             ),
             PresignedUpload,
         )
+        refused = upload_target_allowed(grant.url, self._base_url, self._upload_hosts)
+        if refused is not None:
+            # Retrying cannot change where VLM Run says to put it: the submit fails with the reason.
+            # Not the file's fault and not retried in-process: the submit waits and tries again (an operator
+            # can add the host with VLMRUN_UPLOAD_HOSTS meanwhile); nothing was sent anywhere.
+            raise VlmRunError(f"presigned upload refused: {refused}")
         # The storage host, not VLM Run: its answers say nothing about the account (no breaker observer).
         put = self._storage_retrier.send(lambda: self._put_presigned(grant, content, content_type, size))
         if put.status_code >= 300:
             raise VlmRunUnavailableError(
                 f"presigned upload PUT failed: HTTP {put.status_code}", status_code=put.status_code
             )
-        return parse(self._get(f"files/verify-upload/{safe_id(grant.id, 'file id')}"), FileInfo)
+        return parse(self._get(f"files/verify-upload/{safe_id(grant.id, 'file id')}", kind="start"), FileInfo)
 
     def _put_presigned(
         self,
@@ -247,9 +321,15 @@ class VlmRunClient:
 
     # -- plumbing -----------------------------------------------------------------------------
 
-    def _send(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+    def _admit(self, kind: RequestKind) -> None:
+        """Every request to VLM Run's API counts against the deployment's budget (raises if it may not go)."""
+        if self._gate is not None:
+            self._gate.gate(kind)
+
+    def _send(self, method: str, url: str, *, kind: RequestKind = "poll", **kwargs: Any) -> httpx.Response:
+        self._admit(kind)
         self.requests_sent += 1
         return self._http.request(method, url, **kwargs)
 
-    def _get(self, url: str, **kwargs: Any) -> httpx.Response:
-        return self._retrier.send(lambda: self._send("GET", url, **kwargs))
+    def _get(self, url: str, *, kind: RequestKind = "poll", **kwargs: Any) -> httpx.Response:
+        return self._retrier.send(lambda: self._send("GET", url, kind=kind, **kwargs))

@@ -15,6 +15,7 @@ from typing import Protocol
 import httpx
 from pydantic import BaseModel, ValidationError
 
+from vlmwatch.adapters.vlmrun.gating import RequestDeferredError
 from vlmwatch.core.errors import (
     VlmRunAmbiguousSubmitError,
     VlmRunAuthError,
@@ -124,6 +125,8 @@ class Retrier:
         """Send with retries (see :meth:`_send`); the observer hears the outcome."""
         try:
             response = self._send(call, replayable=replayable)
+        except RequestDeferredError:
+            raise  # nothing was sent: VLM Run's health is not in question
         except VlmRunError as exc:
             if self.observer is not None:
                 self.observer.failed(exc)
@@ -143,10 +146,18 @@ class Retrier:
         for ``POST /agent/execute`` they raise :class:`VlmRunAmbiguousSubmitError` (see module docstring).
         """
         what = f"{'POST agent/execute' if not replayable else 'VLM Run'}"
+        throttled: VlmRunRateLimitedError | None = None
         for attempt in range(1, self._max_attempts + 1):
             last = attempt == self._max_attempts
             try:
                 response = call()
+            except RequestDeferredError as deferred:
+                if throttled is None:
+                    raise
+                # A retry after a 429 that our own budget holds back: the caller still hears the 429 (the
+                # budget shrinks for it), with the longer of the two waits.
+                wait = max(throttled.retry_after, deferred.retry_after)
+                raise VlmRunRateLimitedError(throttled.message, retry_after=wait) from deferred
             except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
                 # The request never left: retrying cannot duplicate anything.
                 if last or not self._steady():
@@ -164,8 +175,9 @@ class Retrier:
                 continue
             if response.status_code == 429:
                 wait = retry_after_seconds(response, self._backoff.delay(attempt))
+                throttled = VlmRunRateLimitedError(f"rate limited: {error_message(response)}", retry_after=wait)
                 if last or wait > self._max_wait:
-                    raise VlmRunRateLimitedError(f"rate limited: {error_message(response)}", retry_after=wait)
+                    raise throttled
                 self._sleep(wait)
                 continue
             if response.status_code >= 500:
