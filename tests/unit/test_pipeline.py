@@ -354,7 +354,9 @@ def test_bad_routing_rules_fail_loudly_instead_of_skipping(stack, wire, emulator
 def test_upload_mode_sends_the_bytes_through_the_files_api(stack, wire, emulator, clock, monkeypatch):
     import vlmwatch.flows.request
 
-    wire(INPUT_MODE="upload")
+    settings = wire(INPUT_MODE="upload")
+    # The presigned PUT goes only to VLM Run's own host (or known storage): the emulator stands in for it.
+    emulator.config.public_url = settings.vlmrun_base_url
     local = LocalAws(stack)
     drop(stack, "up/small.txt", b"small file via POST /files")
     monkeypatch.setattr(vlmwatch.flows.request, "PRESIGNED_UPLOAD_THRESHOLD", 100)
@@ -411,7 +413,9 @@ def test_an_artifact_vlmrun_no_longer_has_is_reported_not_fatal(stack, local, em
     assert document["missing_artifacts"] == [
         {"object_id": doc_key[1], "error": document["missing_artifacts"][0]["error"]}
     ]
-    assert "Artifact not found" in document["missing_artifacts"][0]["error"]
+    # VLM Run's artifact list for the execution no longer has it: not even a download is spent on it.
+    assert "artifact list does not have it" in document["missing_artifacts"][0]["error"]
+    assert emulator.requests["GET /v1/artifacts"] == 1
     assert jobs(stack)[0]["status"] == "delivered"
 
 

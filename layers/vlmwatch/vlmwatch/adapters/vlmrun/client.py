@@ -67,9 +67,11 @@ def upload_target_allowed(url: str, base_url: str, extra_hosts: tuple[str, ...] 
     local = host in _LOCAL_HOSTS or host.endswith(_LOCAL_SUFFIXES)
     if target.scheme != "https" and not (target.scheme == "http" and local):
         return f"the upload URL is not https (scheme {target.scheme!r}, host {host!r})"
-    domain = ".".join(base_host.split(".")[-2:])
     allowed = {base_host, *(h.lower() for h in KNOWN_UPLOAD_HOSTS), *(h.lower() for h in extra_hosts)}
-    if host in allowed or (domain and "." in domain and host.endswith("." + domain)):
+    # Siblings under the base URL's domain (api.vlm.run -> uploads.vlm.run); never for an IP address.
+    labels = base_host.split(".")
+    domain = ".".join(labels[-2:]) if len(labels) >= 2 and not labels[-1].isdigit() and ":" not in base_host else ""
+    if host in allowed or (domain and host.endswith("." + domain)):
         return None
     return f"the upload URL's host {host!r} is neither VLM Run's ({base_host}) nor a known storage host"
 
