@@ -258,3 +258,25 @@ def test_executions_echo_the_inputs_and_inline_config_they_were_created_with(ech
         AgentExecutionResponse.model_validate(shown)  # the SDK's model still reads it
     assert named.get("inputs") == (BODY["inputs"] if echo else None)
     assert "config" not in named and "config" not in listed[named["id"]]
+
+
+@pytest.mark.parametrize("scope", ["account", "endpoint"])
+def test_the_plans_per_minute_limit_answers_429_until_the_next_minute(scope):
+    clock = Clock(1_800_000_000)  # on a minute boundary
+    emulator, client = make(EmulatorConfig(requests_per_minute=3, rate_limit_scope=scope), clock=clock)
+    created = client.post("/agent/execute", json=BODY).json()
+    assert [client.get(f"/agent/executions/{created['id']}").status_code for _ in range(3)] == (
+        [200, 200, 429] if scope == "account" else [200, 200, 200]
+    )
+    refused = client.get(f"/agent/executions/{created['id']}")
+    assert refused.status_code == 429 and refused.headers["Retry-After"] == "60"
+    assert refused.json()["error"]["type"] == "rate_limit_error"
+    # Every endpoint counts: artifact lists and downloads too (per route in "endpoint" scope).
+    listed = client.get("/artifacts/list", params={"execution_id": created["id"]})
+    assert listed.status_code == (429 if scope == "account" else 200)
+    clock.advance(45)
+    assert client.get(f"/agent/executions/{created['id']}").headers["Retry-After"] == "15"
+    clock.advance(15)  # the next minute: the count starts again
+    assert client.get(f"/agent/executions/{created['id']}").status_code == 200
+    served = sum(emulator.faults.served_by_minute.values())
+    assert served + emulator.requests["rate_limited"] == 8  # one POST, six GETs, one list: served or refused

@@ -27,6 +27,11 @@ class EmulatorConfig:
     * ``key_revoked``: every API request answers 401 ``{"detail": "Invalid API key"}``
       (:meth:`Emulator.revoke_key`, :meth:`Emulator.restore_key`).
 
+    The plan's rate limit: ``requests_per_minute`` (None: no limit) API requests per minute of the
+    emulator's clock (fixed windows on the minute); beyond it a request answers 429 with ``Retry-After``
+    (the seconds to the next window) and is not served. ``rate_limit_scope``: ``"account"`` (every
+    endpoint draws on one count) or ``"endpoint"`` (each route has its own count of that size).
+
     ``echo_inputs``: executions carry the ``inputs`` (and inline ``config``) they were created with, as
     the agent-execution docs show; off, the bare shape of the SDK's ``AgentExecutionResponse``.
     """
@@ -56,6 +61,8 @@ class EmulatorConfig:
     outage_seconds: float = 0.0
     credits_executions: int | None = None
     key_revoked: bool = False
+    requests_per_minute: int | None = None
+    rate_limit_scope: str = "account"
     echo_inputs: bool = True
     seed: int = 0
     public_url: str = "http://emulator.local/v1"

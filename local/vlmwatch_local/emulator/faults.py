@@ -1,5 +1,8 @@
 """Faults: what answers an API request instead of its route, and the record of the account's bad days.
 
+Per minute: the plan's rate limit (``requests_per_minute``): beyond it, 429 with ``Retry-After`` until the
+next minute, counted under ``rate_limited``.
+
 Per request, from the seeded RNG: 429 with ``Retry-After`` (``rate_429``, or the first ``first_429``
 requests), 503 (``rate_5xx``, ``first_5xx``), and the hang after a created execution (``hang_rate``).
 A wrong bearer token answers 401.
@@ -20,6 +23,7 @@ target (``/_uploads``) are not the API and never see a fault.
 
 from __future__ import annotations
 
+import math
 import random
 import threading
 import uuid
@@ -91,6 +95,8 @@ class Faults:
         self.refused: Counter[str] = Counter()
         self.windows: list[FaultWindow] = []
         self._open: dict[str, FaultWindow] = {}
+        self._minute: tuple[int, Counter[str]] = (-1, Counter())  # the rate limit's window and its counts
+        self.served_by_minute: Counter[int] = Counter()  # API requests served per minute (rate used)
 
     def is_api(self, path: str) -> bool:
         return not path.startswith(("/_emulator", "/_uploads"))
@@ -99,8 +105,37 @@ class Faults:
         """Seconds to wait before answering (``X-Emulator-Latency`` on the request wins)."""
         return float(headers.get("X-Emulator-Latency", config.latency_seconds))
 
-    def refusal(self, config: EmulatorConfig, authorization: str | None, now: float) -> Refusal | None:
+    def refusal(self, config: EmulatorConfig, authorization: str | None, now: float, route: str = "") -> Refusal | None:
         """The fault that answers this API request, if one does (counted), else None."""
+        refusal = self._refusal(config, authorization, now, route)
+        if refusal is None:
+            with self._lock:
+                self.served_by_minute[int(now // 60)] += 1
+        return refusal
+
+    def _over_limit(self, config: EmulatorConfig, now: float, route: str) -> Refusal | None:
+        """The plan's per-minute limit: counts this request in its minute, or refuses it past the limit."""
+        limit = config.requests_per_minute
+        if limit is None:
+            return None
+        minute = int(now // 60)
+        scope = route if config.rate_limit_scope == "endpoint" else "*"
+        with self._lock:
+            if self._minute[0] != minute:
+                self._minute = (minute, Counter())
+            counts = self._minute[1]
+            if counts[scope] < limit:
+                counts[scope] += 1
+                return None
+        wait = max(1, math.ceil((minute + 1) * 60 - now))
+        return Refusal(
+            429,
+            error_body(f"Rate limit exceeded: {limit} requests per minute.", "rate_limit_error"),
+            {"Retry-After": str(wait)},
+            tally="rate_limited",
+        )
+
+    def _refusal(self, config: EmulatorConfig, authorization: str | None, now: float, route: str) -> Refusal | None:
         with self._lock:
             self._api_requests += 1
             n = self._api_requests
@@ -113,6 +148,9 @@ class Faults:
             return INVALID_KEY
         if "revoked_key" in active:
             return self._refuse("revoked_key", INVALID_KEY)
+        limited = self._over_limit(config, now, route)
+        if limited is not None:
+            return limited
         if n <= config.first_429 or roll < config.rate_429:
             return Refusal(
                 429,

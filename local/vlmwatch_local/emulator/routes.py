@@ -218,7 +218,7 @@ def gate(emu: Emulator, req: Request) -> Response | None:
     delay = emu.faults.latency(emu.config, req.headers)
     if delay:
         time.sleep(delay)
-    refusal = emu.faults.refusal(emu.config, req.headers.get("Authorization"), emu.now())
+    refusal = emu.faults.refusal(emu.config, req.headers.get("Authorization"), emu.now(), f"{req.method} {route}")
     if refusal is None:
         return None
     if refusal.tally:
