@@ -39,10 +39,73 @@ def test_no_rule_and_no_default_is_a_skip_with_a_reason():
     assert "no routing rule matches" in decision.reason
 
 
-def test_metadata_agent_overrides_rules_and_is_validated():
-    assert RULES.resolve("invoices/a.pdf", None, {"vlmrun-agent": "special:v2"}).agent == "special:v2"
-    bad = RULES.resolve("invoices/a.pdf", None, {"vlmrun-agent": "no spaces allowed"})
+def test_metadata_agent_overrides_only_where_a_rule_opts_in_and_is_validated():
+    rules = RuleSet.model_validate(
+        [
+            {"name": "invoices", "prefix": "invoices/", "agent": "invoice:v1", "metadata_agent": True},
+            {"name": "receipts", "prefix": "receipts/", "agent": "receipt:v1"},
+        ]
+    )
+    # Opted in: any agent the rules name (no AllowedAgents set), by name and version.
+    assert rules.resolve("invoices/a.pdf", None, {"vlmrun-agent": "receipt:v1"}).agent == "receipt:v1"
+    bad = rules.resolve("invoices/a.pdf", None, {"vlmrun-agent": "no spaces allowed"})
     assert isinstance(bad, Skip) and "not a valid agent name" in bad.reason
+    unlisted = rules.resolve("invoices/a.pdf", None, {"vlmrun-agent": "special:v2"})
+    assert isinstance(unlisted, Skip) and "not an allowed agent" in unlisted.reason
+    # Not opted in: the metadata picks nothing, the rule's own agent runs.
+    assert rules.resolve("receipts/a.pdf", None, {"vlmrun-agent": "invoice:v1"}).agent == "receipt:v1"
+
+
+def test_allowed_agents_bound_the_override_and_opt_the_default_in():
+    rules = RuleSet.model_validate([{"name": "any", "agent": "doc:v1", "metadata_agent": True}])
+    allowed = frozenset({"special", "other:v3"})
+    assert rules.resolve("a.pdf", None, {"vlmrun-agent": "special:v9"}, allowed_agents=allowed).agent == "special:v9"
+    assert rules.resolve("a.pdf", None, {"vlmrun-agent": "other:v3"}, allowed_agents=allowed).agent == "other:v3"
+    refused = rules.resolve("a.pdf", None, {"vlmrun-agent": "other:v4"}, allowed_agents=allowed)
+    assert isinstance(refused, Skip) and "not an allowed agent" in refused.reason
+    # The default route: only with AllowedAgents set.
+    assert RuleSet().resolve("a.pdf", None, {"vlmrun-agent": "special:v1"}, default=DEFAULT).agent == "doc:v1"
+    picked = RuleSet().resolve("a.pdf", None, {"vlmrun-agent": "special:v1"}, default=DEFAULT, allowed_agents=allowed)
+    assert picked.agent == "special:v1"
+
+
+def test_metadata_with_no_rule_and_no_default_starts_nothing():
+    # Prompt="" with rules = process only what a rule matches: the metadata cannot add work.
+    decision = RULES.resolve("misc/a.bin", None, {"vlmrun-agent": "invoice:v1"}, allowed_agents={"invoice"})
+    assert isinstance(decision, Skip) and "no routing rule matches" in decision.reason
+
+
+def test_allowed_agents_and_the_input_filter_come_from_the_environment():
+    settings = Settings.from_env(
+        BASE | {"ALLOWED_AGENTS": " a:v1, team/b ,", "INPUT_PREFIX": "in/", "INPUT_SUFFIX": ".pdf"}
+    )
+    assert settings.allowed_agents == frozenset({"a:v1", "team/b"})
+    assert settings.accepts_key("in/x.pdf") and not settings.accepts_key("in/x.txt")
+    assert not settings.accepts_key("other/x.pdf")
+    with pytest.raises(ConfigError, match="ALLOWED_AGENTS"):
+        Settings.from_env(BASE | {"ALLOWED_AGENTS": "ok:v1,../admin"})
+
+
+@pytest.mark.parametrize(
+    ("url", "ok"),
+    [
+        ("https://api.vlm.run/v1", True),
+        ("http://127.0.0.1:8123/v1", True),
+        ("http://localhost:8123/v1", True),
+        ("http://emulator.localhost/v1", True),
+        ("http://api.vlm.run/v1", False),
+        ("http://127.0.0.1.evil.example/v1", False),
+        ("ftp://api.vlm.run/v1", False),
+        ("https:///v1", False),
+    ],
+)
+def test_the_vlmrun_base_url_must_be_https_except_on_this_machine(url, ok):
+    env = BASE | {"VLMRUN_BASE_URL": url}
+    if ok:
+        assert Settings.from_env(env).vlmrun_base_url == url
+    else:
+        with pytest.raises(ConfigError, match="VLMRUN_BASE_URL"):
+            Settings.from_env(env)
 
 
 @pytest.mark.parametrize(

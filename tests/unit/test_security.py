@@ -184,20 +184,29 @@ def test_ingest_refuses_an_event_for_another_bucket_and_does_not_retry_it(stack,
     assert jobs(stack) == []
 
 
+OPTED_IN = RuleSet.model_validate([{"name": "any", "agent": "doc-extractor:v1", "metadata_agent": True}])
+
+
 @pytest.mark.parametrize("name", ["a/../../admin", "../x", "x//y", "/abs", "x" * 200, "bad name", ""])
 def test_a_metadata_override_must_be_an_agent_name(name):
-    decision = RuleSet().resolve("a.pdf", "application/pdf", {"vlmrun-agent": name}, default=None)
+    decision = OPTED_IN.resolve("a.pdf", "application/pdf", {"vlmrun-agent": name}, allowed_agents={"x"})
     assert isinstance(decision, Skip)
     assert "not a valid agent name" in decision.reason
 
 
 def test_a_metadata_override_never_bypasses_a_skip_rule():
     rules = RuleSet.model_validate(
-        [{"name": "private", "prefix": "private/", "skip": True, "reason": "private files are not sent out"}]
+        [
+            {"name": "private", "prefix": "private/", "skip": True, "reason": "private files are not sent out"},
+            {"name": "public", "prefix": "public/", "agent": "doc-extractor:v1", "metadata_agent": True},
+        ]
     )
+    allowed = {"doc-extractor", "team/invoices:v2"}
     skipped = rules.resolve("private/a.pdf", "application/pdf", {"vlmrun-agent": "doc-extractor:v1"})
     assert skipped == Skip(rule="private", reason="private files are not sent out")
-    routed = rules.resolve("public/a.pdf", "application/pdf", {"vlmrun-agent": "team/invoices:v2"})
+    routed = rules.resolve(
+        "public/a.pdf", "application/pdf", {"vlmrun-agent": "team/invoices:v2"}, allowed_agents=allowed
+    )
     assert routed == Route(rule="metadata", agent="team/invoices:v2")
 
 

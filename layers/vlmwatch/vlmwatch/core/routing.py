@@ -1,15 +1,22 @@
 """Routing: decide what runs on an object (an agent, or an inline prompt) or that nothing does.
 
 Rules are checked in order; the first match wins. Object metadata ``x-amz-meta-vlmrun-agent`` lets a
-producer pick the agent per file, within what the deployment allows: a skip rule still skips (the
-override never turns on work the operator turned off), and the name must pass the same grammar as a
-rule's agent.
+producer pick the agent per file, only where the operator opted in and only among the agents allowed:
+
+* a matched rule opts in with ``"metadata_agent": true``; the default route (no rule matched) opts in when
+  ``ALLOWED_AGENTS`` is set. Elsewhere the metadata is ignored (the rule's own route runs), and with no
+  rule and no default nothing runs, whatever the metadata says;
+* the name must be in ``ALLOWED_AGENTS`` (``name`` allows every version of it, ``name:version`` that one),
+  or, when that is empty, one of the agents the rules and the default name;
+* a skip rule still skips (the override never turns on work the operator turned off), and the name must
+  pass the same grammar as a rule's agent.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import re
+from collections.abc import Collection
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field, RootModel, model_validator
@@ -73,11 +80,13 @@ class Rule(BaseModel):
     service_tier: ServiceTier | None = None
     skip: bool = False
     reason: str | None = None
+    # x-amz-meta-vlmrun-agent may pick the agent for what this rule matches (within the allowed agents).
+    metadata_agent: bool = False
 
     @model_validator(mode="after")
     def _target(self) -> Rule:
         if self.skip:
-            if self.agent or self.prompt:
+            if self.agent or self.prompt or self.metadata_agent:
                 raise ValueError(f"rule {self.name!r}: a 'skip' rule cannot also name an agent or prompt")
         else:
             self.route()  # validates agent/prompt/json_schema now, at cold start
@@ -125,6 +134,7 @@ class RuleSet(RootModel[list[Rule]]):
         metadata: dict[str, str] | None = None,
         *,
         default: Route | None = None,
+        allowed_agents: Collection[str] = (),
     ) -> Route | Skip:
         """Pick the route for an object.
 
@@ -133,29 +143,63 @@ class RuleSet(RootModel[list[Rule]]):
             content_type: the object's Content-Type, if known.
             metadata: user metadata without the ``x-amz-meta-`` prefix (as boto3 returns it).
             default: what runs when no rule matches.
+            allowed_agents: the agents ``x-amz-meta-vlmrun-agent`` may name (``ALLOWED_AGENTS``); set, it
+                also opts the default route in. Empty: only agents the rules (and default) name.
         """
         matched: Route | None = default
+        opted_in = bool(allowed_agents) and default is not None
         for rule in self.root:
             if rule.matches(key, content_type):
                 if rule.skip:
                     return Skip(rule=rule.name, reason=rule.reason or f"matched skip rule {rule.name!r}")
-                matched = rule.route()
+                matched, opted_in = rule.route(), rule.metadata_agent
                 break
+        if matched is None:
+            return Skip(rule=None, reason="no routing rule matches and no default agent or prompt is configured")
         override = (metadata or {}).get(METADATA_AGENT_KEY)
-        if override is not None:
-            if not AGENT_NAME.match(override):
-                shown = override[:80] + ("..." if len(override) > 80 else "")
-                return Skip(
-                    rule="metadata",
-                    reason=f"x-amz-meta-{METADATA_AGENT_KEY} {shown!r} is not a valid agent name "
-                    "('name' or 'name:version'; letters, digits, '_', '-', '.', '/' between segments)",
-                )
-            return Route(
+        if override is None or not opted_in:
+            return matched  # the metadata picks nothing where the operator did not opt in
+        if not AGENT_NAME.match(override):
+            return Skip(
                 rule="metadata",
-                agent=override,
-                model=matched.model if matched else None,
-                service_tier=matched.service_tier if matched else None,
+                reason=f"x-amz-meta-{METADATA_AGENT_KEY} {_shown(override)} is not a valid agent name "
+                "('name' or 'name:version'; letters, digits, '_', '-', '.', '/' between segments)",
             )
-        if matched is not None:
-            return matched
-        return Skip(rule=None, reason="no routing rule matches and no default agent or prompt is configured")
+        allowed = set(allowed_agents) or self.named_agents(default)
+        if not agent_allowed(override, allowed):
+            return Skip(
+                rule="metadata",
+                reason=f"x-amz-meta-{METADATA_AGENT_KEY} {_shown(override)} is not an allowed agent "
+                "(AllowedAgents, or the agents the routing rules name)",
+            )
+        return Route(rule="metadata", agent=override, model=matched.model, service_tier=matched.service_tier)
+
+    def named_agents(self, default: Route | None = None) -> set[str]:
+        """Every agent the rules (and the default route) name."""
+        names = {rule.agent for rule in self.root if rule.agent}
+        if default is not None and default.agent:
+            names.add(default.agent)
+        return names
+
+
+def agent_allowed(agent: str, allowed: Collection[str]) -> bool:
+    """``agent`` is listed, or its name is listed without a version (every version of it is allowed)."""
+    return agent in allowed or agent.split(":", 1)[0] in allowed
+
+
+def parse_agent_list(text: str | Collection[str] | None) -> frozenset[str]:
+    """``ALLOWED_AGENTS``: comma-separated agent names, each checked against the agent-name grammar.
+
+    Raises:
+        ValueError: a listed name is not a valid agent name.
+    """
+    items = text.split(",") if isinstance(text, str) else list(text or ())
+    names = frozenset(item.strip() for item in items if item.strip())
+    bad = sorted(name for name in names if not AGENT_NAME.match(name))
+    if bad:
+        raise ValueError(f"not valid agent names: {', '.join(repr(b[:80]) for b in bad)}")
+    return names
+
+
+def _shown(value: str) -> str:
+    return repr(value[:80] + ("..." if len(value) > 80 else ""))

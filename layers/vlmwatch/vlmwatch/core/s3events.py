@@ -2,7 +2,9 @@
 
 Shapes: S3 → EventBridge → SQS (the default wiring), S3 notification → SQS, S3 notification → SNS
 → SQS, and a direct S3 notification invoking the function. Classic S3 notifications URL-encode the
-key; the EventBridge form is raw. ``S3ObjectRef.key_candidates`` gives both readings.
+key; the EventBridge form carries it as delivered. ``S3ObjectRef.key_candidates`` gives both readings,
+the one the shape means first; the ingest keeps a reading only if the HEAD's version or ETag is the
+event's (``docs/a+b.txt`` must never become ``docs/a b.txt``, another file).
 """
 
 from __future__ import annotations
@@ -30,11 +32,21 @@ class S3ObjectRef(BaseModel):
     size: int | None = None
     # vlmwatch's own extension on messages it sends itself (``vlmwatch backfill --service-tier``).
     service_tier: ServiceTier | None = None
+    # The key is exactly this string (one reading already chosen): no other spelling is tried.
+    exact: bool = False
 
     def key_candidates(self) -> list[str]:
-        """Keys to try, most likely first: decoded first, then the raw string (see PITFALLS)."""
+        """Keys to try, most likely first: a notification's key decoded, then raw; an EventBridge key as
+        delivered, then decoded (see PITFALLS). Only one of them can match the event's version or ETag."""
+        if self.exact:
+            return [self.key]
         decoded = unquote_plus(self.key)
-        return list(dict.fromkeys([decoded, self.key]))
+        ordered = [decoded, self.key] if self.key_encoded else [self.key, decoded]
+        return list(dict.fromkeys(ordered))
+
+    def spelled(self, key: str) -> S3ObjectRef:
+        """This event, read with ``key`` as its object's key (and no other)."""
+        return self.model_copy(update={"key": key, "exact": True})
 
 
 def refs_from_body(body: str | dict[str, Any]) -> list[S3ObjectRef]:

@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from vlmwatch.core.errors import ConfigError
-from vlmwatch.core.routing import Route, RuleSet, ServiceTier
+from vlmwatch.core.routing import Route, RuleSet, ServiceTier, parse_agent_list
 
 # With webhooks on, the first poll waits this long (capped by POLL_CAP_SECONDS): callbacks do the work.
 WEBHOOK_SAFETY_NET_SECONDS = 600
@@ -62,7 +63,14 @@ _ENV = {
     "BREAKER_FAILURES": "breaker_failures",
     "BREAKER_PROBE_SECONDS": "breaker_probe_seconds",
     "BREAKER_RAMP_SECONDS": "breaker_ramp_seconds",
+    "ALLOWED_AGENTS": "allowed_agents",
+    "INPUT_PREFIX": "input_prefix",
+    "INPUT_SUFFIX": "input_suffix",
 }
+
+# Plain http only to this machine (the local VLM Run emulator): anywhere else the API key would travel
+# in clear text.
+_LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 
 
 class Settings(BaseModel):
@@ -145,6 +153,13 @@ class Settings(BaseModel):
     breaker_failures: int = Field(5, ge=1)
     breaker_probe_seconds: int = Field(30, ge=1)
     breaker_ramp_seconds: int = Field(60, ge=0)
+    # The agents x-amz-meta-vlmrun-agent may name where a rule (or, when this is set, the default) opts
+    # in; empty: only the agents the rules name.
+    allowed_agents: frozenset[str] = frozenset()
+    # The input keys this deployment processes (the EventBridge rule's filter, enforced again at ingest so
+    # a backfill or a DLQ redrive cannot process other keys).
+    input_prefix: str = ""
+    input_suffix: str = ""
 
     @field_validator("routing_rules", mode="before")
     @classmethod
@@ -159,6 +174,26 @@ class Settings(BaseModel):
     @classmethod
     def _schema_from_json(cls, value: Any) -> Any:
         return json.loads(value) if isinstance(value, str) else value
+
+    @field_validator("allowed_agents", mode="before")
+    @classmethod
+    def _agent_list(cls, value: Any) -> Any:
+        return parse_agent_list(value)
+
+    @field_validator("vlmrun_base_url")
+    @classmethod
+    def _https_only(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme == "https" and parts.hostname:
+            return value
+        host = parts.hostname or ""
+        if parts.scheme == "http" and (host in _LOCAL_HOSTS or host.endswith(".localhost")):
+            return value  # the local emulator (".localhost" names resolve to this machine only, RFC 6761)
+        raise ValueError(f"must be an https:// URL (plain http only for localhost), got {value[:100]!r}")
+
+    def accepts_key(self, key: str) -> bool:
+        """Whether an input key is one this deployment processes (``INPUT_PREFIX`` / ``INPUT_SUFFIX``)."""
+        return key.startswith(self.input_prefix) and key.endswith(self.input_suffix)
 
     @field_validator("output_prefix")
     @classmethod

@@ -11,9 +11,11 @@ from __future__ import annotations
 import logging
 
 from vlmwatch.adapters.jobstore import JobStore
-from vlmwatch.adapters.s3source import SourceReader
+from vlmwatch.adapters.s3source import SourceObject, SourceReader
+from vlmwatch.core.errors import SourceUnreadableError
 from vlmwatch.core.identity import ObjectVersion, job_id_for
 from vlmwatch.core.job import Job
+from vlmwatch.core.layout import LONG_FOLDER, MARKER
 from vlmwatch.core.lifecycle import Status
 from vlmwatch.core.routing import Route, Skip
 from vlmwatch.core.s3events import S3ObjectRef
@@ -55,11 +57,24 @@ class Ingestor:
                 extra={"event_bucket": ref.bucket, "input_bucket": expected, "key": ref.key},
             )
             return Outcome.FOREIGN
-        source = self._source.head(ref)
+        if not any(self._settings.accepts_key(key) for key in ref.key_candidates()):
+            # The EventBridge rule filters on InputPrefix/InputSuffix; a backfill or a DLQ redrive does not.
+            logger.warning(
+                "key outside InputPrefix/InputSuffix: ignored",
+                extra={"key": ref.key, "input_prefix": self._settings.input_prefix},
+            )
+            return Outcome.IGNORED
+        source, changed = self._locate(ref)
         now = self._store.now()
         if source is None:
             key = ref.key_candidates()[0]
             gone = ObjectVersion.of(ref.version_id, ref.etag)
+            reason = (
+                f"the object changed since the event (its ETag is now {changed.version.etag}, the event's was "
+                f"{gone.etag}): the newer upload is processed on its own event"
+                if changed is not None
+                else "the object no longer exists (deleted before it was processed)"
+            )
             job = Job(
                 job_id=job_id_for(ref.bucket, key, gone),
                 bucket=ref.bucket,
@@ -68,24 +83,36 @@ class Ingestor:
                 etag=gone.etag,
                 size=ref.size,
                 status=Status.SKIPPED,
-                skip_reason="the object no longer exists (deleted before it was processed)",
+                skip_reason=reason,
                 created_at=now,
                 updated_at=now,
             )
             self._store.create(job)
-            logger.warning("object missing, job skipped", extra={"job_id": job.job_id, "key": key})
+            logger.warning("object missing or changed, job skipped", extra={"job_id": job.job_id, "key": key})
             return Outcome.SKIPPED
 
         version = ObjectVersion.of(ref.version_id or source.version.version_id, ref.etag or source.version.etag)
         job_id = job_id_for(ref.bucket, source.key, version)
         decision: Route | Skip
-        if source.key.endswith("/") and not source.size:
+        if MARKER in source.key or LONG_FOLDER in source.key:
+            # Output folders are "<key>.vlmwatch/" (and ".vlmwatch-long/" for long keys): this key's outputs
+            # would nest inside another file's folder.
+            decision = Skip(
+                rule=None, reason=f"the key contains {MARKER!r}: it would nest inside another file's output folder"
+            )
+        elif not self._settings.accepts_key(source.key):
+            decision = Skip(rule=None, reason="the key is outside InputPrefix/InputSuffix")
+        elif source.key.endswith("/") and not source.size:
             decision = Skip(rule=None, reason="a folder marker (a zero-byte object whose key ends in '/'), not a file")
         elif source.size == 0:
             decision = Skip(rule=None, reason="an empty object (0 bytes): nothing to extract")
         else:
             resolved = self._settings.routing_rules.resolve(
-                source.key, source.content_type, source.metadata, default=self._default
+                source.key,
+                source.content_type,
+                source.metadata,
+                default=self._default,
+                allowed_agents=self._settings.allowed_agents,
             )
             if isinstance(resolved, Route):
                 # Record the model and tier that actually run, so the result document says so; a backfill
@@ -126,3 +153,32 @@ class Ingestor:
             logger.info("object skipped", extra={"job_id": job_id, "reason": decision.reason})
             return Outcome.SKIPPED
         return self._submitter.submit(job)
+
+    def _locate(self, ref: S3ObjectRef) -> tuple[SourceObject | None, SourceObject | None]:
+        """(the object version the event names, None), or (None, what the key holds now if it changed).
+
+        Each reading of the key is HEADed on its own; one counts only if the HEAD is the event's version (its
+        version id was asked for) or has the event's ETag. A ``+`` key in an unversioned bucket otherwise
+        decodes to another existing object (``docs/a b.txt`` for ``docs/a+b.txt``), whose document would
+        then be written for the upload that never ran.
+
+        Raises:
+            SourceUnreadableError: no reading was found and some answered 403.
+        """
+        denied: SourceUnreadableError | None = None
+        changed: SourceObject | None = None
+        expected = ObjectVersion.of(None, ref.etag).etag
+        for key in ref.key_candidates():
+            try:
+                found = self._source.head(ref.spelled(key))
+            except SourceUnreadableError as exc:
+                denied = denied or exc
+                continue
+            if found is None:
+                continue
+            if ref.version_id or expected is None or found.version.etag in (None, expected):
+                return found, None
+            changed = changed or found
+        if changed is None and denied is not None:
+            raise denied
+        return None, changed

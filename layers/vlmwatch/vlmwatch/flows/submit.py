@@ -81,6 +81,7 @@ class Outcome(StrEnum):
     WAITING = "waiting"
     FAILED = "failed"
     FOREIGN = "foreign"  # an event for a bucket this deployment does not watch: refused, not retried
+    IGNORED = "ignored"  # a key outside InputPrefix/InputSuffix (a backfill, a redrive): not read, not retried
 
 
 class Submitter:
