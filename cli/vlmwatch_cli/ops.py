@@ -9,83 +9,22 @@ version, one submit at a time) make every command safe to run twice.
 from __future__ import annotations
 
 import json
-import mimetypes
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, get_args
 
-from botocore.exceptions import ClientError
-
-from vlmwatch.adapters.jobstore import UNBOUNDED, JobStore
+from vlmwatch.adapters.jobstore import UNBOUNDED
 from vlmwatch.core.identity import ObjectVersion, job_id_for
-from vlmwatch.core.job import Job, is_control_row
-from vlmwatch.core.lifecycle import FINISHED, IN_FLIGHT, RETRYABLE, SETTLED, Status
+from vlmwatch.core.job import Job
+from vlmwatch.core.lifecycle import RETRYABLE, SETTLED, Status
 from vlmwatch.core.routing import ServiceTier
+from vlmwatch_cli.errors import UsageError
+from vlmwatch_cli.jobs import list_jobs
 from vlmwatch_cli.target import Target
 
 UNDELIVERED_LIMIT = 100_000
-JOB_ID_LENGTH = 40
-
-
-@dataclass(frozen=True)
-class Submitted:
-    key: str
-    version_id: str | None
-    job_id: str
-
-
-def submit(target: Target, paths: Iterable[Path], prefix: str = "") -> list[Submitted]:
-    """Upload each file to ``<input bucket>/<prefix><file name>``; returns the job id each becomes."""
-    s3 = target.client("s3")
-    out = []
-    for path in paths:
-        key = f"{prefix}{path.name}"
-        ctype = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-        put = s3.put_object(Bucket=target.input_bucket, Key=key, Body=path.read_bytes(), ContentType=ctype)
-        version = ObjectVersion.from_response(put)
-        out.append(Submitted(key, version.version_id, job_id_for(target.input_bucket, key, version)))
-    return out
-
-
-def find_job(target: Target, ref: str) -> Job | None:
-    """A job by id, or the job of an input key's current version (else that key's newest job)."""
-    store: JobStore = target.store
-    if len(ref) == JOB_ID_LENGTH and all(c in "0123456789abcdef" for c in ref):
-        job = store.get(ref)
-        if job is not None:
-            return job
-    try:
-        head = target.client("s3").head_object(Bucket=target.input_bucket, Key=ref)
-    except ClientError:
-        head = None
-    if head is not None:
-        job = store.get(job_id_for(target.input_bucket, ref, ObjectVersion.from_response(head)))
-        if job is not None:
-            return job
-    jobs = [j for j in list_jobs(target) if j.key == ref]
-    return max(jobs, key=lambda j: j.created_at) if jobs else None
-
-
-def list_jobs(target: Target, statuses: Iterable[str] = (), since: int | None = None) -> list[Job]:
-    """Jobs, newest first, filtered by status (``failed`` also matches delivered jobs that failed) and age."""
-    wanted = {s.strip() for s in statuses if s.strip()}
-    client = target.client("dynamodb")
-    kwargs: dict[str, Any] = {"TableName": target.table}
-    if since is not None:
-        kwargs.update(FilterExpression="created_at >= :since", ExpressionAttributeValues={":since": {"N": str(since)}})
-    jobs = []
-    for page in client.get_paginator("scan").paginate(**kwargs):
-        for item in page.get("Items", []):
-            if is_control_row(item["job_id"]["S"]):
-                continue  # the request budget's and the circuit breaker's rows, not jobs
-            job = Job.from_item(_plain(item))
-            if wanted and not ({job.status.value, (job.outcome or job.status).value} & wanted):
-                continue
-            jobs.append(job)
-    return sorted(jobs, key=lambda j: (j.created_at, j.job_id), reverse=True)
 
 
 def wait(
@@ -110,49 +49,6 @@ def wait(
         if all(j is not None and j.status in SETTLED for j in last.values()) or time.monotonic() >= deadline:
             return last
         time.sleep(interval)
-
-
-@dataclass(frozen=True)
-class RetryResult:
-    job_id: str
-    done: bool
-    reason: str
-
-
-def retry(target: Target, job_ids: Iterable[str] = (), statuses: Iterable[str] = ()) -> list[RetryResult]:
-    """Reopen failed / timed-out jobs for the sweeper to submit again (no re-upload).
-
-    Never a job in flight or one that succeeded; the reopen is conditional on the row as read, so two
-    concurrent retries make one new execution, not two.
-    """
-    store: JobStore = target.store
-    jobs: list[Job] = []
-    results: list[RetryResult] = []
-    for job_id in job_ids:
-        job = store.get(job_id)
-        if job is None:
-            results.append(RetryResult(job_id, False, "no such job"))
-        else:
-            jobs.append(job)
-    wanted = set(statuses)
-    if wanted:
-        unknown = wanted - {s.value for s in RETRYABLE}
-        if unknown:
-            raise ValueError(f"only failed and timed_out jobs can be retried, not {', '.join(sorted(unknown))}")
-        jobs += list_jobs(target, wanted)
-    for job in jobs:
-        outcome = job.outcome or job.status
-        if job.status in IN_FLIGHT or job.status == Status.RECEIVED:
-            results.append(RetryResult(job.job_id, False, f"in flight ({job.status.value}): not retried"))
-        elif job.status in FINISHED and job.status not in RETRYABLE:
-            results.append(RetryResult(job.job_id, False, f"{job.status.value}: nothing to retry"))
-        elif outcome not in RETRYABLE:
-            results.append(RetryResult(job.job_id, False, f"{outcome.value}: only failed or timed-out jobs"))
-        elif store.reopen(job, due_at=store.now()):
-            results.append(RetryResult(job.job_id, True, f"reopened (was {outcome.value}); the sweeper submits it"))
-        else:
-            results.append(RetryResult(job.job_id, False, "changed meanwhile (another retry?): not retried"))
-    return results
 
 
 @dataclass
@@ -181,10 +77,10 @@ def backfill(
     (``flex``: half the credits, more latency), whatever their rule says.
     """
     if service_tier is not None and service_tier not in get_args(ServiceTier):
-        raise ValueError(f"unknown service tier {service_tier!r}: one of {', '.join(get_args(ServiceTier))}")
+        raise UsageError(f"unknown service tier {service_tier!r}: one of {', '.join(get_args(ServiceTier))}")
     bucket, prefix = _parse_s3_uri(uri)
-    if bucket != target.input_bucket:
-        raise ValueError(f"{uri} is not in the watched input bucket s3://{target.input_bucket}/")
+    if bucket != target.need("input_bucket").input_bucket:
+        raise UsageError(f"{uri} is not in the watched input bucket s3://{target.input_bucket}/")
     report = BackfillReport()
     batch: list[dict[str, Any]] = []
     for obj in _current_objects(target, bucket, prefix):
@@ -236,59 +132,6 @@ def object_created(
         "resources": [f"arn:aws:s3:::{bucket}"],
         "detail": {"version": "0", "bucket": {"name": bucket}, "object": obj, "reason": "vlmwatch backfill"},
     }
-
-
-# -- dead letters -----------------------------------------------------------------------------------
-
-
-QUEUES = {"ingest": "dlq_url", "deliveries": "failed_deliveries_url"}
-
-
-def dlq_messages(target: Target, queue: str, *, peek_seconds: int = 30) -> list[dict[str, Any]]:
-    """The messages in a dead-letter queue (hidden for ``peek_seconds`` while read, then visible again)."""
-    url = _queue_url(target, queue)
-    sqs = target.client("sqs")
-    seen: dict[str, dict[str, Any]] = {}
-    while True:
-        batch = sqs.receive_message(
-            QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=peek_seconds, AttributeNames=["All"]
-        ).get("Messages", [])
-        new = [m for m in batch if m["MessageId"] not in seen]
-        if not new:
-            break
-        seen.update({m["MessageId"]: m for m in new})
-    for message in seen.values():  # visible again at once: listing changes nothing
-        sqs.change_message_visibility(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=0)
-    return list(seen.values())
-
-
-def redrive(target: Target, queue: str) -> int:
-    """Move dead letters back to work; returns how many messages were handled.
-
-    ``ingest``: each message goes back to the ingest queue (the ingest is idempotent per object version).
-    ``deliveries``: a parked record says only that delivery kept failing; the job table says which jobs:
-    every finished, undelivered job is made due now, so the next sweeper run delivers it, and the
-    parked messages are removed.
-    """
-    url = _queue_url(target, queue)
-    sqs = target.client("sqs")
-    moved = 0
-    if queue == "deliveries":
-        store: JobStore = target.store
-        # Finished, undelivered jobs are in the sparse in-flight index (the sweeper's own list): read it,
-        # not the whole table's history.
-        for job in store.due(UNBOUNDED, limit=UNDELIVERED_LIMIT):
-            if job.status in FINISHED:
-                store.reschedule(job.job_id, store.now())
-    while True:
-        batch = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=60).get("Messages", [])
-        if not batch:
-            return moved
-        for message in batch:
-            if queue == "ingest":
-                sqs.send_message(QueueUrl=target.ingest_queue_url, MessageBody=message["Body"])
-            sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
-            moved += 1
 
 
 @dataclass
@@ -351,9 +194,9 @@ def usage(target: Target, *, since: int | None, by: str) -> list[UsageRow]:
     """Credits, elements, files and failures per ``by`` (rule, agent or the key's first folder), most
     credits first; from the job rows (each carries its execution's usage as numbers)."""
     if by not in USAGE_GROUPS:
-        raise ValueError(f"--by must be one of {', '.join(USAGE_GROUPS)}, not {by!r}")
+        raise UsageError(f"--by must be one of {', '.join(USAGE_GROUPS)}, not {by!r}")
     rows: dict[str, UsageRow] = {}
-    for job in list_jobs(target, since=since):
+    for job in list_jobs(target.queries, since=since):
         if job.status == Status.SKIPPED:
             continue
         route = job.route
@@ -386,21 +229,11 @@ def resume(target: Target) -> ServiceReport:
 # -- helpers ----------------------------------------------------------------------------------------
 
 
-def _queue_url(target: Target, queue: str) -> str:
-    if queue not in QUEUES:
-        raise ValueError(f"unknown queue {queue!r}: one of {', '.join(QUEUES)}")
-    url = getattr(target, QUEUES[queue])
-    if not url:
-        raise ValueError(f"the {queue} queue is not known: pass --stack or VLMWATCH_{QUEUES[queue].upper()}")
-    return str(url)
-
-
 def _send(target: Target, entries: list[dict[str, Any]]) -> int:
-    if not target.ingest_queue_url:
-        raise ValueError("the ingest queue is not known: pass --stack or VLMWATCH_INGEST_QUEUE_URL")
+    target.need("ingest_queue_url")
     result = target.client("sqs").send_message_batch(QueueUrl=target.ingest_queue_url, Entries=entries)
     if result.get("Failed"):
-        raise RuntimeError(f"SQS refused {len(result['Failed'])} backfill messages: {result['Failed'][:2]}")
+        raise UsageError(f"SQS refused {len(result['Failed'])} backfill messages: {result['Failed'][:2]}")
     return len(entries)
 
 
@@ -414,28 +247,9 @@ def _current_objects(target: Target, bucket: str, prefix: str) -> Iterator[dict[
 
 def _parse_s3_uri(uri: str) -> tuple[str, str]:
     if not uri.startswith("s3://"):
-        raise ValueError(f"expected s3://bucket/prefix, got {uri!r}")
+        raise UsageError(f"expected s3://bucket/prefix, got {uri!r}")
     bucket, _, prefix = uri[5:].partition("/")
     return bucket, prefix
 
 
-def _plain(item: dict[str, Any]) -> dict[str, Any]:
-    from vlmwatch.adapters.dynamo import deserialize_item
-
-    return deserialize_item(item)
-
-
-__all__ = [
-    "backfill",
-    "dlq_messages",
-    "find_job",
-    "list_jobs",
-    "pause",
-    "redrive",
-    "resume",
-    "retry",
-    "service",
-    "submit",
-    "usage",
-    "wait",
-]
+__all__ = ["backfill", "object_created", "pause", "resume", "service", "usage", "wait"]

@@ -1,0 +1,434 @@
+"""The `vlmwatch` CLI as an operator meets it (issue 18, issue 19 items 3 and 9), against moto.
+
+Job rows are written as the pipeline writes them; every command runs through the real CLI (typer's
+runner) and real boto3 calls. The end-to-end loop with the emulator is in test_cli.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from moto import mock_aws
+from moto.core import set_initial_no_auth_action_count
+from typer.testing import CliRunner
+
+from vlmwatch.adapters.dynamo import serialize_item
+from vlmwatch.adapters.job_queries import JobQueries
+from vlmwatch.core.identity import ObjectVersion, job_id_for
+from vlmwatch.core.job import Job
+from vlmwatch.core.lifecycle import Status
+from vlmwatch_cli import jobs
+from vlmwatch_cli.main import app
+from vlmwatch_local.cloud.provision import StackResources
+
+runner = CliRunner()
+NOW = 1_900_000_000
+
+
+def env_for(stack: StackResources, **extra: str) -> dict[str, str]:
+    return {
+        "VLMWATCH_STACK": "",
+        "VLMWATCH_INPUT_BUCKET": stack.input_bucket,
+        "VLMWATCH_OUTPUT_BUCKET": "",
+        "VLMWATCH_TABLE": stack.table,
+        "VLMWATCH_INGEST_QUEUE_URL": stack.ingest_queue_url,
+        "VLMWATCH_DLQ_URL": stack.queues["IngestDLQ"],
+        "VLMWATCH_FAILED_DELIVERIES_URL": stack.queues["FailedDeliveriesQueue"],
+        "COLUMNS": "220",
+        **extra,
+    }
+
+
+def cli(stack: StackResources, *args: str, input: str | None = None, **env: str) -> tuple[int, str]:
+    result = runner.invoke(app, list(args), env=env_for(stack, **env), input=input)
+    if result.exception and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result.exit_code, result.output
+
+
+def put_job(stack: StackResources, key: str, status: Status, *, at: int = NOW, **fields: Any) -> Job:
+    """A job row as the pipeline leaves it (status, outcome, timestamps), written directly."""
+    version = ObjectVersion.of(fields.pop("version_id", f"v-{key}-{at}"), None)
+    job_id = fields.pop("job_id", None) or job_id_for(stack.input_bucket, key, version)
+    row: dict[str, Any] = {
+        "job_id": job_id,
+        "bucket": stack.input_bucket,
+        "key": key,
+        "version_id": version.version_id,
+        "status": status,
+        "created_at": at,
+        "updated_at": at,
+        "attempts": 1,  # a job that failed or ran was submitted at least once
+        **fields,
+    }
+    job = Job.model_validate(row)
+    boto3.client("dynamodb").put_item(TableName=stack.table, Item=serialize_item(job.to_item()))
+    return job
+
+
+# -- one way to name a job -----------------------------------------------------------------------
+
+
+def test_status_takes_a_short_id_the_uri_submit_prints_a_version_and_an_execution_id(stack, tmp_path: Path):
+    path = tmp_path / "named.txt"
+    path.write_text("a job named four ways")
+    code, out = cli(stack, "submit", str(path), "--prefix", "refs")
+    assert code == 0, out
+    uri = out.split()[1]
+    assert uri == f"s3://{stack.input_bucket}/refs/named.txt"  # what submit prints...
+    head = boto3.client("s3").head_object(Bucket=stack.input_bucket, Key="refs/named.txt")
+    job = put_job(
+        stack, "refs/named.txt", Status.RUNNING, version_id=head.get("VersionId"), execution_id="exec-1234-abcd"
+    )
+    assert job.job_id[:12] in out  # ...and the short id it shows
+
+    for ref in (uri, job.job_id[:12], job.job_id[:6], "exec-1234-abcd", f"{uri}?versionId={job.version_id}"):
+        code, shown = cli(stack, "status", ref, "--json")
+        assert code == 0, (ref, shown)
+        assert json.loads(shown)["job_id"] == job.job_id, ref
+
+    assert cli(stack, "status", f"{uri}?versionId=not-a-version")[0] == 1
+
+
+def test_an_ambiguous_prefix_is_an_error_that_lists_the_candidates(stack):
+    a = put_job(stack, "amb/one.txt", Status.FAILED, job_id="abcd" + "1" * 36)
+    b = put_job(stack, "amb/two.txt", Status.DELIVERED, job_id="abcd" + "2" * 36, outcome=Status.COMPLETED)
+
+    code, out = cli(stack, "status", "abcd")
+
+    assert code == 2
+    assert "matches 2 jobs" in out and a.job_id[:12] in out and b.job_id[:12] in out and "amb/two.txt" in out
+    assert "Traceback" not in out
+    assert cli(stack, "retry", "abcd1")[0] == 0  # one more character is enough
+
+
+def test_retry_and_cancel_take_every_kind_of_reference(stack):
+    failed = put_job(stack, "kinds/failed.txt", Status.FAILED, execution_id="exec-f", error="boom")
+    running = put_job(stack, "kinds/running.txt", Status.RUNNING, execution_id="exec-r")
+
+    code, out = cli(stack, "retry", f"s3://{stack.input_bucket}/kinds/failed.txt")
+    assert code == 0 and "retried" in out, out
+    code, out = cli(stack, "cancel", "exec-r")
+    assert code == 0 and "cancelled" in out
+    assert "execution exec-r was left alone" in out  # VLM Run has no execution cancel: said so
+    row = JobQueries(boto3.client("dynamodb"), stack.table).get(running.job_id)
+    assert row is not None and row.status == Status.FAILED and row.error == "cancelled by operator"
+    assert row.next_poll_at is not None  # scheduled for delivery of its error document, like any failure
+    again = JobQueries(boto3.client("dynamodb"), stack.table).get(failed.job_id)
+    assert again is not None and again.status == Status.RECEIVED
+
+
+# -- exit codes and validation ----------------------------------------------------------------------
+
+
+def test_retry_of_a_completed_in_flight_or_unknown_job_exits_1(stack):
+    done = put_job(stack, "exit/done.txt", Status.DELIVERED, outcome=Status.COMPLETED)
+    flying = put_job(stack, "exit/flying.txt", Status.RUNNING, execution_id="e-1")
+
+    for ref in (done.job_id, flying.job_id[:10], "exit/nothing-here.txt"):
+        code, out = cli(stack, "retry", ref)
+        assert code == 1, (ref, out)
+        assert "0 of 1 job(s) reopened" in out
+    code, out = cli(stack, "cancel", done.job_id)
+    assert code == 1 and "already completed: nothing to cancel" in out
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("list", "--status", "bogus"),
+        ("list", "--limit", "-1"),
+        ("list", "--limit", "0"),
+        ("submit", "x.txt", "--wait", "--timeout", "-1"),
+        ("retry", "--status", "completed"),
+        ("list", "--since", "yesterday-ish"),
+        ("backfill", "s3://elsewhere/x", "--rate", "-1"),
+    ],
+)
+def test_a_filter_or_limit_that_makes_no_sense_exits_2(stack, args):
+    code, out = cli(stack, *args)
+    assert code == 2, out
+    assert "Traceback" not in out
+
+
+def test_a_bad_status_names_the_real_ones(stack):
+    code, out = cli(stack, "list", "--status", "failed,bogus")
+    assert code == 2 and "'bogus'" in out and "timed_out" in out and "delivered" in out
+
+
+# -- one error path ----------------------------------------------------------------------------------
+
+
+def test_a_wrong_table_is_one_line_saying_what_to_check(stack):
+    code, out = cli(stack, "list", VLMWATCH_TABLE="no-such-table")
+    assert code == 2
+    assert "Traceback" not in out and len(out.strip().splitlines()) == 1
+    assert "ResourceNotFoundException" in out and "check the name" in out and "region" in out
+
+    code, out = cli(stack, "submit", __file__, VLMWATCH_INPUT_BUCKET="no-such-bucket-here")
+    assert code == 2 and "Traceback" not in out and "NoSuchBucket" in out
+
+
+@set_initial_no_auth_action_count(2)
+@mock_aws
+def test_access_denied_is_one_line_naming_the_permission_and_debug_shows_the_traceback(monkeypatch):
+    iam = boto3.client("iam")
+    iam.create_user(UserName="operator")
+    key = iam.create_access_key(UserName="operator")["AccessKey"]  # a user with no policy at all
+    env = {
+        "AWS_ACCESS_KEY_ID": key["AccessKeyId"],
+        "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"],
+        "VLMWATCH_TABLE": "jobs",
+        "VLMWATCH_STACK": "",
+    }
+
+    result = runner.invoke(app, ["list"], env=env)
+
+    assert result.exit_code == 2
+    out = result.output
+    assert len(out.strip().splitlines()) == 1 and "Traceback" not in out
+    assert "AWS refused Query" in out and "not authorized to perform: dynamodb:Query" in out
+    assert "allowed Query" in out and "profile" in out
+
+    debug = runner.invoke(app, ["--debug", "list"], env=env)
+    assert debug.exit_code != 0 and debug.exception is not None  # the traceback, for whoever asked
+
+
+def test_a_missing_stack_env_file_or_unknown_stack_is_one_line(stack):
+    code, out = cli(stack, "list", VLMWATCH_STACK="/nowhere/local.env")
+    assert code == 2 and "no stack env file" in out and "make up" in out
+    code, out = cli(stack, "list", VLMWATCH_STACK="vlmwatch-nope")
+    assert code == 2 and "cannot read stack 'vlmwatch-nope'" in out and "Traceback" not in out
+
+
+# -- one variable names the deployment -------------------------------------------------------------
+
+
+def test_one_stack_env_file_is_all_a_command_needs_and_no_output_bucket_is_asked_for(stack, tmp_path: Path):
+    env_file = tmp_path / "local.env"
+    env_file.write_text(
+        "# written by make up\n"
+        f"export AWS_DEFAULT_REGION={stack.region}\n"
+        f"export VLMWATCH_INPUT_BUCKET={stack.input_bucket}\n"
+        f"export VLMWATCH_TABLE={stack.table}\n"
+        f"export VLMWATCH_INGEST_QUEUE_URL={stack.ingest_queue_url}\n"
+        f"export VLMWATCH_DLQ_URL={stack.queues['IngestDLQ']}\n"
+        f"export VLMWATCH_FAILED_DELIVERIES_URL='{stack.queues['FailedDeliveriesQueue']}'\n"
+    )
+    put_job(stack, "env/one.txt", Status.FAILED)
+    only = {k: "" for k in env_for(stack) if k.startswith("VLMWATCH_") and k != "VLMWATCH_STACK"}
+
+    code, out = cli(stack, "list", **only, VLMWATCH_STACK=str(env_file))
+    assert code == 0 and "env/one.txt" in out, out
+    code, out = cli(stack, "dlq", "list", **only, VLMWATCH_STACK=str(env_file))
+    assert code == 0 and "0 message(s) in the ingest" in out
+    code, out = cli(stack, "dlq", "list", "--queue", "deliveries", **only, VLMWATCH_STACK=str(env_file))
+    assert code == 0 and "0 message(s) in the deliveries" in out
+
+    code, out = cli(stack, "list", **only)
+    assert code == 2 and "VLMWATCH_STACK" in out and "--table" in out and "output" not in out
+
+
+# -- hostile text in keys and messages (issue 19 item 3) -------------------------------------------
+
+
+def test_keys_and_messages_print_as_text_never_markup_or_control_sequences(stack):
+    put_job(stack, "in/a[/]b.txt", Status.FAILED, error="VLM Run says [link=https://evil.example]click[/link]")
+    spoof = put_job(stack, "[bold red]FAILED[/]", Status.DELIVERED, outcome=Status.COMPLETED, at=NOW + 1)
+    put_job(stack, "esc/\x1b[2J\x1b]0;owned\x07\u202etxt.exe", Status.FAILED, error="\x9b31mred", at=NOW + 2)
+
+    code, out = cli(stack, "list")
+
+    assert code == 0, out
+    assert "in/a[/]b.txt" in out and "[link=https://evil.example]click[/link]" in out
+    assert "[bold red]FAILED[/]" in out
+    assert "\x1b" not in out and "\x07" not in out and "\x9b" not in out and "\u202e" not in out
+    assert "esc/\\x1b[2J\\x1b]0;owned\\x07\\u202etxt.exe" in out  # shown, escaped, whole
+    code, out = cli(stack, "status", spoof.job_id)
+    assert code == 0 and "[bold red]FAILED[/]" in out
+    code, out = cli(stack, "list", "--json")
+    assert "\x1b" not in out and "\x9b" not in out and "\u202e" not in out
+    keys = {json.loads(line)["key"] for line in out.splitlines()}
+    assert "esc/\x1b[2J\x1b]0;owned\x07\u202etxt.exe" in keys  # JSON readers get the key exactly
+
+
+# -- queries, not scans ------------------------------------------------------------------------------
+
+
+def test_list_limit_10_reads_a_bounded_number_of_items_whatever_the_table_holds(stack):
+    client = boto3.client("dynamodb")
+    statuses = [Status.DELIVERED, Status.FAILED, Status.RUNNING, Status.SKIPPED, Status.RECEIVED]
+    for start in range(0, 600, 25):
+        batch = []
+        for i in range(start, start + 25):
+            job = Job(
+                job_id=f"{i:040x}",
+                bucket=stack.input_bucket,
+                key=f"many/{i:05d}.txt",
+                status=statuses[i % len(statuses)],
+                created_at=NOW + i,
+                updated_at=NOW + i,
+            )
+            batch.append({"PutRequest": {"Item": serialize_item(job.to_item())}})
+        client.batch_write_item(RequestItems={stack.table: batch})
+
+    queries = JobQueries(client, stack.table)
+    shown = jobs.list_jobs(queries, limit=10)
+
+    assert [j.key for j in shown] == [f"many/{i:05d}.txt" for i in range(599, 589, -1)]  # the newest 10
+    # Index entries: at most 10 per status queried; rows: the 10 shown. Never the 600 a scan reads.
+    assert queries.meter.by_operation["BatchGetItem"] == 10
+    assert queries.meter.items <= 10 * len(Status) + 10
+    failed = jobs.list_jobs(JobQueries(client, stack.table), {Status.FAILED}, limit=3)
+    assert [j.key for j in failed] == ["many/00596.txt", "many/00591.txt", "many/00586.txt"]
+
+
+def test_list_failed_also_lists_delivered_failures_and_since_filters_by_change(stack):
+    put_job(stack, "out/delivered-failure.txt", Status.DELIVERED, outcome=Status.FAILED, at=NOW)
+    put_job(stack, "out/delivered-ok.txt", Status.DELIVERED, outcome=Status.COMPLETED, at=NOW)
+    put_job(stack, "out/failed-old.txt", Status.FAILED, at=1_000_000_000)
+
+    code, out = cli(stack, "list", "--status", "failed", "--json")
+    keys = {json.loads(line)["key"] for line in out.splitlines()}
+    assert code == 0 and keys == {"out/delivered-failure.txt", "out/failed-old.txt"}
+    code, out = cli(stack, "list", "--status", "failed", "--since", "2030-01-01", "--json")
+    assert code == 0
+    assert {json.loads(line)["key"] for line in out.splitlines()} == {"out/delivered-failure.txt"}
+
+
+# -- guarded bulk verbs (issue 19 item 9) ------------------------------------------------------------
+
+
+def test_retry_by_status_skips_permanent_failures_unless_asked_and_asks_before_many(stack):
+    rejected = put_job(
+        stack, "bulk/too-big.pdf", Status.FAILED, error="the input is 9,000,000 bytes, above the limit", attempts=1
+    )
+    gave_up = put_job(
+        stack, "bulk/outage.pdf", Status.FAILED, error="could not start a VLM Run execution within 3600 s", attempts=3
+    )
+    for i in range(12):
+        put_job(stack, f"bulk/run-{i:02d}.pdf", Status.DELIVERED, outcome=Status.FAILED, execution_id=f"x-{i}")
+    queries = JobQueries(boto3.client("dynamodb"), stack.table)
+
+    code, out = cli(stack, "retry", "--status", "failed", "--dry-run")
+    assert code == 0 and "13 of 14 job(s) would be reopened (dry run)" in out, out
+    assert "permanent failure" in out and "--include-permanent" in out
+    assert all(j.status != Status.RECEIVED for j in queries.rows([rejected.job_id, gave_up.job_id]))
+
+    code, out = cli(stack, "retry", "--status", "failed", input="n\n")
+    assert code == 2 and "13 items" in out and "nothing done" in out
+    assert queries.get(gave_up.job_id).status == Status.FAILED  # type: ignore[union-attr]
+
+    code, out = cli(stack, "retry", "--status", "failed", "--limit", "2", "--yes")
+    assert code == 0 and "2 of 3 job(s) reopened" in out, out  # 2 reopened, the permanent one left out
+    code, out = cli(stack, "retry", "--status", "failed", "--include-permanent", "--yes")
+    assert code == 0 and "12 of 12 job(s) reopened" in out, out
+    assert queries.get(rejected.job_id).status == Status.RECEIVED  # type: ignore[union-attr]
+
+
+def test_dlq_redrive_is_guarded_and_one_bad_message_can_be_dropped(stack):
+    sqs = boto3.client("sqs")
+    dlq = stack.queues["IngestDLQ"]
+    ids = [sqs.send_message(QueueUrl=dlq, MessageBody=json.dumps({"n": i}))["MessageId"] for i in range(12)]
+
+    code, out = cli(stack, "dlq", "redrive", "--dry-run")
+    assert code == 0 and "12 message(s), 0 job(s) would be redriven (dry run)" in out
+    code, out = cli(stack, "dlq", "redrive", input="n\n")
+    assert code == 2 and "nothing done" in out
+    assert "12 message(s)" in cli(stack, "dlq", "list")[1]  # nothing moved, everything visible again
+
+    code, out = cli(stack, "dlq", "drop", ids[0][:13])
+    assert code == 0 and f"dropped {ids[0]}" in out
+    assert cli(stack, "dlq", "drop", ids[0])[0] == 1  # gone for good
+    code, out = cli(stack, "dlq", "redrive", "--limit", "3")
+    assert code == 0 and "3 message(s) redriven" in out
+    assert "8 message(s)" in cli(stack, "dlq", "list")[1]
+    received = sqs.receive_message(QueueUrl=stack.ingest_queue_url, MaxNumberOfMessages=10).get("Messages", [])
+    assert len(received) == 3
+
+
+# -- submit ------------------------------------------------------------------------------------------
+
+
+def test_submit_refuses_two_files_that_would_share_a_key_before_uploading_anything(stack, tmp_path: Path):
+    for folder in ("march", "april"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "n.txt").write_text(folder)
+    (tmp_path / "first.txt").write_text("would go first")
+
+    code, out = cli(
+        stack, "submit", str(tmp_path / "first.txt"), str(tmp_path / "march/n.txt"), str(tmp_path / "april/n.txt")
+    )
+
+    assert code == 2 and "n.txt" in out and "nothing uploaded" in out
+    assert "Contents" not in boto3.client("s3").list_objects_v2(Bucket=stack.input_bucket)
+
+
+def test_submit_folders_keep_their_paths_under_one_slash_with_agent_and_metadata(stack, tmp_path: Path):
+    for folder in ("march", "april"):
+        (tmp_path / "inbox" / folder).mkdir(parents=True)
+        (tmp_path / "inbox" / folder / "n.txt").write_text(folder)
+
+    code, out = cli(
+        stack, "submit", str(tmp_path / "inbox"), "--prefix", "invoices", "--agent", "receipts:v2",
+        "--metadata", "team=finance",
+    )  # fmt: skip
+
+    assert code == 0, out
+    s3 = boto3.client("s3")
+    keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket=stack.input_bucket)["Contents"])
+    assert keys == ["invoices/april/n.txt", "invoices/march/n.txt"]
+    head = s3.head_object(Bucket=stack.input_bucket, Key="invoices/march/n.txt")
+    assert head["Metadata"] == {"vlmrun-agent": "receipts:v2", "team": "finance"}
+    assert cli(stack, "submit", str(tmp_path / "inbox"), "--agent", "not an agent!")[0] == 2
+    assert cli(stack, "submit", str(tmp_path / "inbox"), "--metadata", "novalue")[0] == 2
+
+
+def test_submit_streams_200_mb_in_parts_under_100_mb_of_memory(tmp_path: Path):
+    """In a child process (the moto server, holding the object, stays out of the measure)."""
+    from moto.server import ThreadedMotoServer
+
+    big = tmp_path / "big.bin"
+    with big.open("wb") as f:
+        block = os.urandom(1024 * 1024)
+        for _ in range(200):
+            f.write(block)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        endpoint = f"http://{host}:{port}"
+        boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="big-input")
+        child = (
+            "import sys, tracemalloc\n"
+            "from pathlib import Path\n"
+            "import boto3\n"
+            "from vlmwatch_cli import upload\n"
+            "tracemalloc.start()\n"
+            "planned = upload.plan([Path(sys.argv[1])], 'big')\n"
+            "done = upload.upload(boto3.client('s3'), 'big-input', planned[0], {})\n"
+            "peak = tracemalloc.get_traced_memory()[1]\n"
+            # VmHWM: this process's peak resident set (getrusage would report the parent's, inherited at fork).
+            "hwm = int(open('/proc/self/status').read().split('VmHWM:')[1].split()[0]) * 1024\n"
+            "print(done.key, peak, hwm)\n"
+        )
+        import subprocess
+        import sys
+
+        env = {**os.environ, "AWS_ENDPOINT_URL": endpoint}
+        result = subprocess.run(  # noqa: S603
+            [sys.executable, "-c", child, str(big)], env=env, capture_output=True, text=True, timeout=600, check=True
+        )
+        key, peak, rss = result.stdout.split()
+        head = boto3.client("s3", endpoint_url=endpoint).head_object(Bucket="big-input", Key=key)
+    finally:
+        server.stop()
+    assert key == "big/big.bin" and head["ContentLength"] == 200 * 1024 * 1024
+    assert "-" in head["ETag"]  # a multipart upload (ETag "<md5>-<parts>"), not one 200 MB PUT
+    assert int(peak) < 100 * 1024 * 1024, f"peak {int(peak) / 2**20:.0f} MB traced"
+    assert int(rss) < 150 * 1024 * 1024, f"peak RSS {int(rss) / 2**20:.0f} MB (interpreter and boto3 included)"
