@@ -98,9 +98,10 @@ class RequestBudget:
         recovered = (self._clock() - shrunk_at) / (self._window * self._recovery)
         return max(1, math.floor(self._per_window * min(1.0, factor + max(0.0, recovered) * (1 - factor))))
 
-    def take(self) -> int | None:
-        """Spend one request. None: go ahead. Otherwise the epoch second to try again (the next window,
-        spread over its first part so the waiting work does not all come back at once)."""
+    def take(self, count: int = 1) -> int | None:
+        """Spend ``count`` requests at once (all or none). None: go ahead. Otherwise the epoch second to try
+        again (the next window, spread over its first part so the waiting work does not all come back at
+        once). ``count`` is cut to this window's limit: a bigger need then takes whole windows, piece by piece."""
         if not self.enabled:
             return None
         now = self._clock()
@@ -108,11 +109,13 @@ class RequestBudget:
         if window == self._spent_window:
             return spread((window + 1) * self._window, self._window / 2, self._rng)
         limit = self.limit()
-        update = Update("job_id", create=True).increment("used").set("expires_at", int(now) + 86400)
-        update.when_absent_or_below("used", limit)
+        count = max(1, min(count, limit))
+        update = Update("job_id", create=True).increment("used", count).set("expires_at", int(now) + 86400)
+        update.when_absent_or_below("used", limit - count + 1)
         applied, _ = conditional_update(self._client, self._table, f"{CONTROL_ROW_PREFIX}budget#{window}", update)
         if not applied:
-            self._spent_window = window
+            if count == 1:
+                self._spent_window = window  # not even one left (a bigger ask may fail with some left)
             return spread((window + 1) * self._window, self._window / 2, self._rng)
         return None
 
@@ -185,16 +188,16 @@ class Backpressure:
         if self._budget is not None and not ours:
             self._budget.shrink()
 
-    def admit(self, kind: RequestKind = "poll") -> int | None:
+    def admit(self, kind: RequestKind = "poll", count: int = 1) -> int | None:
         """May one start or poll be sent now? None: yes (one request of the shared budget is spent).
         Otherwise the epoch second to put the work off to: the breaker's next probe, after this process's
         429 block, or in the budget's next window."""
-        until = self._admit(kind)
+        until = self._admit(kind, count)
         if until is None:
-            self._prepay()
+            self._prepay(count)
         return until
 
-    def _admit(self, kind: RequestKind) -> int | None:
+    def _admit(self, kind: RequestKind, count: int = 1) -> int | None:
         if self.blocked:
             return self.retry_at()  # no side effect: checked before the breaker may hand out its probe
         if self.breaker is not None:
@@ -202,7 +205,7 @@ class Backpressure:
             if until is not None:
                 return until
         if self._budget is not None:
-            return self._budget.take()
+            return self._budget.take(count)
         return None
 
     def gate(self, kind: RequestKind) -> None:
@@ -227,12 +230,14 @@ class Backpressure:
     def _window_now(self) -> int:
         return int(self._clock() // (self._budget.window_seconds if self._budget is not None else 60))
 
-    def _prepay(self) -> None:
-        """The flow admitted one request: the client's gate lets it through without spending again."""
+    def _prepay(self, count: int = 1) -> None:
+        """The flow admitted ``count`` requests: the client's gate lets them through without spending again."""
         window = self._window_now()
         paid = getattr(self._paid, "value", None)
-        count = paid[1] if paid and paid[0] == window else 0
-        self._paid.value = (window, count + 1)
+        held = paid[1] if paid and paid[0] == window else 0
+        if self._budget is not None:
+            count = min(count, self._budget.limit())  # what take() actually spent
+        self._paid.value = (window, held + count)
 
     def _spend_prepaid(self) -> bool:
         # Only within the window it was paid in: an old grant must not add to a later window's count.

@@ -120,6 +120,8 @@ class Deliverer:
                 )
                 return None
         try:
+            if not self._reserved(job):
+                return None
             return self._deliver(job)
         except VlmRunRateLimitedError as exc:
             # VLM Run said 429, or our budget/breaker held the request back before it was sent: not a
@@ -171,6 +173,31 @@ class Deliverer:
             credits=credits,
         )
 
+    def _reserved(self, job: Job) -> bool:
+        """Take from the budget, at once, every VLM Run request this delivery needs (the artifact list and
+        each download): a delivery then runs to its end instead of stopping halfway for want of budget and
+        asking for the list again. False: not now; the job waits on its row."""
+        if self._pressure is None or job.status != Status.COMPLETED:
+            return True
+        need = self._requests_needed(job)
+        if not need:
+            return True
+        wait_until = self._pressure.admit("fetch", need)
+        if wait_until is None:
+            return True
+        self._store.reschedule(job.job_id, wait_until, error=f"delivery {self._pressure.waiting_reason()}")
+        return False
+
+    def _requests_needed(self, job: Job) -> int:
+        if not job.execution_snapshot:
+            return 1  # the GET of the execution; its artifacts, if any, go through the gate one by one
+        refs = artifact_refs(Execution.model_validate_json(job.execution_snapshot).response)
+        if not refs:
+            return 0
+        assert job.execution_id is not None
+        written = len(self._writer.written_artifacts(job, job.execution_id)) if self._tried_before(job) else 0
+        return 1 + max(0, min(len(refs), self._max_artifacts) - written)
+
     def _wait_until(self, exc: VlmRunRateLimitedError) -> int:
         if isinstance(exc, RequestDeferredError):
             return exc.until
@@ -193,7 +220,7 @@ class Deliverer:
         else:  # too large to keep on the row: fetch it again
             execution = client.get_execution(job.execution_id)
         records = []
-        wanted, missing = self._bounded(client, job.execution_id, artifact_refs(execution.response))
+        wanted, missing = bounded_refs(client, job.execution_id, artifact_refs(execution.response), self._max_artifacts)
         # Written by an earlier try that then had to wait: kept, not fetched (nor paid for) again.
         done = self._writer.written_artifacts(job, job.execution_id) if wanted and self._tried_before(job) else {}
         # Artifacts first: the result document is the consumer's signal that everything is there.
@@ -218,37 +245,37 @@ class Deliverer:
         """Whether an earlier delivery of this job may have written artifacts (else no S3 listing is spent)."""
         return job.delivery_attempts > 0 or (job.last_poll_error or "").startswith("delivery waiting")
 
-    def _bounded(
-        self, client: VlmRunClient, execution_id: str, refs: list[str]
-    ) -> tuple[list[str], list[dict[str, str]]]:
-        """The artifact ids to fetch (confirmed by VLM Run, at most ``max_artifacts``) and those left out, why."""
-        if not refs:
-            return [], []
-        missing: list[dict[str, str]] = []
-        try:
-            listed = {item.object_id for item in client.list_artifacts(execution_id).items}
-        except VlmRunRejectedError as exc:
-            # No artifact list for this execution (the endpoint or the listing refused): nothing confirms
-            # the ids, so each download (capped, budgeted) is asked directly and a 404 is recorded as missing.
-            logger.warning("artifact list unavailable", extra={"execution_id": execution_id, "error": exc.message})
-            confirmed = refs
-        else:
-            confirmed = [r for r in refs if r in listed]
-            missing += [
-                {
-                    "object_id": r,
-                    "error": "not an artifact of this execution (VLM Run's artifact list does not have it)",
-                }
-                for r in refs
-                if r not in listed
-            ]
-        cap = self._max_artifacts
-        missing += [
-            {"object_id": r, "error": f"not copied: more than {cap} artifacts in one response (MAX_ARTIFACTS)"}
-            for r in confirmed[cap:]
-        ]
-        return confirmed[:cap], missing
-
     def _emit(self, job: Job, detail_type: DetailType, uri: str) -> None:
         if self._events is not None:
             self._events.emit(detail_type, detail_for(job, document=uri))
+
+
+def bounded_refs(
+    client: VlmRunClient, execution_id: str, refs: list[str], cap: int
+) -> tuple[list[str], list[dict[str, str]]]:
+    """The artifact ids to fetch (confirmed by VLM Run's list, at most ``cap``) and those left out, with why."""
+    if not refs:
+        return [], []
+    missing: list[dict[str, str]] = []
+    try:
+        listed = {item.object_id for item in client.list_artifacts(execution_id).items}
+    except VlmRunRejectedError as exc:
+        # No artifact list for this execution (the endpoint or the listing refused): nothing confirms
+        # the ids, so each download (capped, budgeted) is asked directly and a 404 is recorded as missing.
+        logger.warning("artifact list unavailable", extra={"execution_id": execution_id, "error": exc.message})
+        confirmed = refs
+    else:
+        confirmed = [r for r in refs if r in listed]
+        missing += [
+            {
+                "object_id": r,
+                "error": "not an artifact of this execution (VLM Run's artifact list does not have it)",
+            }
+            for r in refs
+            if r not in listed
+        ]
+    missing += [
+        {"object_id": r, "error": f"not copied: more than {cap} artifacts in one response (MAX_ARTIFACTS)"}
+        for r in confirmed[cap:]
+    ]
+    return confirmed[:cap], missing

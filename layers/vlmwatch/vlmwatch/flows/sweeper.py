@@ -91,7 +91,7 @@ class Sweeper:
         summary = PollSummary()
         if self._slots is not None:
             self._slots.recount(self._count_in_flight)
-        jobs = self._store.due(now, self._settings.poller_max_jobs)
+        jobs = [j for j in self._store.due(self._due_by(now), self._settings.poller_max_jobs) if self._due(j, now)]
         summary.due = len(jobs)
         claimed = [
             j
@@ -124,6 +124,26 @@ class Sweeper:
                 summary.rate_limited |= result == "deferred"
         return summary
 
+    def _due_by(self, now: int) -> int:
+        """The last second of the budget's current window (with a budget), else now.
+
+        Work the budget put off waits for "the next window, spread over its first half" (so the functions
+        that put it off do not all come back at once). This run is the one that takes it in that window:
+        without looking ahead it would wait for the next run, and a minute's budget would go unused.
+        """
+        if not self._settings.requests_per_minute:
+            return now
+        window = self._settings.budget_window_seconds
+        return (now // window + 1) * window - 1
+
+    @staticmethod
+    def _due(job: Job, now: int) -> bool:
+        """Due now, or put off by the budget to later in this window (a waiting submit or delivery)."""
+        if (job.next_poll_at or 0) <= now:
+            return True
+        waiting = (job.last_poll_error or "").startswith(("waiting", "delivery waiting"))
+        return waiting and (job.status == Status.RECEIVED or job.status in FINISHED)
+
     def _count_in_flight(self) -> int:
         """Executions that may be running: jobs in flight, and claims whose POST may have made one."""
         rows = self._store.due(UNBOUNDED, limit=MAX_COUNTED)
@@ -142,6 +162,9 @@ class Sweeper:
         """
         polling = [j for j in jobs if j.status in IN_FLIGHT and j.execution_id]
         threshold = self._settings.list_poll_min_jobs
+        if threshold and self._settings.requests_per_minute:
+            # Under a request budget a list is never worse than two GETs: every request is a file's share.
+            threshold = min(threshold, 2)
         if not threshold or len(polling) < threshold or self._pressure.admit("poll") is not None:
             return {}
         try:
