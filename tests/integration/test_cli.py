@@ -127,16 +127,16 @@ def test_retry_makes_one_new_execution_and_never_touches_a_job_in_flight(local, 
     before = executions(local)
 
     code, out = cli(local, "retry", "--status", "failed")
-    assert code == 0 and f"retried {job_id}" in out
-    code, out = cli(local, "retry", running["job_id"])
-    assert "in flight" in out and "0 of 1" in out
+    assert code == 0 and f"retried {job_id[:12]} retry/flaky.txt" in out
+    code, out = cli(local, "retry", running["job_id"][:8])  # a short id, as `list` shows
+    assert code == 1 and "in flight" in out and "0 of 1" in out
 
     final = json.loads(_wait_for(local, job_id, "delivered"))
     assert final["outcome"] == "completed"
     assert executions(local) == before + 1  # one new execution for the retried job, none for the running one
     assert len(final["previous_execution_ids"]) == 1 and final["retries"] == 1
-    code, again = cli(local, "retry", job_id)
-    assert "completed: only failed or timed-out jobs" in again  # a success is not re-run
+    code, again = cli(local, "retry", "retry/flaky.txt")
+    assert code == 1 and "completed: only failed or timed-out jobs" in again  # a success is not re-run
 
 
 def test_backfill_of_50_existing_objects_twice_makes_50_jobs(local):

@@ -34,13 +34,32 @@ def test_a_stack_name_is_enough(aws):
     assert target.table == "override"  # an explicit name wins over the stack's
 
 
-def test_no_stack_and_no_names_says_what_to_pass(monkeypatch):
-    for name in ("VLMWATCH_INPUT_BUCKET", "VLMWATCH_OUTPUT_BUCKET", "VLMWATCH_TABLE"):
+def test_no_stack_and_no_names_says_what_to_pass_for_what_the_command_needs(monkeypatch):
+    for name in ("VLMWATCH_STACK", "VLMWATCH_INPUT_BUCKET", "VLMWATCH_OUTPUT_BUCKET", "VLMWATCH_TABLE"):
         monkeypatch.delenv(name, raising=False)
-    with pytest.raises(TargetError, match=r"pass --stack NAME, or --input-bucket \(or VLMWATCH_INPUT_BUCKET\)"):
-        Target.resolve(None)
+    target = Target.resolve(None)  # nothing is required until a command says what it uses
+    with pytest.raises(TargetError, match=r"set VLMWATCH_STACK .*--table \(or VLMWATCH_TABLE\)$"):
+        target.need("table")
+    with pytest.raises(TargetError, match=r"--input-bucket \(or VLMWATCH_INPUT_BUCKET\)$"):
+        target.need("input_bucket")
 
 
 def test_an_unknown_stack_is_one_clear_error(aws):
-    with pytest.raises(TargetError, match="cannot read stack 'nope'"):
+    with pytest.raises(TargetError, match="cannot read stack 'nope': no such stack in us-east-1"):
         Target.resolve("nope")
+
+
+def test_a_stack_env_file_names_the_deployment_and_how_to_reach_it(tmp_path, monkeypatch):
+    monkeypatch.delenv("VLMWATCH_TABLE", raising=False)
+    env_file = tmp_path / "local.env"
+    env_file.write_text(
+        "export AWS_ENDPOINT_URL=http://127.0.0.1:5999\nexport AWS_DEFAULT_REGION=eu-west-1\n"
+        "export AWS_ACCESS_KEY_ID=local\nexport AWS_SECRET_ACCESS_KEY=local\n"
+        "export VLMWATCH_TABLE=jobs-local\nexport VLMWATCH_DLQ_URL='http://127.0.0.1:5999/q/dlq'\n"
+    )
+
+    target = Target.resolve(str(env_file))
+
+    assert (target.table, target.dlq_url) == ("jobs-local", "http://127.0.0.1:5999/q/dlq")
+    client = target.client("dynamodb")
+    assert client.meta.endpoint_url == "http://127.0.0.1:5999" and client.meta.region_name == "eu-west-1"
