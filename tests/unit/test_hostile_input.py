@@ -11,7 +11,8 @@ import boto3
 import httpx
 import pytest
 
-from helpers import drop, jobs, read_json, result_key
+from conftest import load_event
+from helpers import drop, error_key, jobs, read_json, result_key
 from vlmwatch.runtime import wiring
 from vlmwatch_local.cloud.loops import LocalAws, function_url_event
 from vlmwatch_local.emulator import sign
@@ -161,3 +162,229 @@ def test_the_url_token_is_not_keyed_by_the_signing_secret_itself(hooked, emulato
     assert jobs(stack)[0]["status"] == "received"
     genuine = execution.request["callback_url"].split("token=", 1)[1]
     assert genuine != plain
+
+
+# -- 5. replays, 429s and Secrets Manager throttling at the webhook ------------------------------
+
+
+def test_replays_of_an_applied_callback_are_answered_without_a_request(hooked, emulator, stack, clock):
+    local, _ = hooked()
+    emulator.config.status_sequence = ["enqueued", "running", "completed"]
+    emulator.config.step_seconds = 10_000  # executions move when the test says, not on each GET
+    drop(stack, "replayed.txt", b"x")
+    local.pump_ingest()
+    (execution,) = emulator.executions.values()
+    query = execution.request["callback_url"].split("?", 1)[1]
+    assert jobs(stack)[0]["remote_status"] == "enqueued"
+
+    enqueued = json.dumps(execution.to_json()).encode()  # what the row already says
+    answers = [post(local, enqueued, query) for _ in range(20)]
+    assert {json.loads(a["body"])["status"] for a in answers} == {"unchanged"}
+    assert status_gets(emulator) == 0
+
+    execution.step = 1  # it runs now: one callback is worth one re-fetch, its nineteen replays nothing
+    running = json.dumps(execution.to_json()).encode()
+    answers = [post(local, running, query) for _ in range(20)]
+    assert {a["statusCode"] for a in answers} == {200}
+    assert status_gets(emulator) == 1
+    assert jobs(stack)[0]["status"] == "running"
+    assert [post(local, enqueued, query)["statusCode"] for _ in range(5)] == [200] * 5  # an older one: nothing
+    assert status_gets(emulator) == 1
+
+
+class RateLimitedGets(httpx.BaseTransport):
+    """The emulator, except that GET /agent/executions/{id} answers 429 while ``on``."""
+
+    def __init__(self, app) -> None:
+        self._inner = httpx.WSGITransport(app=app)
+        self.on = False
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if self.on and request.method == "GET" and "/agent/executions/" in request.url.path:
+            return httpx.Response(429, headers={"Retry-After": "30"}, json={"detail": "rate limited"})
+        return self._inner.handle_request(request)
+
+
+def test_a_429_when_the_webhook_refetches_makes_the_job_wait_not_a_502(hooked, emulator, stack, clock):
+    transport = RateLimitedGets(emulator.app)
+    local, _ = hooked(transport)
+    emulator.config.status_sequence = ["enqueued", "completed"]
+    drop(stack, "limited.txt", b"rate limited at the webhook")
+    local.pump_ingest()
+    (execution,) = emulator.executions.values()
+    query = execution.request["callback_url"].split("?", 1)[1]
+    execution.step = 1
+    transport.on = True
+
+    answer = post(local, json.dumps(execution.to_json()).encode(), query)
+
+    assert answer["statusCode"] == 202 and json.loads(answer["body"]) == {"status": "deferred"}
+    (job,) = jobs(stack)
+    assert job["status"] in ("submitted", "enqueued") and int(job["next_poll_at"]) <= clock() + 120  # soon after Retry-After
+    transport.on = False
+    settle(local, clock)
+    assert read_json(stack, result_key("limited.txt"))["response"]["file"]["text"] == "rate limited at the webhook"
+
+
+class _Throttled:
+    status_code = 400
+
+
+def throttle_secrets(state: dict) -> list[int]:
+    """Count every GetSecretValue; answer ThrottlingException while ``state["on"]``."""
+    calls: list[int] = []
+
+    def before_call(**_):
+        calls.append(1)
+        if state["on"]:
+            error = {"Code": "ThrottlingException", "Message": "Rate exceeded"}
+            return _Throttled(), {"Error": error, "ResponseMetadata": {"HTTPStatusCode": 400}}
+        return None
+
+    wiring._boto("secretsmanager").meta.events.register("before-call.secrets-manager.GetSecretValue", before_call)
+    return calls
+
+
+def test_a_secrets_manager_throttle_serves_the_last_good_secret_for_one_call(hooked, emulator, stack, clock):
+    local, _ = hooked()
+    state = {"on": False}
+    calls = throttle_secrets(state)
+    body = json.dumps({"id": "e-not-ours", "status": "completed"}).encode()
+    assert post(local, body)["statusCode"] == 200  # read once, cached
+    state["on"], before = True, len(calls)
+    clock.advance(301)  # the cached value is stale: it would be read again
+
+    forged = [post(local, body, secret="forged-0123456789")["statusCode"] for _ in range(20)]
+    genuine = post(local, body)["statusCode"]
+
+    assert forged == [401] * 20 and genuine == 200  # the last good secret still tells them apart
+    assert len(calls) - before <= 2  # current and previous stage asked once each, not once per request
+
+
+def test_a_throttle_with_no_good_secret_yet_is_a_503_for_one_call(hooked, emulator, stack, clock):
+    local, _ = hooked()
+    state = {"on": True}
+    calls = throttle_secrets(state)
+    body = json.dumps({"id": "e-not-ours", "status": "completed"}).encode()
+
+    answers = [post(local, body, secret="forged-0123456789")["statusCode"] for _ in range(20)]
+
+    assert answers == [503] * 20  # VLM Run retries a 5xx: nothing is lost
+    assert len(calls) == 1
+
+
+# -- 6. the size limit in url mode ----------------------------------------------------------------
+
+
+def test_url_mode_never_presigns_an_input_above_max_object_bytes(stack, wire, emulator, clock):
+    wire(MAX_OBJECT_BYTES="64")
+    local = LocalAws(stack)
+    drop(stack, "huge.txt", b"x" * 1000)
+
+    settle(local, clock)
+
+    (job,) = jobs(stack)
+    assert job["outcome"] == "failed" and "MaxObjectBytes" in job["error"]
+    assert emulator.requests["POST /v1/agent/execute"] == 0  # no URL was ever sent
+    document = read_json(stack, error_key("huge.txt"))
+    assert "1,000 bytes, above the 64-byte limit (MaxObjectBytes)" in document["error"]["message"]
+
+
+# -- 7. key decoding ------------------------------------------------------------------------------
+
+
+def eventbridge_message(bucket: str, key: str, etag: str, version: str | None = None) -> dict:
+    """An S3 → EventBridge → SQS message for ``key`` as delivered (the EventBridge form is not URL-encoded)."""
+    event = load_event("ingest-eventbridge-sqs.json")
+    record = event["Records"][0]
+    body = json.loads(record["body"])
+    body["detail"]["bucket"]["name"] = bucket
+    body["detail"]["object"] = {"key": key, "size": 5, "etag": etag, **({"version-id": version} if version else {})}
+    record["body"] = json.dumps(body)
+    return event
+
+
+def unversioned(stack) -> None:
+    boto3.client("s3").put_bucket_versioning(Bucket=stack.input_bucket, VersioningConfiguration={"Status": "Suspended"})
+
+
+def etag_of(stack, key: str) -> str:
+    return boto3.client("s3").head_object(Bucket=stack.input_bucket, Key=key)["ETag"].strip('"')
+
+
+def test_a_plus_key_in_an_unversioned_bucket_processes_the_uploaded_object(stack, wire, emulator, clock):
+    wire()
+    local = LocalAws(stack)
+    unversioned(stack)
+    drop(stack, "docs/a b.txt", b"the other file, with a space")
+    drop(stack, "docs/a+b.txt", b"the uploaded file, with a plus")
+
+    event = eventbridge_message(stack.input_bucket, "docs/a+b.txt", etag_of(stack, "docs/a+b.txt"))
+    assert local.invoke("ingest", event) == {"batchItemFailures": []}
+
+    (job,) = jobs(stack)
+    assert job["key"] == "docs/a+b.txt"
+    settle(local, clock)
+    document = read_json(stack, result_key("docs/a+b.txt"))
+    assert document["response"]["file"]["text"] == "the uploaded file, with a plus"
+
+
+def test_an_encoded_reading_counts_only_if_its_etag_is_the_events(stack, wire, emulator, clock):
+    # The same event, had EventBridge encoded the key: "docs/x+y.txt" meaning "docs/x y.txt". Both keys exist;
+    # the ETag says which one was uploaded.
+    wire()
+    local = LocalAws(stack)
+    unversioned(stack)
+    drop(stack, "docs/x y.txt", b"uploaded: x space y")
+    drop(stack, "docs/x+y.txt", b"another file: x plus y")
+
+    event = eventbridge_message(stack.input_bucket, "docs/x+y.txt", etag_of(stack, "docs/x y.txt"))
+    assert local.invoke("ingest", event) == {"batchItemFailures": []}
+
+    (job,) = jobs(stack)
+    assert job["key"] == "docs/x y.txt"
+
+
+def test_an_object_changed_since_its_event_is_skipped_with_the_reason(stack, wire, emulator, clock):
+    wire()
+    local = LocalAws(stack)
+    unversioned(stack)
+    drop(stack, "docs/report.txt", b"first upload")
+    first = etag_of(stack, "docs/report.txt")
+    drop(stack, "docs/report.txt", b"second upload, replacing it")
+
+    assert local.invoke("ingest", eventbridge_message(stack.input_bucket, "docs/report.txt", first)) == {
+        "batchItemFailures": []
+    }
+
+    (job,) = jobs(stack)
+    assert job["status"] == "skipped" and "changed since the event" in job["skip_reason"]
+    assert job["etag"] == first  # the row is the event's version, on record
+    assert emulator.requests["POST /v1/agent/execute"] == 0  # the second upload runs on its own event
+
+
+# -- 8. keys that would nest in another file's outputs; InputPrefix / InputSuffix at ingest ----------
+
+
+def test_a_key_inside_another_keys_output_folder_is_skipped_with_a_reason(stack, local, emulator):
+    drop(stack, "a.pdf.vlmwatch/result.json", b'{"forged": true}')
+    local.pump_ingest()
+    (job,) = jobs(stack)
+    assert job["status"] == "skipped" and ".vlmwatch/" in job["skip_reason"]
+    assert emulator.requests["POST /v1/agent/execute"] == 0
+
+
+def test_input_prefix_and_suffix_are_enforced_at_ingest_for_backfills_and_redrives(stack, wire, emulator):
+    wire(INPUT_PREFIX="in/", INPUT_SUFFIX=".pdf")
+    local = LocalAws(stack)
+    for key in ("other/a.pdf", "in/a.txt", "in/a.pdf"):
+        drop(stack, key, b"%PDF-1.4 not really")
+    reads: list[str] = []
+    wiring.s3().meta.events.register("before-call.s3.HeadObject", lambda params, **_: reads.append(params["url_path"]))
+
+    for key in ("other/a.pdf", "in/a.txt", "in/a.pdf"):  # what a backfill of the whole bucket would send
+        event = eventbridge_message(stack.input_bucket, key, etag_of(stack, key))
+        assert local.invoke("ingest", event) == {"batchItemFailures": []}
+
+    assert [j["key"] for j in jobs(stack)] == ["in/a.pdf"]
+    assert len(reads) == 1  # the other keys were not even read

@@ -10,22 +10,29 @@ so an unauthenticated caller could make each request cost a Secrets Manager call
   window the webhook accepts a signature or token made with either.
 * A secret that does not exist, cannot be decrypted or may not be read is remembered as such for
   ``max_age`` and raised as one :class:`SecretUnavailableError` that says what to do.
+* A passing failure (throttling, an outage, no connection) keeps serving the last good value, and is
+  not asked about again for :data:`RETRY_SECONDS`: a flood of requests during a ``GetSecretValue``
+  throttle costs one call, not one per request. With no good value yet, it is a
+  :class:`SecretUnavailableError` (the webhook answers 503 and VLM Run retries).
 * Every value read is registered with :mod:`vlmwatch.core.redact`, so no log line can print it.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from vlmwatch.adapters.aws_errors import AwsErrorKind, classify, error_code
 from vlmwatch.core.errors import SecretUnavailableError
 from vlmwatch.core.redact import register_secret
+
+logger = logging.getLogger(__name__)
 
 CURRENT = "AWSCURRENT"
 PREVIOUS = "AWSPREVIOUS"
@@ -34,6 +41,8 @@ _LASTING = (AwsErrorKind.NOT_FOUND, AwsErrorKind.ACCESS_DENIED, AwsErrorKind.INV
 # A forced refresh (after a 401) is honoured at most this often: a revoked key must not turn every
 # request into a Secrets Manager call.
 MIN_REFRESH_SECONDS = 30.0
+# After a passing failure, Secrets Manager is asked again no sooner than this (per secret and stage).
+RETRY_SECONDS = 10.0
 
 
 @dataclass
@@ -41,6 +50,8 @@ class _Entry:
     value: str | None
     error: str | None
     fetched_at: float
+    # A passing failure: until then the last good value (``value``, however old) is served as it is.
+    retry_at: float = 0.0
 
 
 class SecretStore:
@@ -103,18 +114,36 @@ class SecretStore:
         if entry is not None:
             age = now - entry.fetched_at
             fresh = age < self._max_age and not (refresh and age >= MIN_REFRESH_SECONDS)
-            if fresh:
+            if fresh or now < entry.retry_at:
                 if entry.error:
                     raise SecretUnavailableError(entry.error)
                 return entry.value
-        entry = self._fetch(name, stage, now)
+        try:
+            fetched = self._fetch(name, stage, now)
+        except (ClientError, BotoCoreError) as exc:
+            # Throttled, or Secrets Manager is unreachable: not a fact about the secret. The last good value
+            # stays in use, and nobody asks again for a while (each request would otherwise be a call).
+            fetched = self._passing_failure(name, stage, entry, now, exc)
         with self._lock:
-            self._cache[key] = entry
-        if entry.error:
-            raise SecretUnavailableError(entry.error)
-        return entry.value
+            self._cache[key] = fetched
+        if fetched.error:
+            raise SecretUnavailableError(fetched.error)
+        return fetched.value
+
+    def _passing_failure(
+        self, name: str, stage: str, entry: _Entry | None, now: float, exc: ClientError | BotoCoreError
+    ) -> _Entry:
+        code = error_code(exc) if isinstance(exc, ClientError) else type(exc).__name__
+        if entry is not None and entry.error is None:
+            logger.warning(
+                "secret %r (%s) could not be re-read (%s): the last good value stays in use", name, stage, code
+            )
+            return _Entry(value=entry.value, error=None, fetched_at=entry.fetched_at, retry_at=now + RETRY_SECONDS)
+        error = f"secret {name!r} ({stage}) cannot be read right now ({code}); asking again in {RETRY_SECONDS:.0f} s"
+        return _Entry(value=None, error=error, fetched_at=now - self._max_age, retry_at=now + RETRY_SECONDS)
 
     def _fetch(self, name: str, stage: str, now: float) -> _Entry:
+        """A fresh read; raises ``ClientError``/``BotoCoreError`` for failures that may pass."""
         try:
             response = self._client().get_secret_value(SecretId=name, VersionStage=stage)
         except ClientError as exc:
@@ -123,7 +152,7 @@ class SecretStore:
                 return _Entry(value=None, error=None, fetched_at=now)  # never rotated: no previous value
             if kind in _LASTING:
                 return _Entry(value=None, error=_explain(name, error_code(exc)), fetched_at=now)
-            raise  # throttling, an outage: not remembered, the caller's retry asks again
+            raise  # throttling, an outage: see _passing_failure
         value = str(response.get("SecretString") or "").strip()
         if not value:
             return _Entry(value=None, error=f"secret {name!r} ({stage}) is empty", fetched_at=now)

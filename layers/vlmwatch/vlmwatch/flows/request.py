@@ -137,6 +137,8 @@ class RequestBuilder:
         if job.version_id:
             params["VersionId"] = job.version_id
         if self._settings.input_mode == "url":
+            # VLM Run would fetch whatever we presign: the same limit as an upload, before the URL leaves.
+            self._check_size(job, params, "not sent")
             # The docs' own form: a bare URL string (MessageContent would need {"url": ...}).
             return str(
                 self._s3.generate_presigned_url(
@@ -146,16 +148,26 @@ class RequestBuilder:
         file_id = job.input_file_id or self._upload(job, params)
         return {"type": "input_file", "file_id": file_id}
 
-    def _upload(self, job: Job, params: dict[str, Any]) -> str:
-        name = job.key.rsplit("/", 1)[-1]
-        ctype = job.content_type or "application/octet-stream"
-        client = self._vlmrun()
+    def _check_size(self, job: Job, params: dict[str, Any], what: str) -> int:
+        """The input's size in bytes.
+
+        Raises:
+            VlmRunRejectedError: it is above ``MaxObjectBytes`` (the job fails with this reason: retrying the
+                same object cannot help).
+        """
         size = job.size if job.size is not None else int(self._s3.head_object(**params)["ContentLength"])
         if size > self._settings.max_object_bytes:
             raise VlmRunRejectedError(
                 f"the input is {size:,} bytes, above the {self._settings.max_object_bytes:,}-byte limit "
-                "(MaxObjectBytes): not uploaded"
+                f"(MaxObjectBytes): {what}"
             )
+        return size
+
+    def _upload(self, job: Job, params: dict[str, Any]) -> str:
+        name = job.key.rsplit("/", 1)[-1]
+        ctype = job.content_type or "application/octet-stream"
+        client = self._vlmrun()
+        size = self._check_size(job, params, "not uploaded")
         if size > PRESIGNED_UPLOAD_THRESHOLD:
             # Streamed from S3 to VLM Run's storage in 1 MiB chunks: memory stays flat for any size.
             def chunks() -> Iterator[bytes]:

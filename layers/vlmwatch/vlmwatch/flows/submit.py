@@ -50,6 +50,7 @@ from vlmwatch.adapters.slots import InFlightSlots
 from vlmwatch.adapters.statemachine import PollerStateMachine
 from vlmwatch.adapters.throttle import Backpressure
 from vlmwatch.core.errors import (
+    SecretUnavailableError,
     VlmRunAccountError,
     VlmRunAmbiguousSubmitError,
     VlmRunError,
@@ -190,9 +191,9 @@ class Submitter:
             ):
                 self._slots.give_back()
             return Outcome.REJECTED
-        except (VlmRunError, ClientError) as exc:
-            # Nothing was created (no connection, credentials, the upload failed, or S3 failed us before
-            # anything was sent): the job waits and retries.
+        except (VlmRunError, ClientError, SecretUnavailableError) as exc:
+            # Nothing was created (no connection, credentials, the API key unreadable, the upload failed, or
+            # S3 failed us before anything was sent): the job waits and retries.
             error = f"S3: {exc}" if isinstance(exc, ClientError) else str(exc)
             self._release(job, attempt, self._store.now() + int(self._retry.delay(attempt)), error)
             logger.warning("submit deferred", extra={"job_id": job.job_id, "error": error})

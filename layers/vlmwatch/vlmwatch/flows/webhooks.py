@@ -194,7 +194,7 @@ class WebhookReceiver:
             else:
                 self._store.reschedule(job.job_id, self._store.now() + int(exc.retry_after) + 1, error=str(exc))
             return 202, {"status": "deferred"}  # the job waits on its row; the poller picks it up past Retry-After
-        except VlmRunError as exc:
+        except (VlmRunError, SecretUnavailableError) as exc:
             logger.warning("webhook could not re-fetch the execution", extra={"job_id": job.job_id, "error": str(exc)})
             return UNAVAILABLE  # VLM Run retries the callback; the safety-net poll is still scheduled
         result = self._tracker.apply(job, execution, count_poll=False)
@@ -223,7 +223,7 @@ class WebhookReceiver:
         except VlmRunRateLimitedError as exc:
             pressure.rate_limited(exc.retry_after)
             return UNAVAILABLE
-        except VlmRunError as exc:
+        except (VlmRunError, SecretUnavailableError) as exc:
             logger.warning("webhook could not fetch the evidence", extra={"job_id": job.job_id, "error": str(exc)})
             return UNAVAILABLE
         adopted = self._submitter.evidence.adopt(job.job_id, execution, attempt)
