@@ -6,9 +6,12 @@ from collections import Counter
 
 import boto3
 import httpx
+import pytest
 
-from helpers import drop, jobs
-from vlmwatch.adapters.throttle import RequestBudget
+from helpers import drop, jobs, read_json, result_key
+from vlmwatch.adapters.throttle import Backpressure, RequestBudget
+from vlmwatch.adapters.vlmrun.client import VlmRunClient
+from vlmwatch.adapters.vlmrun.gating import RequestDeferredError
 from vlmwatch_local.cloud.loops import LocalAws
 
 
@@ -105,6 +108,35 @@ def test_one_list_request_tells_which_of_many_due_jobs_are_still_running(stack, 
         local.pump_stream()
     rows = jobs(stack)
     assert {j["outcome"] for j in rows} == {"completed"}
-    # Every result came from the execution's own record (GET by id), never from a list item.
-    assert emulator.requests["GET /v1/agent/executions/<exec_id>"] >= 8
+    # The list answers the executions' own records: a completed one with its response needs no GET by id.
+    assert emulator.requests["GET /v1/agent/executions/<exec_id>"] == 0
     assert all(j["status"] == "delivered" for j in rows)
+    for i in range(8):
+        assert read_json(stack, result_key(f"many/{i}.txt"))["response"]["file"]["text"] == f"file {i}"
+
+
+def test_every_request_the_client_sends_draws_on_the_budget_once(stack, clock):
+    sent: list[str] = []
+
+    def api(request: httpx.Request) -> httpx.Response:
+        sent.append(request.url.path)
+        if request.url.path.endswith("/artifacts/list"):
+            return httpx.Response(200, json={"items": [{"object_id": "img_0a0b0c"}]})
+        return httpx.Response(200, json={"id": "exec-1", "status": "running"})
+
+    pressure = Backpressure(clock=clock, budget=budget(stack, clock, per_window=3))
+    client = VlmRunClient("https://api.test/v1", "k", transport=httpx.MockTransport(api), gate=pressure)
+
+    assert pressure.admit("poll") is None  # a flow admits its poll...
+    client.get_execution("exec-1")  # ...and the request spends that grant, not a second one
+    client.list_artifacts("exec-1")  # an artifact list is a request of the budget like any other
+    client.list_artifacts("exec-1")
+    with pytest.raises(RequestDeferredError) as refused:
+        client.list_artifacts("exec-1")  # the window's three are spent: not sent
+
+    assert len(sent) == 3
+    window_end = (int(clock() // 60) + 1) * 60
+    assert window_end <= refused.value.until < window_end + 30
+    assert pressure.hits == 0 and budget(stack, clock, per_window=3).limit() == 3  # ours: the budget does not shrink
+    clock.advance(60)
+    assert client.list_artifacts("exec-1").items[0].object_id == "img_0a0b0c"  # the next window
