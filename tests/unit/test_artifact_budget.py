@@ -41,7 +41,11 @@ def test_2000_artifact_ids_in_a_response_give_at_most_the_cap(stack, wire, emula
     assert emulator.requests["GET /v1/artifacts"] == 100  # one download each, no more
     assert emulator.requests["GET /v1/artifacts/list"] == 1
     reasons = Counter(
-        "cap" if "MAX_ARTIFACTS" in m["error"] else "unlisted" if "artifact list does not have it" in m["error"] else "?"
+        "cap"
+        if "MAX_ARTIFACTS" in m["error"]
+        else "unlisted"
+        if "artifact list does not have it" in m["error"]
+        else "?"
         for m in document["missing_artifacts"]
     )
     assert reasons == {"cap": 2001 - 100, "unlisted": 5}  # the preview card and 2,000 ids, 100 copied

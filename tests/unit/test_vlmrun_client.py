@@ -10,6 +10,7 @@ import pytest
 from vlmwatch.adapters.vlmrun.client import VlmRunClient
 from vlmwatch.core.errors import (
     VlmRunAmbiguousSubmitError,
+    VlmRunError,
     VlmRunRateLimitedError,
     VlmRunRejectedError,
     VlmRunUnavailableError,
@@ -195,3 +196,50 @@ def test_only_the_accounts_money_is_an_account_refusal(status, message, account)
     client = VlmRunClient("https://api.test/v1", "k", transport=httpx.MockTransport(api))
     with pytest.raises(VlmRunAccountError if account else VlmRunRejectedError):
         client.execute({"name": "a:1", "inputs": {"file": "https://x/y"}})
+
+
+@pytest.mark.parametrize(
+    ("base", "upload_url", "allowed"),
+    [
+        ("https://api.vlm.run/v1", "https://storage.googleapis.com/vlm-uploads/f1?X-Goog-Signature=abc", True),
+        ("https://api.vlm.run/v1", "https://api.vlm.run/uploads/f1", True),
+        ("https://api.vlm.run/v1", "https://uploads.vlm.run/f1", True),  # VLM Run's own domain
+        ("https://api.vlm.run/v1", "http://storage.googleapis.com/vlm-uploads/f1", False),  # not https
+        ("https://api.vlm.run/v1", "https://attacker.example.com/collect", False),
+        ("https://api.vlm.run/v1", "https://vlm.run.attacker.example.com/f1", False),
+        ("https://api.vlm.run/v1", "http://169.254.169.254/latest/meta-data", False),
+        ("https://api.vlm.run/v1", "http://localhost:9001/runtime", False),  # local, but not VLM Run's host
+        ("http://127.0.0.1:8765/v1", "http://127.0.0.1:8765/_uploads/f1", True),  # the local emulator
+    ],
+)
+def test_presigned_upload_goes_only_over_https_to_vlmrun_or_known_storage(base, upload_url, allowed):
+    puts: list[str] = []
+
+    def api(request: httpx.Request) -> httpx.Response:
+        if request.method == "PUT":
+            puts.append(str(request.url))
+            return httpx.Response(200)
+        if request.url.path.endswith("/files/presigned-url"):
+            return httpx.Response(200, json={"id": "f1", "url": upload_url, "content_type": "text/plain"})
+        return httpx.Response(200, json={"id": "f1", "bytes": 3})
+
+    c = VlmRunClient(base, "secret-key", transport=httpx.MockTransport(api), sleep=lambda _: None)
+    if allowed:
+        assert c.upload_file_presigned("big.txt", b"abc", "text/plain").bytes == 3
+        assert puts == [upload_url]
+    else:
+        with pytest.raises(VlmRunError, match="presigned upload refused"):
+            c.upload_file_presigned("big.txt", b"abc", "text/plain")
+        assert puts == []  # the file's bytes went nowhere
+
+
+def test_presigned_upload_hosts_can_be_added():
+    def api(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/files/presigned-url"):
+            return httpx.Response(200, json={"id": "f1", "url": "https://files.partner-cdn.net/f1"})
+        return httpx.Response(200, json={"id": "f1", "bytes": 3})
+
+    c = VlmRunClient(
+        "https://api.vlm.run/v1", "k", transport=httpx.MockTransport(api), upload_hosts=("files.partner-cdn.net",)
+    )
+    assert c.upload_file_presigned("big.txt", b"abc", "text/plain").id == "f1"
