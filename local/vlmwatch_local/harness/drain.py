@@ -20,7 +20,6 @@ import argparse
 import math
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
 
 from vlmwatch_local.harness.clock import Clock
 
