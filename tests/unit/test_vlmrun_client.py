@@ -243,3 +243,18 @@ def test_presigned_upload_hosts_can_be_added():
         "https://api.vlm.run/v1", "k", transport=httpx.MockTransport(api), upload_hosts=("files.partner-cdn.net",)
     )
     assert c.upload_file_presigned("big.txt", b"abc", "text/plain").id == "f1"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"namespace_id": "exec-1", "items": [{"object_id": "img_0a0b0c", "filename": None}, {"object_id": "../x"}]},
+        {"data": [{"id": "img_0a0b0c"}]},
+        ["img_0a0b0c", 7, None],
+        {"artifacts": [{"object_id": "img_0a0b0c", "filename": {"odd": 1}}]},
+    ],
+)
+def test_the_artifact_list_is_read_in_any_of_its_likely_shapes(body):
+    # The SDK does not implement GET /artifacts/list yet: its shape is read leniently, ids strictly.
+    c = client(Script(httpx.Response(200, json=body)))
+    assert [item.object_id for item in c.list_artifacts("exec-1").items] == ["img_0a0b0c"]

@@ -25,6 +25,7 @@ from vlmwatch.adapters.vlmrun.gating import RequestGate
 from vlmwatch.adapters.vlmrun.http import BearerAuth, HealthObserver, Retrier, parse
 from vlmwatch.adapters.vlmrun.models import (
     SAFE_ID,
+    ArtifactItem,
     ArtifactList,
     ArtifactStream,
     Execution,
@@ -145,26 +146,7 @@ class VlmRunClient:
         response = self._retrier.send(
             lambda: self._send("POST", "agent/execute", kind="start", json=body), replayable=False
         )
-        return self._parse_created(response)
-
-    @staticmethod
-    def _parse_created(response: httpx.Response) -> Execution:
-        """A 2xx to the POST means an execution exists: never let a body we cannot read hide it."""
-        try:
-            return Execution.model_validate_json(response.content)
-        except ValidationError as exc:
-            try:
-                data = response.json()
-            except ValueError:
-                data = None
-            if isinstance(data, dict) and isinstance(data.get("id"), str) and SAFE_ID.match(data["id"]):
-                # The id is what matters; the status is learnt by the next poll.
-                return Execution(id=data["id"], name=data.get("name"), status=str(data.get("status") or "unknown"))
-            raise VlmRunAmbiguousSubmitError(
-                f"POST agent/execute returned HTTP {response.status_code} with a body we cannot read "
-                f"(no execution id): {str(exc)[:300]}",
-                status_code=response.status_code,
-            ) from exc
+        return parse_created(response)
 
     def get_execution(self, execution_id: str) -> Execution:
         return parse(self._get(f"agent/executions/{safe_id(execution_id, 'execution id')}"), Execution)
@@ -189,27 +171,7 @@ class VlmRunClient:
         or a bare list, of objects with ``object_id`` (or ``id``) or of bare id strings, are all read.
         """
         params = {"execution_id": safe_id(execution_id, "execution id")}
-        response = self._get("artifacts/list", kind="fetch", params=params)
-        try:
-            data = response.json()
-        except ValueError as exc:
-            raise VlmRunError(f"unexpected artifact list from VLM Run: {exc}") from exc
-        items = data
-        if isinstance(data, dict):
-            items = next((data[k] for k in ("items", "data", "artifacts") if isinstance(data.get(k), list)), [])
-        ids: list[dict[str, Any]] = []
-        for item in items if isinstance(items, list) else []:
-            object_id = (
-                item
-                if isinstance(item, str)
-                else (item.get("object_id") or item.get("id"))
-                if isinstance(item, dict)
-                else None
-            )
-            if isinstance(object_id, str) and SAFE_ID.match(object_id):
-                ids.append({**(item if isinstance(item, dict) else {}), "object_id": object_id})
-        namespace = data.get("namespace_id") if isinstance(data, dict) else None
-        return ArtifactList(namespace_id=namespace if isinstance(namespace, str) else None, items=ids)
+        return read_artifact_list(self._get("artifacts/list", kind="fetch", params=params))
 
     @contextmanager
     def open_artifact(self, execution_id: str, object_id: str) -> Iterator[ArtifactStream]:
@@ -335,3 +297,45 @@ class VlmRunClient:
 
     def _get(self, url: str, *, kind: RequestKind = "poll", **kwargs: Any) -> httpx.Response:
         return self._retrier.send(lambda: self._send("GET", url, kind=kind, **kwargs))
+
+
+def read_artifact_list(response: httpx.Response) -> ArtifactList:
+    """``GET /artifacts/list``'s answer, read leniently (its shape is not pinned down; see
+    :meth:`VlmRunClient.list_artifacts`), its ids strictly (they go into URLs)."""
+    try:
+        data = response.json()
+    except ValueError as exc:
+        raise VlmRunError(f"unexpected artifact list from VLM Run: {exc}") from exc
+    items = data
+    if isinstance(data, dict):
+        items = next((data[k] for k in ("items", "data", "artifacts") if isinstance(data.get(k), list)), [])
+    ids: list[ArtifactItem] = []
+    for item in items if isinstance(items, list) else []:
+        fields: dict[str, Any] = item if isinstance(item, dict) else {"object_id": item}
+        object_id = fields.get("object_id") or fields.get("id")
+        if isinstance(object_id, str) and SAFE_ID.match(object_id):
+            try:
+                ids.append(ArtifactItem.model_validate({**fields, "object_id": object_id}))
+            except ValidationError:  # an odd filename or source: the id is what counts
+                ids.append(ArtifactItem(object_id=object_id))
+    namespace = data.get("namespace_id") if isinstance(data, dict) else None
+    return ArtifactList(namespace_id=namespace if isinstance(namespace, str) else None, items=ids)
+
+
+def parse_created(response: httpx.Response) -> Execution:
+    """A 2xx to the POST means an execution exists: never let a body we cannot read hide it."""
+    try:
+        return Execution.model_validate_json(response.content)
+    except ValidationError as exc:
+        try:
+            data = response.json()
+        except ValueError:
+            data = None
+        if isinstance(data, dict) and isinstance(data.get("id"), str) and SAFE_ID.match(data["id"]):
+            # The id is what matters; the status is learnt by the next poll.
+            return Execution(id=data["id"], name=data.get("name"), status=str(data.get("status") or "unknown"))
+        raise VlmRunAmbiguousSubmitError(
+            f"POST agent/execute returned HTTP {response.status_code} with a body we cannot read "
+            f"(no execution id): {str(exc)[:300]}",
+            status_code=response.status_code,
+        ) from exc
