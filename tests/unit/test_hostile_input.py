@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import io
 import json
+import logging
 
 import boto3
 import httpx
@@ -13,6 +15,7 @@ import pytest
 
 from conftest import load_event
 from helpers import drop, error_key, jobs, read_json, result_key
+from vlmwatch.core.redact import install_log_redaction, register_secret
 from vlmwatch.runtime import wiring
 from vlmwatch_local.cloud.loops import LocalAws, function_url_event
 from vlmwatch_local.emulator import sign
@@ -220,7 +223,9 @@ def test_a_429_when_the_webhook_refetches_makes_the_job_wait_not_a_502(hooked, e
 
     assert answer["statusCode"] == 202 and json.loads(answer["body"]) == {"status": "deferred"}
     (job,) = jobs(stack)
-    assert job["status"] in ("submitted", "enqueued") and int(job["next_poll_at"]) <= clock() + 120  # soon after Retry-After
+    assert (
+        job["status"] in ("submitted", "enqueued") and int(job["next_poll_at"]) <= clock() + 120
+    )  # soon after Retry-After
     transport.on = False
     settle(local, clock)
     assert read_json(stack, result_key("limited.txt"))["response"]["file"]["text"] == "rate limited at the webhook"
@@ -388,3 +393,82 @@ def test_input_prefix_and_suffix_are_enforced_at_ingest_for_backfills_and_redriv
 
     assert [j["key"] for j in jobs(stack)] == ["in/a.pdf"]
     assert len(reads) == 1  # the other keys were not even read
+
+
+# -- 8. what is logged and what is kept on the row --------------------------------------------------
+
+SIGNED = (
+    "https://in.s3.amazonaws.com/a.pdf?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=ASIAEXAMPLE%2F20261125"
+    "&X-Amz-Signature=0123456789abcdef0123456789abcdef"
+)
+
+
+def test_a_registered_secret_never_appears_in_a_log_line_extras_or_tracebacks():
+    from aws_lambda_powertools import Logger
+
+    secret = "sk-live-hostile-0123456789abcdef"
+    register_secret(secret)
+    install_log_redaction()
+    stream = io.StringIO()
+    structured = Logger(service="hostile-redaction", logger_handler=logging.StreamHandler(stream))
+    plain = logging.getLogger("vlmwatch.tests.hostile")
+    handler = logging.StreamHandler(stream)
+    plain.addHandler(handler)
+    try:
+        structured.info("a dict extra", extra={"ctx": {"headers": {"Authorization": f"Bearer {secret}"}}})
+        structured.info("a list extra", extra={"keys": [secret, {"deep": (secret,)}]})
+        structured.info("an object extra", extra={"error": RuntimeError(f"bad key {secret}")})
+        try:
+            raise ValueError(f"VLM Run refused key {secret}") from KeyError(secret)
+        except ValueError:
+            structured.exception("a traceback (powertools)")
+            plain.exception("a traceback (standard)")
+        plain.error("a stack", stack_info=True, extra={"ctx": {"secret": secret}})
+    finally:
+        plain.removeHandler(handler)
+
+    output = stream.getvalue()
+    assert "a dict extra" in output and "a traceback (standard)" in output and "Traceback" in output
+    assert secret not in output
+    assert output.count("<redacted>") >= 6
+
+
+def test_the_execution_kept_on_the_row_has_known_fields_only_and_no_signed_url():
+    from vlmwatch.adapters.vlmrun.models import Execution
+
+    execution = Execution.model_validate(
+        {
+            "id": "exec-1",
+            "status": "completed",
+            "created_at": "2026-11-25T12:00:00Z",
+            "inputs": {"file": SIGNED},
+            "config": {"prompt": "p"},
+            "echoed_request": {"url": SIGNED},
+            "response": {"source": SIGNED, "link": "https://example.com/catalog?page=2", "text": "ok"},
+        }
+    )
+    stored = execution.model_dump_json()
+
+    assert "X-Amz-Signature" not in stored and "X-Amz-Credential" not in stored
+    kept = json.loads(stored)
+    assert set(kept) <= {"id", "name", "status", "created_at", "completed_at", "response", "usage", "error"}
+    assert kept["response"]["link"] == "https://example.com/catalog?page=2"  # extracted data is untouched
+    assert kept["response"]["source"].startswith("https://in.s3.amazonaws.com/a.pdf?")
+    assert Execution.model_validate_json(stored).response["text"] == "ok"
+    assert execution.inputs == {"file": SIGNED}  # in memory, the echo is still evidence
+
+
+def test_a_completed_job_row_never_holds_the_presigned_url_vlmrun_echoed(stack, local, emulator, clock):
+    assert emulator.config.echo_inputs  # executions echo the presigned URL they were given
+    drop(stack, "echoed.txt", b"echo me")
+    local.pump_ingest()
+    for _ in range(10):
+        clock.advance(300)
+        local.run_poller()
+        if jobs(stack)[0]["status"] == "completed":
+            break
+
+    (job,) = jobs(stack)
+    assert job["status"] == "completed" and job["execution_snapshot"]  # kept until delivered
+    assert "X-Amz-Signature" not in json.dumps(job, default=str)
+    assert "inputs" not in json.loads(job["execution_snapshot"])

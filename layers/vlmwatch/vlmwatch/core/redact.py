@@ -8,12 +8,14 @@ Two nets, one job each:
   parameters are masked, and the length is bounded.
 * :func:`install_log_redaction` is the last net for what we do not control (botocore at DEBUG logs the
   ``GetSecretValue`` response body): a log-record factory masks every registered secret value and every
-  signature parameter in every record, whichever logger or handler writes it. Records below a logger's
-  level are never built, so the net costs nothing for disabled DEBUG lines.
+  signature parameter in every record, whichever logger or handler writes it: the message, every
+  ``extra`` field (strings, and dicts, lists and objects whole), and the traceback or stack a formatter
+  renders. Records below a logger's level are never built, so the net costs nothing for disabled DEBUG lines.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import threading
@@ -51,6 +53,18 @@ def strip_credentials(text: str) -> str:
     text = _URL_QUERY.sub(lambda m: f"{m.group('base')}?{REDACTED}", text)
     text = _SIGNATURE_PARAM.sub(lambda m: f"{m.group('name')}{m.group('sep')}{REDACTED}", text)
     return _AWS_SECRET_FIELD.sub(lambda m: f"{m.group('name')}{REDACTED}", text)
+
+
+def strip_signed_urls(text: str) -> str:
+    """``text`` with the query removed from every URL whose query carries a signature or credential (a
+    presigned URL); other URLs, and the rest of the text, are kept as they are (extracted data stays intact)."""
+    if "://" not in text:
+        return text
+
+    def strip(match: re.Match[str]) -> str:
+        return f"{match.group('base')}?{REDACTED}" if _SIGNATURE_PARAM.search(match.group(0)) else match.group(0)
+
+    return _URL_QUERY.sub(strip, text)
 
 
 def sanitize(text: object, limit: int = MAX_TEXT_CHARS) -> str:
@@ -95,12 +109,65 @@ def _clean_record(record: logging.LogRecord) -> None:
     clean = redact_text(message)
     if clean != message:
         record.msg, record.args = clean, None
+    if record.exc_info and isinstance(record.exc_info, tuple) and record.exc_info[1] is not None:
+        _clean_exception(record.exc_info[1])
     for name, value in list(record.__dict__.items()):
-        # ``extra`` keys (powertools' structured fields) sit on the record as attributes.
-        if isinstance(value, str) and name not in _RECORD_FIELDS:
-            cleaned = redact_text(value)
-            if cleaned != value:
-                setattr(record, name, cleaned)
+        # ``extra`` keys (powertools' structured fields) sit on the record as attributes; a dict, a list or
+        # an object there is printed whole (as JSON, or by str()), so it is cleaned whole.
+        if name in _RECORD_FIELDS or value is None or isinstance(value, bool | int | float):
+            continue
+        cleaned = _redact_value(value)
+        if cleaned is not value:
+            setattr(record, name, cleaned)
+
+
+def _clean_exception(exc: BaseException) -> None:
+    """Mask secrets in a logged exception and its causes, in place.
+
+    A structured formatter prints the exception object itself (powertools' ``stack_trace.value`` is
+    ``str(exc)``), not only the rendered traceback: the message it carries is cleaned where it lives. The
+    exception is the caller's, and may be raised again: it then carries the masked message too, which is
+    what a Lambda error report should say anyway.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen and len(seen) < 10:
+        seen.add(id(current))
+        try:
+            text = str(current)
+        except Exception:
+            text = ""
+        cleaned = redact_text(text)
+        if cleaned != text:
+            with contextlib.suppress(Exception):
+                current.args = (cleaned,)
+        notes = getattr(current, "__notes__", None)
+        if isinstance(notes, list):
+            current.__notes__ = [redact_text(str(note)) for note in notes]
+        current = current.__cause__ or current.__context__
+
+
+def _redact_value(value: Any, depth: int = 0) -> Any:
+    """``value`` with every registered secret and credential masked: the same object when nothing was."""
+    if isinstance(value, str):
+        cleaned = redact_text(value)
+        return value if cleaned == value else cleaned
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    if depth < 6 and isinstance(value, dict):
+        items = [(_redact_value(k, depth + 1), _redact_value(v, depth + 1)) for k, v in value.items()]
+        same = all(k is k0 and v is v0 for (k, v), (k0, v0) in zip(items, value.items(), strict=True))
+        return value if same else dict(items)
+    if depth < 6 and isinstance(value, list | tuple | set | frozenset):
+        members = [_redact_value(v, depth + 1) for v in value]
+        return value if all(a is b for a, b in zip(members, value, strict=True)) else members
+    # Anything else is printed by str(): clean that text (deeper than the bound, it is printed whole too).
+    try:
+        text = str(value)
+    except Exception:
+        return value
+    cleaned = redact_text(text)
+    return value if cleaned == text else cleaned
 
 
 def install_log_redaction() -> None:
@@ -123,6 +190,19 @@ def install_log_redaction() -> None:
         return record
 
     logging.Logger.makeRecord = make_record  # type: ignore[method-assign]
+
+    # A traceback (``logger.exception``) and a stack are rendered by the formatter, after the record is
+    # made: every formatter (powertools' JSON one included) renders them through these two methods.
+    format_exception, format_stack = logging.Formatter.formatException, logging.Formatter.formatStack
+
+    def redacted_exception(self: logging.Formatter, ei: Any) -> str:
+        return redact_text(format_exception(self, ei))
+
+    def redacted_stack(self: logging.Formatter, stack_info: str) -> str:
+        return redact_text(format_stack(self, stack_info))
+
+    logging.Formatter.formatException = redacted_exception  # type: ignore[method-assign]
+    logging.Formatter.formatStack = redacted_stack  # type: ignore[method-assign]
 
 
 _RECORD_FIELDS = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}

@@ -8,10 +8,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, SerializerFunctionWrapHandler, field_validator, model_serializer
 
 from vlmwatch.core.lifecycle import REMOTE_ENDED
-from vlmwatch.core.redact import sanitize
+from vlmwatch.core.redact import sanitize, strip_signed_urls
 
 # Ids from responses go into URL paths: UUIDs and ``file_...``-style ids, never a '/', '.' or '%'.
 SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")
@@ -60,6 +60,17 @@ class Execution(BaseModel):
     @classmethod
     def _safe(cls, value: str) -> str:
         return safe_id(value, "execution id")
+
+    @model_serializer(mode="wrap")
+    def _stored_form(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """What is kept of an execution (the row's snapshot, until delivered): the known fields only, never
+        the echoed ``inputs`` or ``config`` (they hold the presigned URL one attempt sent), and no signed URL's
+        query anywhere in the response or error. The object in memory keeps everything (``inputs`` is evidence)."""
+        data = handler(self)
+        kept = {name: data[name] for name in _STORED_FIELDS if name in data}
+        for name in ("response", "error"):
+            kept[name] = _without_signed_urls(kept.get(name))
+        return kept
 
     @property
     def has_ended(self) -> bool:
@@ -110,6 +121,22 @@ class PresignedUpload(BaseModel):
     id: str
     url: str
     content_type: str | None = None
+
+
+# Execution's fields that are stored: everything it declares except ``inputs``; extras are never stored.
+_STORED_FIELDS = ("id", "name", "status", "created_at", "completed_at", "response", "usage", "error")
+
+
+def _without_signed_urls(value: Any, depth: int = 0) -> Any:
+    if isinstance(value, str):
+        return strip_signed_urls(value)
+    if depth >= 100 and isinstance(value, dict | list):
+        return "<redacted: nested more than 100 levels deep>"  # never kept unchecked
+    if isinstance(value, dict):
+        return {key: _without_signed_urls(item, depth + 1) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_without_signed_urls(item, depth + 1) for item in value]
+    return value
 
 
 @dataclass
