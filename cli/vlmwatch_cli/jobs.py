@@ -27,6 +27,8 @@ CANCELLED = "cancelled by operator"
 # a retry may well work once the account is back (flows/submit.py, _give_up).
 _GAVE_UP = "could not start a VLM Run execution within"
 _OUTCOME_PAGE = 100
+# Keys-only ByStatus: without --since, "delivered with this outcome" looks at this many newest delivered rows.
+OUTCOME_LOOKBACK = 1000
 
 
 def parse_statuses(value: str | None) -> set[Status]:
@@ -48,33 +50,57 @@ def _matches(job: Job, wanted: set[Status]) -> bool:
 
 
 def list_jobs(
-    queries: JobQueries, statuses: Iterable[Status] = (), *, since: int | None = None, limit: int | None = None
+    queries: JobQueries,
+    statuses: Iterable[Status] = (),
+    *,
+    since: int | None = None,
+    limit: int | None = None,
+    notes: list[str] | None = None,
 ) -> list[Job]:
     """Jobs in ``statuses`` (all when empty) changed since ``since``, most recently changed first, at
-    most ``limit``: one ``ByStatus`` query per status, merged, then the rows shown read by key.
+    most ``limit``: one ``ByStatus`` query per status, merged, then the rows shown read by key
+    (eventually consistent, like the index that chose them).
 
-    An outcome (completed, failed, timed_out) also matches delivered jobs with that outcome: the
-    ``delivered`` partition is read newest first, a page at a time, until ``limit`` of them are found.
+    An outcome (completed, failed, timed_out) also matches delivered jobs with that outcome (see
+    :func:`_delivered_with_outcome`); ``notes`` receives what the operator should know about a partial look.
     """
     wanted = set(statuses)
     direct = wanted or set(Status)
     entries = queries.newest(direct, since=since, limit=limit)
-    jobs = [j for j in queries.rows(e.job_id for e in entries) if _matches(j, wanted)]
+    jobs = [j for j in queries.rows((e.job_id for e in entries), consistent=False) if _matches(j, wanted)]
     outcomes = wanted & FINISHED
     if outcomes and Status.DELIVERED not in wanted:
-        jobs += _delivered_with_outcome(queries, outcomes, since=since, limit=limit)
+        jobs += _delivered_with_outcome(queries, outcomes, since=since, limit=limit, notes=notes)
     jobs.sort(key=lambda j: (j.updated_at, j.job_id), reverse=True)
     return jobs if limit is None else jobs[:limit]
 
 
 def _delivered_with_outcome(
-    queries: JobQueries, outcomes: set[Status], *, since: int | None, limit: int | None
+    queries: JobQueries, outcomes: set[Status], *, since: int | None, limit: int | None, notes: list[str] | None
 ) -> list[Job]:
+    """Delivered jobs whose outcome is one of ``outcomes``, newest first, at most ``limit``.
+
+    Where ``ByStatus`` projects ``outcome``, a filtered index query: only matches are read as rows. With a
+    keys-only index each delivered row must be read to know its outcome: without ``since`` only the newest
+    ``OUTCOME_LOOKBACK`` are, and ``notes`` says so.
+    """
+    if queries.status_index_has_outcome:
+        entries = queries.iter_status(Status.DELIVERED, since=since, limit=limit, page=500, outcomes=outcomes)
+        return queries.rows((e.job_id for e in entries), consistent=False)
     found: list[Job] = []
-    for chunk in _chunks(queries.iter_status(Status.DELIVERED, since=since, page=_OUTCOME_PAGE), _OUTCOME_PAGE):
-        found += [j for j in queries.rows(e.job_id for e in chunk) if j.outcome in outcomes]
+    looked = 0
+    lookback = None if since is not None else OUTCOME_LOOKBACK
+    pages = queries.iter_status(Status.DELIVERED, since=since, limit=lookback, page=_OUTCOME_PAGE)
+    for chunk in _chunks(pages, _OUTCOME_PAGE):
+        looked += len(chunk)
+        found += [j for j in queries.rows((e.job_id for e in chunk), consistent=False) if j.outcome in outcomes]
         if limit is not None and len(found) >= limit:
-            break
+            return found
+    if lookback is not None and looked >= lookback and notes is not None:
+        notes.append(
+            f"delivered jobs: only the newest {lookback:,} were looked at for their outcome; "
+            "use --since to look further back"
+        )
     return found
 
 
@@ -114,6 +140,7 @@ def retry_plan(
     since: int | None = None,
     limit: int | None = None,
     include_permanent: bool = False,
+    notes: list[str] | None = None,
 ) -> list[RetryItem]:
     """What ``retry`` would do, job by job, without writing anything.
 
@@ -131,7 +158,9 @@ def retry_plan(
     if wanted:
         # The bulk form reads more rows than it keeps when permanent failures are skipped: those are
         # listed too, so the operator sees what was left out, and --limit counts jobs to reopen.
-        picked = list_jobs(target.queries, wanted, since=since, limit=None if not include_permanent else limit)
+        picked = list_jobs(
+            target.queries, wanted, since=since, limit=None if not include_permanent else limit, notes=notes
+        )
         kept = 0
         for job in picked:
             item = _judge(job.job_id, job, picked=True, include_permanent=include_permanent)

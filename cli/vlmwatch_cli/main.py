@@ -30,7 +30,7 @@ from vlmwatch.core.lifecycle import RETRYABLE, SETTLED, Status
 from vlmwatch_cli import deadletters, jobs, ops, upload
 from vlmwatch_cli.errors import EXIT_NOTHING, EXIT_PARTIAL, Group, describe
 from vlmwatch_cli.refs import SHORT_ID, Resolver
-from vlmwatch_cli.show import clean, console, emit_json, say, text, warn
+from vlmwatch_cli.show import clean, console, emit_json, say, text, warn, warn_note
 from vlmwatch_cli.target import Target
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False, cls=Group, rich_markup_mode=None)
@@ -283,7 +283,10 @@ def list_(
     """Jobs, most recently changed first (index queries: --limit bounds what is read)."""
     wanted = jobs.parse_statuses(status_)
     target = _target(ctx, "table")
-    found = jobs.list_jobs(target.queries, wanted, since=_since(since), limit=limit)
+    notes: list[str] = []
+    found = jobs.list_jobs(target.queries, wanted, since=_since(since), limit=limit, notes=notes)
+    for note in notes:
+        warn_note(note)
     if as_json:
         for job in found:
             emit_json(job.model_dump_json(exclude_none=True, exclude={"execution_snapshot"}))
@@ -316,9 +319,12 @@ def retry(
         raise typer.BadParameter("give jobs, or --status failed,timed_out", param_hint="JOBS")
     wanted = jobs.parse_statuses(status_)
     target = _target(ctx, "table")
+    notes: list[str] = []
     plan = jobs.retry_plan(
-        target, refs or [], wanted, since=_since(since), limit=limit, include_permanent=include_permanent
+        target, refs or [], wanted, since=_since(since), limit=limit, include_permanent=include_permanent, notes=notes
     )
+    for note in notes:
+        warn_note(note)
     chosen = [i for i in plan if i.action == "retry"]
     if dry_run:
         for item in plan:

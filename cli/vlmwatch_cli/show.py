@@ -65,6 +65,11 @@ def warn(*parts: Part) -> None:
     errors.print(line(("error: ", "red"), *parts), soft_wrap=True)
 
 
+def warn_note(*parts: Part) -> None:
+    """A note on stderr (scripts reading stdout, e.g. ``--json``, never see it)."""
+    errors.print(line(("note: ", "yellow"), *parts), soft_wrap=True)
+
+
 _JSON_UNSAFE = re.compile("[\x7f-\x9f\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 
 

@@ -432,3 +432,66 @@ def test_submit_streams_200_mb_in_parts_under_100_mb_of_memory(tmp_path: Path):
     assert "-" in head["ETag"]  # a multipart upload (ETag "<md5>-<parts>"), not one 200 MB PUT
     assert int(peak) < 100 * 1024 * 1024, f"peak {int(peak) / 2**20:.0f} MB traced"
     assert int(rss) < 150 * 1024 * 1024, f"peak RSS {int(rss) / 2**20:.0f} MB (interpreter and boto3 included)"
+
+
+def _delivered(stack: StackResources, table: str, count: int, outcome: Status, start: int) -> None:
+    client = boto3.client("dynamodb")
+    for first in range(start, start + count, 25):
+        batch = []
+        for i in range(first, min(first + 25, start + count)):
+            job = Job(
+                job_id=f"{i:040x}",
+                bucket=stack.input_bucket,
+                key=f"d/{i:05d}.txt",
+                status=Status.DELIVERED,
+                outcome=outcome,
+                created_at=NOW + i,
+                updated_at=NOW + i,
+            )
+            batch.append({"PutRequest": {"Item": serialize_item(job.to_item())}})
+        client.batch_write_item(RequestItems={table: batch})
+
+
+def test_delivered_failures_come_from_a_filtered_index_query_where_the_index_carries_the_outcome(stack):
+    """With ByStatus projecting `outcome` (the template change asked for), only the matches are read."""
+    client = boto3.client("dynamodb")
+    described = client.describe_table(TableName=stack.table)["Table"]
+    indexes = [
+        {
+            "IndexName": i["IndexName"],
+            "KeySchema": i["KeySchema"],
+            "Projection": {"ProjectionType": "INCLUDE", "NonKeyAttributes": ["outcome"]}
+            if i["IndexName"] == "ByStatus"
+            else i["Projection"],
+        }
+        for i in described["GlobalSecondaryIndexes"]
+    ]
+    client.create_table(
+        TableName="jobs-with-outcome",
+        BillingMode="PAY_PER_REQUEST",
+        AttributeDefinitions=described["AttributeDefinitions"],
+        KeySchema=described["KeySchema"],
+        GlobalSecondaryIndexes=indexes,
+    )
+    _delivered(stack, "jobs-with-outcome", 200, Status.COMPLETED, 0)
+    _delivered(stack, "jobs-with-outcome", 3, Status.FAILED, 500)
+
+    queries = JobQueries(client, "jobs-with-outcome")
+    found = jobs.list_jobs(queries, {Status.FAILED}, limit=10)
+
+    assert [j.key for j in found] == ["d/00502.txt", "d/00501.txt", "d/00500.txt"]
+    assert queries.meter.by_operation["BatchGetItem"] == 3  # the 200 completed ones were never read as rows
+
+
+def test_with_a_keys_only_index_delivered_outcomes_are_looked_for_in_the_newest_rows_and_said_so(stack, monkeypatch):
+    monkeypatch.setattr(jobs, "OUTCOME_LOOKBACK", 150)
+    _delivered(stack, stack.table, 1, Status.FAILED, 0)  # older than what is looked at
+    _delivered(stack, stack.table, 200, Status.COMPLETED, 1)
+
+    queries = JobQueries(boto3.client("dynamodb"), stack.table)
+    notes: list[str] = []
+    assert jobs.list_jobs(queries, {Status.FAILED}, limit=10, notes=notes) == []
+    assert queries.meter.by_operation["BatchGetItem"] == 150
+    assert notes and "newest 150" in notes[0] and "--since" in notes[0]
+    code, out = cli(stack, "list", "--status", "failed", "--since", "2030-01-01")
+    assert code == 0 and "d/00000.txt" in out and "1 job(s)" in out

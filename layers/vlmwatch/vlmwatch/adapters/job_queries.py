@@ -16,12 +16,15 @@ entry was written; callers that filter re-check the fetched row.
 
 from __future__ import annotations
 
+import functools
 import heapq
 import math
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
+
+from botocore.exceptions import ClientError
 
 from vlmwatch.adapters.dynamo import deserialize_item, serialize_item
 from vlmwatch.adapters.jobstore import EXECUTION_INDEX, KEY_INDEX, STATUS_INDEX
@@ -45,7 +48,15 @@ class ReadMeter:
     estimated_units: float = 0.0
     by_operation: dict[str, int] = field(default_factory=dict)
 
-    def add(self, operation: str, response: dict[str, Any], items: list[dict[str, Any]], *, per_item: bool) -> None:
+    def add(
+        self,
+        operation: str,
+        response: dict[str, Any],
+        items: list[dict[str, Any]],
+        *,
+        per_item: bool,
+        consistent: bool = False,
+    ) -> None:
         read = int(response.get("ScannedCount", len(items)))
         self.requests += 1
         self.items += read
@@ -53,8 +64,8 @@ class ReadMeter:
         consumed = response.get("ConsumedCapacity")
         for entry in consumed if isinstance(consumed, list) else [consumed] if consumed else []:
             self.capacity_units += float(entry.get("CapacityUnits", 0.0))
-        if per_item:  # BatchGetItem, strongly consistent
-            self.estimated_units += sum(math.ceil(item_size(i) / 4096) for i in items)
+        if per_item:  # BatchGetItem: each row in 4 KB steps
+            self.estimated_units += sum(math.ceil(item_size(i) / 4096) for i in items) / (1 if consistent else 2)
         else:  # an index query or a scan, eventually consistent (what the CLI asks for)
             self.estimated_units += max(1, math.ceil(sum(item_size(i) for i in items) / 4096)) / 2
 
@@ -142,23 +153,38 @@ class JobQueries:
         return list(self.iter_status(status, since=since, limit=limit))
 
     def iter_status(
-        self, status: Status, *, since: int | None = None, limit: int | None = None, page: int | None = None
+        self,
+        status: Status,
+        *,
+        since: int | None = None,
+        limit: int | None = None,
+        page: int | None = None,
+        outcomes: Iterable[Status] = (),
     ) -> Iterator[IndexEntry]:
-        """As :meth:`in_status`, read lazily ``page`` entries at a time (stop early: read no more)."""
+        """As :meth:`in_status`, read lazily ``page`` entries at a time (stop early: read no more). With
+        ``outcomes`` (only where :attr:`status_index_has_outcome`), only entries with one of them."""
         condition = "#s = :s"
         values: dict[str, Any] = {":s": status.value}
+        names = {"#s": "status"}
         if since is not None:
             condition += " AND updated_at >= :t"
             values[":t"] = since
+        extra: dict[str, Any] = {}
+        wanted = sorted(o.value for o in outcomes)
+        if wanted:
+            names["#o"] = "outcome"
+            values.update({f":o{i}": o for i, o in enumerate(wanted)})
+            extra["FilterExpression"] = f"#o IN ({', '.join(f':o{i}' for i in range(len(wanted)))})"
         items = self._query(
             "query ByStatus",
             limit,
             page_size=page,
             IndexName=STATUS_INDEX,
             KeyConditionExpression=condition,
-            ExpressionAttributeNames={"#s": "status"},
+            ExpressionAttributeNames=names,
             ExpressionAttributeValues=serialize_item(values),
             ScanIndexForward=False,
+            **extra,
         )
         for i in items:
             yield IndexEntry(str(i["job_id"]), int(i["updated_at"]), status.value)
@@ -171,6 +197,23 @@ class JobQueries:
         merged = heapq.merge(*per_status, key=lambda e: (-e.at, e.job_id))
         entries = list(merged)
         return entries if limit is None else entries[:limit]
+
+    @functools.cached_property
+    def status_index_has_outcome(self) -> bool:
+        """Whether ``ByStatus`` carries ``outcome`` (an INCLUDE projection): then "delivered, and failed" is
+        a filtered index query; with keys only, each delivered row must be read to know its outcome.
+        DescribeTable is a control-plane call (no read units); without the permission, assume keys only."""
+        try:
+            table = self._client.describe_table(TableName=self._table)["Table"]
+        except ClientError:
+            return False
+        for index in table.get("GlobalSecondaryIndexes", []):
+            if index["IndexName"] == STATUS_INDEX:
+                projection = index.get("Projection", {})
+                return bool(
+                    projection.get("ProjectionType") == "ALL" or "outcome" in projection.get("NonKeyAttributes", [])
+                )
+        return False
 
     def job_ids_with_prefix(self, prefix: str, *, limit: int = 20) -> list[str]:
         """Job ids starting with ``prefix`` (at most ``limit``).
@@ -208,19 +251,20 @@ class JobQueries:
 
     # -- rows -------------------------------------------------------------------------------------
 
-    def rows(self, job_ids: Iterable[str]) -> list[Job]:
-        """The rows of ``job_ids`` (BatchGetItem, strongly consistent), in the order asked; ids whose row
-        is gone (expired) are left out."""
+    def rows(self, job_ids: Iterable[str], *, consistent: bool = True) -> list[Job]:
+        """The rows of ``job_ids`` (BatchGetItem), in the order asked; ids whose row is gone (expired) are
+        left out. ``consistent=False`` halves the cost where the index that chose the ids is itself
+        eventually consistent (listings)."""
         wanted = list(dict.fromkeys(job_ids))
         found: dict[str, Job] = {}
         for start in range(0, len(wanted), BATCH_GET_MAX):
             keys = [serialize_item({"job_id": j}) for j in wanted[start : start + BATCH_GET_MAX]]
-            request: dict[str, Any] = {self._table: {"Keys": keys, "ConsistentRead": True}}
+            request: dict[str, Any] = {self._table: {"Keys": keys, "ConsistentRead": consistent}}
             backoff = 0.05
             while request:
                 response = self._client.batch_get_item(RequestItems=request, ReturnConsumedCapacity="TOTAL")
                 items = response.get("Responses", {}).get(self._table, [])
-                self.meter.add("BatchGetItem", response, items, per_item=True)
+                self.meter.add("BatchGetItem", response, items, per_item=True, consistent=consistent)
                 for item in items:
                     job = Job.from_item(deserialize_item(item))
                     found[job.job_id] = job
