@@ -472,3 +472,41 @@ def test_a_completed_job_row_never_holds_the_presigned_url_vlmrun_echoed(stack, 
     assert job["status"] == "completed" and job["execution_snapshot"]  # kept until delivered
     assert "X-Amz-Signature" not in json.dumps(job, default=str)
     assert "inputs" not in json.loads(job["execution_snapshot"])
+
+
+class EchoMetadata(LoseResponses):
+    """As :class:`LoseResponses`, and GET /agent/executions/{id} echoes the request's ``metadata``."""
+
+    def __init__(self, app, names: set[str], emulator) -> None:
+        super().__init__(app, names)
+        self._emulator = emulator
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        response = super().handle_request(request)
+        if request.method == "GET" and "/agent/executions/" in request.url.path and response.status_code == 200:
+            response.read()
+            body = json.loads(response.content)
+            body["metadata"] = self._emulator.executions[body["id"]].request["metadata"]
+            return httpx.Response(200, json=body)
+        return response
+
+
+def test_an_execution_of_another_deployment_on_the_same_secret_is_never_adopted(hooked, emulator, stack, clock):
+    # Another deployment (staging, say) shares the account and the signing secret, and runs the same agent at
+    # the same moment: only the session it was sent with tells the executions apart.
+    local, _ = hooked(EchoMetadata(emulator.app, {"a.txt"}, emulator))
+    emulator.config.echo_inputs = False
+    drop(stack, "a.txt", b"alpha contents")
+    local.pump_ingest()
+    (job,) = jobs(stack)
+    ours = execution_of(emulator, job["job_id"])
+    theirs_request = {**ours.request, "metadata": {**ours.request["metadata"], "session_id": "staging-job-1"}}
+    theirs_request.pop("callback_url")
+    theirs = emulator.create_execution(theirs_request, {})
+    query = ours.request["callback_url"].split("?", 1)[1]
+
+    answer = post(local, json.dumps(theirs.to_json()).encode(), query)
+
+    assert json.loads(answer["body"]) == {"status": "refused"}
+    assert jobs(stack)[0]["status"] == "received"
+    assert json.loads(post(local, json.dumps(ours.to_json()).encode(), query)["body"])["status"] == "adopted"

@@ -113,7 +113,12 @@ def created_epoch(execution: Execution) -> float | None:
 
 
 def echo_contradicts(job: Job, execution: Execution, attempt: int | None) -> bool:
-    """The execution echoes an input this job's attempt did not send (another file, another upload)."""
+    """The execution echoes a session or an input this job's attempt did not send (another job, another
+    deployment on the same account and secret, another file, another upload)."""
+    metadata = (execution.model_extra or {}).get("metadata")
+    session = metadata.get("session_id") if isinstance(metadata, dict) else None
+    if session is not None and session != job.job_id:
+        return True  # every request carries its job id as metadata.session_id
     inputs = execution.inputs
     if not isinstance(inputs, dict) or inputs.get("file") is None:
         return False  # nothing echoed: nothing to contradict
@@ -128,9 +133,11 @@ def echo_contradicts(job: Job, execution: Execution, attempt: int | None) -> boo
     if isinstance(echoed, dict) and echoed.get("file_id") and job.input_file_id:
         return bool(echoed["file_id"] != job.input_file_id)
     if isinstance(echoed, str) and echoed.startswith(("https://", "http://")):
-        # A presigned GET of this job's object names its key in the path (path- or virtual-hosted style).
-        path = unquote(urlsplit(echoed).path)
-        return not path.endswith("/" + job.key)
+        # A presigned GET of this job's object names its bucket and key (path- or virtual-hosted style).
+        parts = urlsplit(echoed)
+        path, host = unquote(parts.path), parts.hostname or ""
+        in_bucket = host.startswith(f"{job.bucket}.") or path.startswith(f"/{job.bucket}/")
+        return not (in_bucket and path.endswith("/" + job.key))
     return False
 
 
