@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import re
+from contextvars import ContextVar
 from typing import Any
 
 import typer
@@ -61,10 +62,15 @@ _XML_CODE = re.compile(r"<Code>([^<]*)</Code>")
 _XML_MESSAGE = re.compile(r"<Message>([^<]*)</Message>")
 
 
+# Where the command was talking to, as the deployment was resolved (a stack env file may set its own).
+reaching: ContextVar[dict[str, str]] = ContextVar("reaching", default={})  # noqa: B039 - read-only default
+
+
 def _where() -> str:
-    profile = os.environ.get("AWS_PROFILE") or "default"
-    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "the profile's"
-    endpoint = os.environ.get("AWS_ENDPOINT_URL")
+    settings = reaching.get()
+    profile = settings.get("profile") or os.environ.get("AWS_PROFILE") or "default"
+    region = settings.get("region") or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "not set"
+    endpoint = settings.get("endpoint_url") or os.environ.get("AWS_ENDPOINT_URL")
     return f"profile {profile}, region {region}" + (f", endpoint {endpoint}" if endpoint else "")
 
 

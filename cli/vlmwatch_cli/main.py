@@ -28,7 +28,7 @@ from vlmwatch.adapters.breaker import MANUAL
 from vlmwatch.core.job import Job
 from vlmwatch.core.lifecycle import RETRYABLE, SETTLED, Status
 from vlmwatch_cli import deadletters, jobs, ops, upload
-from vlmwatch_cli.errors import EXIT_NOTHING, EXIT_PARTIAL, Group, describe
+from vlmwatch_cli.errors import EXIT_NOTHING, EXIT_PARTIAL, Group, describe, reaching
 from vlmwatch_cli.refs import SHORT_ID, Resolver
 from vlmwatch_cli.show import clean, console, emit_json, say, text, warn, warn_note
 from vlmwatch_cli.target import Target
@@ -86,7 +86,9 @@ def deployment(
 
 def _target(ctx: typer.Context, *needs: str) -> Target:
     obj = ctx.find_root().obj or {}
-    return Target.resolve(obj.get("stack"), **obj.get("names", {})).need(*needs)
+    target = Target.resolve(obj.get("stack"), **obj.get("names", {}))
+    reaching.set(target.session_settings)
+    return target.need(*needs)
 
 
 def _when(epoch: int | None) -> str:
@@ -181,7 +183,7 @@ def submit(
     s3 = target.client("s3")
     submitted: list[upload.Submitted] = []
     failed = 0
-    columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn())
+    columns = (TextColumn("{task.description}", markup=False), BarColumn(), DownloadColumn(), TransferSpeedColumn())
     with Progress(*columns, console=console, transient=True) as bar:
         for item in planned:
             task = bar.add_task(clean(item.key), total=item.size)
@@ -244,7 +246,7 @@ def _follow(target: Target, submitted: list[upload.Submitted], timeout: float) -
 @app.command()
 def status(
     ctx: typer.Context,
-    ref: Annotated[str, typer.Argument(help="A job: id or prefix, key or s3:// URI, or execution id.")],
+    ref: Annotated[str, typer.Argument(metavar="JOB", help="A job: id or prefix, key or s3:// URI, or execution id.")],
     as_json: Annotated[bool, typer.Option("--json", help="The job row as JSON.")] = False,
 ) -> None:
     """One job: where it is, what ran, and its document or the reason it has none."""
@@ -304,7 +306,9 @@ def list_(
 @app.command()
 def retry(
     ctx: typer.Context,
-    refs: Annotated[list[str] | None, typer.Argument(help="Jobs to retry (id or prefix, key, URI, execution).")] = None,
+    refs: Annotated[
+        list[str] | None, typer.Argument(metavar="[JOB]...", help="Jobs to retry (id or prefix, key, URI, execution).")
+    ] = None,
     status_: Annotated[str | None, typer.Option("--status", help="Retry jobs with these outcomes.")] = None,
     since: SinceOpt = None,
     limit: LimitOpt = None,
@@ -349,7 +353,9 @@ def _name(ref: str, job: Job | None) -> str:
 @app.command()
 def cancel(
     ctx: typer.Context,
-    refs: Annotated[list[str], typer.Argument(help="Jobs to cancel (id or prefix, key, URI, execution).")],
+    refs: Annotated[
+        list[str], typer.Argument(metavar="JOB...", help="Jobs to cancel (id or prefix, key, URI, execution).")
+    ],
     reason: Annotated[str | None, typer.Option(help="Why; kept on the row and the error document.")] = None,
 ) -> None:
     """Stop waiting for jobs: each is marked failed, "cancelled by operator" (VLM Run has no execution
@@ -419,7 +425,7 @@ def dlq_list(ctx: typer.Context, queue: QueueOpt = "ingest") -> None:
     for message in batch.messages:
         receives = message.get("Attributes", {}).get("ApproximateReceiveCount", "?")
         sent = _when(deadletters.sent_at(message))
-        grid.add_row(message["MessageId"], sent, receives, text(_describe_message(message["Body"])))
+        grid.add_row(text(message["MessageId"]), sent, text(receives), text(_describe_message(message["Body"])))
     console.print(grid)
     say(f"{len(batch.messages)} message(s) in the {queue} dead-letter queue")
 
@@ -507,7 +513,7 @@ def usage(
         for row in rows:
             emit_json(json.dumps(row.__dict__, ensure_ascii=False))
         return
-    table = Table(title=f"VLM Run usage, last {clean(since)}, by {by}")
+    table = Table(title=text(f"VLM Run usage, last {since}, by {by}"))
     for column in (by, "files", "credits", "elements", "failed"):
         table.add_column(column, justify="left" if column == by else "right")
     for row in rows:

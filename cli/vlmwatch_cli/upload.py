@@ -81,7 +81,7 @@ def plan(paths: Iterable[Path], prefix: str = "") -> list[Planned]:
         listed = "; ".join(f"{key} <- {', '.join(str(f) for f in files)}" for key, files in sorted(clashes.items()))
         raise UsageError(
             f"{len(clashes)} key(s) would be written by several files, nothing uploaded: {listed}. "
-            "Submit the folders (their relative paths are kept) or use a different --prefix for each."
+            "Submit a folder that holds them (paths relative to it are kept), or one --prefix per file."
         )
     return planned
 

@@ -237,6 +237,15 @@ def test_one_stack_env_file_is_all_a_command_needs_and_no_output_bucket_is_asked
 # -- hostile text in keys and messages (issue 19 item 3) -------------------------------------------
 
 
+def test_submit_of_a_key_with_markup_shows_it_as_text(stack, tmp_path: Path):
+    (tmp_path / "]b.txt").write_text("a key that is not markup")
+
+    code, out = cli(stack, "submit", str(tmp_path / "]b.txt"), "--prefix", "in/a[")
+
+    assert code == 0, out
+    assert f"uploaded s3://{stack.input_bucket}/in/a[/]b.txt" in out
+
+
 def test_keys_and_messages_print_as_text_never_markup_or_control_sequences(stack):
     put_job(stack, "in/a[/]b.txt", Status.FAILED, error="VLM Run says [link=https://evil.example]click[/link]")
     spoof = put_job(stack, "[bold red]FAILED[/]", Status.DELIVERED, outcome=Status.COMPLETED, at=NOW + 1)
