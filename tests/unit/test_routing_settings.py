@@ -71,8 +71,10 @@ def test_allowed_agents_bound_the_override_and_opt_the_default_in():
 
 def test_metadata_with_no_rule_and_no_default_starts_nothing():
     # Prompt="" with rules = process only what a rule matches: the metadata cannot add work.
-    decision = RULES.resolve("misc/a.bin", None, {"vlmrun-agent": "invoice:v1"}, allowed_agents={"invoice"})
+    decision = RULES.resolve("misc/a.bin", None, {"vlmrun-agent": "invoice:v1"})
     assert isinstance(decision, Skip) and "no routing rule matches" in decision.reason
+    listed = RULES.resolve("misc/a.bin", None, {"vlmrun-agent": "invoice:v1"}, allowed_agents={"invoice"})
+    assert isinstance(listed, Skip)
 
 
 def test_allowed_agents_and_the_input_filter_come_from_the_environment():
