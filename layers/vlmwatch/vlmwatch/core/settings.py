@@ -192,8 +192,10 @@ class Settings(BaseModel):
         raise ValueError(f"must be an https:// URL (plain http only for localhost), got {value[:100]!r}")
 
     def accepts_key(self, key: str) -> bool:
-        """Whether an input key is one this deployment processes (``INPUT_PREFIX`` / ``INPUT_SUFFIX``)."""
-        return key.startswith(self.input_prefix) and key.endswith(self.input_suffix)
+        """Whether an input key is one this deployment processes (``INPUT_PREFIX`` / ``INPUT_SUFFIX``): what
+        the EventBridge rule's ``wildcard: <prefix>*<suffix>`` matches."""
+        prefix, suffix = self.input_prefix, self.input_suffix
+        return len(key) >= len(prefix) + len(suffix) and key.startswith(prefix) and key.endswith(suffix)
 
     @field_validator("output_prefix")
     @classmethod
