@@ -7,11 +7,12 @@ rules (:mod:`vlmwatch.core.lifecycle`): a job the pipeline moved meanwhile is ne
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from vlmwatch.adapters.job_queries import JobQueries
+from vlmwatch.adapters.job_queries import JobQueries, merge_newest
 from vlmwatch.adapters.jobstore import JobStore
 from vlmwatch.core.job import Job
 from vlmwatch.core.lifecycle import FINISHED, IN_FLIGHT, RETRYABLE, Status
@@ -65,32 +66,42 @@ def list_jobs(
     :func:`_delivered_with_outcome`); ``notes`` receives what the operator should know about a partial look.
     """
     wanted = set(statuses)
-    direct = wanted or set(Status)
-    entries = queries.newest(direct, since=since, limit=limit)
+    outcomes = wanted & FINISHED if Status.DELIVERED not in wanted else set()
+    if outcomes and queries.has_outcome_index:
+        # One ByOutcome query per outcome (finished or delivered alike), one ByStatus query per other status.
+        lists = [queries.in_outcome(o, since=since, limit=limit) for o in sorted(outcomes)]
+        lists += [queries.in_status(s, since=since, limit=limit) for s in sorted(wanted - outcomes)]
+        entries = merge_newest(lists, limit)
+        return [j for j in queries.rows((e.job_id for e in entries), consistent=False) if _matches(j, wanted)]
+    entries = queries.newest(wanted or set(Status), since=since, limit=limit)
     jobs = [j for j in queries.rows((e.job_id for e in entries), consistent=False) if _matches(j, wanted)]
-    outcomes = wanted & FINISHED
-    if outcomes and Status.DELIVERED not in wanted:
-        jobs += _delivered_with_outcome(queries, outcomes, since=since, limit=limit, notes=notes)
+    if outcomes:
+        # Only delivered rows newer than the oldest direct match shown could still make the cut.
+        cutoff = jobs[limit - 1].updated_at if limit is not None and len(jobs) >= limit else None
+        jobs += _delivered_with_outcome(queries, outcomes, since=since, limit=limit, cutoff=cutoff, notes=notes)
     jobs.sort(key=lambda j: (j.updated_at, j.job_id), reverse=True)
     return jobs if limit is None else jobs[:limit]
 
 
 def _delivered_with_outcome(
-    queries: JobQueries, outcomes: set[Status], *, since: int | None, limit: int | None, notes: list[str] | None
+    queries: JobQueries,
+    outcomes: set[Status],
+    *,
+    since: int | None,
+    limit: int | None,
+    cutoff: int | None,
+    notes: list[str] | None,
 ) -> list[Job]:
-    """Delivered jobs whose outcome is one of ``outcomes``, newest first, at most ``limit``.
-
-    Where ``ByStatus`` projects ``outcome``, a filtered index query: only matches are read as rows. With a
-    keys-only index each delivered row must be read to know its outcome: without ``since`` only the newest
-    ``OUTCOME_LOOKBACK`` are, and ``notes`` says so.
+    """Delivered jobs whose outcome is one of ``outcomes``, newest first, at most ``limit``, none older
+    than ``cutoff``: without an outcome index, each delivered row is read to know its outcome. Without
+    ``since`` only the newest ``OUTCOME_LOOKBACK`` are, and ``notes`` says so.
     """
-    if queries.status_index_has_outcome:
-        entries = queries.iter_status(Status.DELIVERED, since=since, limit=limit, page=500, outcomes=outcomes)
-        return queries.rows((e.job_id for e in entries), consistent=False)
     found: list[Job] = []
     looked = 0
     lookback = None if since is not None else OUTCOME_LOOKBACK
     pages = queries.iter_status(Status.DELIVERED, since=since, limit=lookback, page=_OUTCOME_PAGE)
+    if cutoff is not None:
+        pages = itertools.takewhile(lambda e: e.at >= cutoff, pages)
     for chunk in _chunks(pages, _OUTCOME_PAGE):
         looked += len(chunk)
         found += [j for j in queries.rows((e.job_id for e in chunk), consistent=False) if j.outcome in outcomes]

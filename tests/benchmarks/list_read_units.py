@@ -23,7 +23,7 @@ import boto3
 from moto import mock_aws
 
 from vlmwatch.adapters.dynamo import serialize_item
-from vlmwatch.adapters.job_queries import JobQueries
+from vlmwatch.adapters.job_queries import OUTCOME_INDEX, JobQueries
 from vlmwatch.core.job import Job
 from vlmwatch.core.lifecycle import Status
 from vlmwatch_cli import jobs
@@ -75,7 +75,7 @@ def measure(name: str, queries: JobQueries, run: Callable[[], Any]) -> None:
     meter = queries.meter
     shown = len(result) if isinstance(result, list) else int(result is not None)
     print(
-        f"{name:<46} {shown:>6} {meter.requests:>8} {meter.items:>10} {meter.capacity_units:>14.1f} "
+        f"{name:<50} {shown:>6} {meter.requests:>8} {meter.items:>10} {meter.capacity_units:>14.1f} "
         f"{meter.estimated_units:>12.1f}"
     )
 
@@ -96,7 +96,7 @@ def main() -> int:
                 RequestItems={stack.table: [{"PutRequest": {"Item": serialize_item(i)}} for i in items]}
             )
         print(f"{args.rows:,} job rows; columns: rows shown, requests, items read, moto CapacityUnits, read units")
-        print(f"{'':<46} {'shown':>6} {'requests':>8} {'items read':>10} {'moto units':>14} {'read units':>12}")
+        print(f"{'':<50} {'shown':>6} {'requests':>8} {'items read':>10} {'moto units':>14} {'read units':>12}")
 
         def fresh() -> JobQueries:
             return JobQueries(client, stack.table)
@@ -123,6 +123,28 @@ def main() -> int:
         q = fresh()
         short = hashlib.sha256(b"4242").hexdigest()[:12]
         measure("after:  status <12-char id> (prefix)", q, lambda: q.job_ids_with_prefix(short))
+
+        # The ByOutcome index proposed for template.yaml (keys only: outcome, updated_at).
+        client.update_table(
+            TableName=stack.table,
+            AttributeDefinitions=[{"AttributeName": "outcome", "AttributeType": "S"}],
+            GlobalSecondaryIndexUpdates=[
+                {
+                    "Create": {
+                        "IndexName": OUTCOME_INDEX,
+                        "KeySchema": [
+                            {"AttributeName": "outcome", "KeyType": "HASH"},
+                            {"AttributeName": "updated_at", "KeyType": "RANGE"},
+                        ],
+                        "Projection": {"ProjectionType": "KEYS_ONLY"},
+                    }
+                }
+            ],
+        )
+        q = fresh()
+        measure(
+            "with ByOutcome: list --status failed --limit 50", q, lambda: jobs.list_jobs(q, {Status.FAILED}, limit=50)
+        )
     return 0
 
 

@@ -32,6 +32,9 @@ from vlmwatch.core.job import Job
 from vlmwatch.core.lifecycle import Status
 
 BATCH_GET_MAX = 100  # DynamoDB's BatchGetItem limit
+# Proposed (keys only: HASH outcome, RANGE updated_at): "failed, delivered or not" as one query. Used
+# where the table has it; without it, delivered outcomes are found by reading delivered rows.
+OUTCOME_INDEX = "ByOutcome"
 
 
 @dataclass
@@ -86,6 +89,12 @@ def _value_size(value: dict[str, Any]) -> int:
     if kind == "L":
         return 3 + sum(_value_size(v) + 1 for v in data)
     return 1
+
+
+def merge_newest(lists: list[list[IndexEntry]], limit: int | None) -> list[IndexEntry]:
+    """Newest-first lists merged newest first, at most ``limit``."""
+    entries = list(heapq.merge(*lists, key=lambda e: (-e.at, e.job_id)))
+    return entries if limit is None else entries[:limit]
 
 
 @dataclass(frozen=True)
@@ -159,22 +168,14 @@ class JobQueries:
         since: int | None = None,
         limit: int | None = None,
         page: int | None = None,
-        outcomes: Iterable[Status] = (),
     ) -> Iterator[IndexEntry]:
-        """As :meth:`in_status`, read lazily ``page`` entries at a time (stop early: read no more). With
-        ``outcomes`` (only where :attr:`status_index_has_outcome`), only entries with one of them."""
+        """As :meth:`in_status`, read lazily ``page`` entries at a time (stop early: read no more)."""
         condition = "#s = :s"
         values: dict[str, Any] = {":s": status.value}
         names = {"#s": "status"}
         if since is not None:
             condition += " AND updated_at >= :t"
             values[":t"] = since
-        extra: dict[str, Any] = {}
-        wanted = sorted(o.value for o in outcomes)
-        if wanted:
-            names["#o"] = "outcome"
-            values.update({f":o{i}": o for i, o in enumerate(wanted)})
-            extra["FilterExpression"] = f"#o IN ({', '.join(f':o{i}' for i in range(len(wanted)))})"
         items = self._query(
             "query ByStatus",
             limit,
@@ -184,7 +185,6 @@ class JobQueries:
             ExpressionAttributeNames=names,
             ExpressionAttributeValues=serialize_item(values),
             ScanIndexForward=False,
-            **extra,
         )
         for i in items:
             yield IndexEntry(str(i["job_id"]), int(i["updated_at"]), status.value)
@@ -193,27 +193,33 @@ class JobQueries:
         self, statuses: Iterable[Status] = tuple(Status), *, since: int | None = None, limit: int | None = None
     ) -> list[IndexEntry]:
         """The ``limit`` most recently changed jobs over ``statuses``: one query per status, merged."""
-        per_status = [self.in_status(s, since=since, limit=limit) for s in sorted(set(statuses))]
-        merged = heapq.merge(*per_status, key=lambda e: (-e.at, e.job_id))
-        entries = list(merged)
-        return entries if limit is None else entries[:limit]
+        return merge_newest([self.in_status(s, since=since, limit=limit) for s in sorted(set(statuses))], limit)
 
     @functools.cached_property
-    def status_index_has_outcome(self) -> bool:
-        """Whether ``ByStatus`` carries ``outcome`` (an INCLUDE projection): then "delivered, and failed" is
-        a filtered index query; with keys only, each delivered row must be read to know its outcome.
-        DescribeTable is a control-plane call (no read units); without the permission, assume keys only."""
+    def has_outcome_index(self) -> bool:
+        """Whether the table has :data:`OUTCOME_INDEX`: then "failed, delivered or not" is one query.
+        DescribeTable is a control-plane call (no read units); without the permission, assume not."""
         try:
             table = self._client.describe_table(TableName=self._table)["Table"]
         except ClientError:
             return False
-        for index in table.get("GlobalSecondaryIndexes", []):
-            if index["IndexName"] == STATUS_INDEX:
-                projection = index.get("Projection", {})
-                return bool(
-                    projection.get("ProjectionType") == "ALL" or "outcome" in projection.get("NonKeyAttributes", [])
-                )
-        return False
+        return any(i["IndexName"] == OUTCOME_INDEX for i in table.get("GlobalSecondaryIndexes", []))
+
+    def in_outcome(self, outcome: Status, *, since: int | None = None, limit: int | None = None) -> list[IndexEntry]:
+        """Jobs whose outcome is ``outcome`` (finished or already delivered), most recently changed first
+        (only where :attr:`has_outcome_index`)."""
+        condition = "#o = :o" + (" AND updated_at >= :t" if since is not None else "")
+        values: dict[str, Any] = {":o": outcome.value, **({":t": since} if since is not None else {})}
+        items = self._query(
+            "query ByOutcome",
+            limit,
+            IndexName=OUTCOME_INDEX,
+            KeyConditionExpression=condition,
+            ExpressionAttributeNames={"#o": "outcome"},
+            ExpressionAttributeValues=serialize_item(values),
+            ScanIndexForward=False,
+        )
+        return [IndexEntry(str(i["job_id"]), int(i["updated_at"]), outcome.value) for i in items]
 
     def job_ids_with_prefix(self, prefix: str, *, limit: int = 20) -> list[str]:
         """Job ids starting with ``prefix`` (at most ``limit``).
