@@ -326,11 +326,15 @@ def test_skipped_objects_are_recorded_with_a_reason(stack, wire, emulator):
     assert executions_started(emulator) == 0
 
 
-def test_metadata_overrides_the_agent(stack, local, emulator):
+def test_metadata_overrides_the_agent_where_the_operator_allows_it(stack, wire, emulator):
+    wire(ALLOWED_AGENTS="special-agent")  # opts the default route in, bounded to this agent
+    local = LocalAws(stack)
     drop(stack, "any.txt", b"x", metadata={"vlmrun-agent": "special-agent:v9"})
+    drop(stack, "other.txt", b"x", metadata={"vlmrun-agent": "someone-else:v1"})
     local.pump_ingest()
     (execution,) = emulator.executions.values()
     assert execution.request["name"] == "special-agent:v9"
+    assert {j["status"] for j in jobs(stack)} == {"submitted", "skipped"}
 
 
 def test_unknown_agent_fails_the_job_with_the_api_message(stack, wire, emulator, clock):

@@ -1,4 +1,5 @@
-"""What each invocation tells CloudWatch about VLM Run: requests sent and 429s met (per-process deltas)."""
+"""What each invocation tells CloudWatch about VLM Run: requests sent, 429s met, and requests held back by
+the deployment's budget (per-process deltas)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ from typing import Any
 
 from vlmwatch.runtime import wiring
 
-_reported = {"requests": 0, "rate_limited": 0}
-wiring.on_reset(lambda: _reported.update(requests=0, rate_limited=0))
+_reported = {"requests": 0, "rate_limited": 0, "held_back": 0}
+wiring.on_reset(lambda: _reported.update(requests=0, rate_limited=0, held_back=0))
 
 
 def report_usage(metrics: Any) -> None:
@@ -33,6 +34,10 @@ def report_usage(metrics: Any) -> None:
         hits = wiring.pressure().hits
         metrics.add_metric(name="VlmRunRateLimited", unit=MetricUnit.Count, value=hits - _reported["rate_limited"])
         _reported["rate_limited"] = hits
+        # Requests not sent because the budget (or the breaker) said wait: their work waits on its row.
+        held = wiring.pressure().deferred
+        metrics.add_metric(name="VlmRunHeldBack", unit=MetricUnit.Count, value=held - _reported["held_back"])
+        _reported["held_back"] = held
 
 
 def reports_usage(metrics: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
