@@ -115,7 +115,10 @@ def describe(exc: BaseException) -> str | None:
     if isinstance(exc, ProfileNotFound):
         return f"{exc}: check AWS_PROFILE against ~/.aws/config"
     if isinstance(exc, EndpointConnectionError):
-        return f"cannot reach AWS at {exc.kwargs.get('endpoint_url')}: check the region and AWS_ENDPOINT_URL"
+        endpoint = exc.kwargs.get("endpoint_url")
+        if reaching.get().get("endpoint_url"):  # from a stack env file: the local stack it names has stopped
+            return f"cannot reach {endpoint}, the endpoint in VLMWATCH_STACK's env file: is `make up` still running?"
+        return f"cannot reach AWS at {endpoint}: check the region and AWS_ENDPOINT_URL"
     if isinstance(exc, BotoCoreError):
         return f"AWS request failed: {exc} ({_where()})"
     if isinstance(exc, VlmwatchError):

@@ -206,6 +206,16 @@ def test_a_missing_stack_env_file_or_unknown_stack_is_one_line(stack):
     assert code == 2 and "cannot read stack 'vlmwatch-nope'" in out and "Traceback" not in out
 
 
+def test_a_stack_env_file_whose_local_stack_stopped_says_so(tmp_path: Path):
+    env_file = tmp_path / "stopped.env"
+    env_file.write_text(
+        "export AWS_ENDPOINT_URL=http://127.0.0.1:9\nexport AWS_DEFAULT_REGION=us-east-1\n"
+        "export AWS_ACCESS_KEY_ID=local\nexport AWS_SECRET_ACCESS_KEY=local\nexport VLMWATCH_TABLE=jobs\n"
+    )
+    result = runner.invoke(app, ["list"], env={"VLMWATCH_STACK": str(env_file), "VLMWATCH_TABLE": ""})
+    assert result.exit_code == 2 and "is `make up` still running?" in result.output
+
+
 # -- one variable names the deployment -------------------------------------------------------------
 
 
