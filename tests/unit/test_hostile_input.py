@@ -510,3 +510,17 @@ def test_an_execution_of_another_deployment_on_the_same_secret_is_never_adopted(
     assert json.loads(answer["body"]) == {"status": "refused"}
     assert jobs(stack)[0]["status"] == "received"
     assert json.loads(post(local, json.dumps(ours.to_json()).encode(), query)["body"])["status"] == "adopted"
+
+
+def test_claim_windows_bound_each_attempt_and_any_attempt_for_an_echo():
+    from vlmwatch.core.job import Job
+    from vlmwatch.flows.evidence import CLOCK_SKEW_SECONDS as SKEW
+    from vlmwatch.flows.evidence import claim_window
+
+    job = Job(
+        job_id="j", bucket="b", key="k", status="received", attempts=3, submit_started_at=1_500, created_at=1_000,
+        updated_at=1_500,
+    )  # fmt: skip
+    assert claim_window(job, 3, now=2_000) == (1_500 - SKEW, 2_000 + SKEW)  # the current claim: since it began
+    assert claim_window(job, 2, now=2_000) == (1_000 - SKEW, 1_500 + SKEW)  # an earlier one ended before it
+    assert claim_window(job, None, now=2_000) == (1_000 - SKEW, 2_000 + SKEW)  # an echo of any attempt

@@ -97,7 +97,9 @@ def claim_window(job: Job, attempt: int | None, now: int) -> tuple[int, int]:
     the row no longer says when an attempt began (its claim was released), the job's creation bounds it.
     """
     started = job.submit_started_at
-    current = attempt is None or attempt >= job.attempts
+    if attempt is None:
+        return job.created_at - CLOCK_SKEW_SECONDS, now + CLOCK_SKEW_SECONDS
+    current = attempt >= job.attempts
     start = started if (current and started is not None) else job.created_at
     end = now if (current or started is None) else started
     return start - CLOCK_SKEW_SECONDS, end + CLOCK_SKEW_SECONDS
