@@ -13,6 +13,7 @@ from moto import mock_aws
 
 from vlmwatch.core.settings import Settings
 from vlmwatch.runtime import wiring
+from vlmwatch_local.cloud import moto_speedups
 from vlmwatch_local.cloud.loops import LocalAws
 from vlmwatch_local.cloud.provision import StackResources, provision
 from vlmwatch_local.cloud.stack import fetch_from_moto
@@ -20,6 +21,10 @@ from vlmwatch_local.emulator import Emulator, EmulatorConfig
 
 EVENTS = Path(__file__).resolve().parents[1] / "events"
 REGION = "us-east-1"
+
+# moto without its two hot spots (a quadratic SQS receive, a slow serializer for items): same responses,
+# several times faster (tests/integration/test_moto_speedups.py checks they are the same).
+moto_speedups.install()
 
 
 def load_event(name: str) -> dict[str, Any]:

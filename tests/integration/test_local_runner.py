@@ -71,7 +71,7 @@ def test_a_terminated_local_stack_takes_its_moto_server_with_it(tmp_path: Path):
             time.sleep(0.2)
         assert env_file.exists(), "the local stack did not come up"
         port = next(line.rsplit(":", 1)[1] for line in env_file.read_text().splitlines() if "AWS_ENDPOINT_URL" in line)
-        wanted = "\x00".join(["moto.server", "-H", "127.0.0.1", "-p", port])
+        wanted = "\x00".join(["vlmwatch_local.cloud.moto_server", "-H", "127.0.0.1", "-p", port])
         children = [p.name for p in Path("/proc").iterdir() if p.name.isdigit() and wanted in _cmdline(p)]
         assert children, "no moto server process found"
 

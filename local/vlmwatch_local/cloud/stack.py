@@ -4,10 +4,16 @@ Where AWS runs (``moto``):
 
 * ``"process"`` (the default) or ``"thread"``: moto in server mode, in a process of its own or in a
   thread; the emulator served on a port with a thread moving its time on; the webhook's function URL
-  served on a port. ``make demo``, ``make up``, bench and chaos run this; the CLI can talk to it.
-* ``"in-process"``: ``mock_aws`` in this process, nothing listening: the runtime reaches the emulator
-  through WSGI, callbacks go straight to the webhook handler, and the caller moves the emulator's time
-  (:meth:`Emulator.tick`). With a virtual ``clock`` hours of VLM Run time take seconds (perf).
+  served on a port. ``make demo`` and ``make up`` run this; the CLI can talk to it.
+* ``"in-process"``: ``mock_aws`` in this process, no HTTP between the handlers and AWS (the fastest:
+  bench, chaos and the tests run this). With ``serve=False`` nothing listens either: the runtime
+  reaches the emulator through WSGI, callbacks go straight to the webhook handler, and the caller moves
+  the emulator's time (:meth:`Emulator.tick`); with a virtual ``clock`` hours of VLM Run time take
+  seconds (perf). With ``serve=True`` the emulator and the function URL are served on ports as above
+  (real HTTP timeouts, as chaos's hanging POSTs need).
+
+Either way moto runs with :mod:`.moto_speedups` (two hot spots of moto fixed), and the loops
+(:class:`LocalAws`) follow the job table's stream, so waiting for jobs to settle costs no scan.
 
 Either way this process plays the Lambda runtime: it sets the functions' environment (as the template
 declares it) in ``os.environ``, wires the runtime to ``clock``, and calls the real handlers through
@@ -32,14 +38,15 @@ import httpx
 from werkzeug.serving import make_server
 
 from vlmwatch.runtime import wiring
+from vlmwatch_local.cloud import moto_speedups
 from vlmwatch_local.cloud.loops import FunctionUrlApp, LocalAws, function_url_event
 from vlmwatch_local.cloud.provision import StackResources, provision
 from vlmwatch_local.emulator import Emulator, EmulatorConfig
 from vlmwatch_local.emulator.service import Fetcher
 
 REGION = "us-east-1"
-IN_PROCESS_VLMRUN = "http://emulator.local/v1"  # reached through WSGI, never over the network
-IN_PROCESS_FUNCTION_URL = "http://function-url.local/"
+IN_PROCESS_VLMRUN = "http://emulator.localhost/v1"  # reached through WSGI, never over the network
+IN_PROCESS_FUNCTION_URL = "http://function-url.localhost/"
 
 
 @dataclass
@@ -53,6 +60,7 @@ class LocalStack:
         parameters: template parameter overrides.
         webhook: VLM Run calls back the webhook function (served, or invoked directly in-process).
         moto: where AWS runs: ``"process"``, ``"thread"`` or ``"in-process"`` (see the module).
+        serve: serve the emulator and the function URL on ports (default: unless ``moto="in-process"``).
         clock: the one clock of the emulator and the handlers (None: the wall clock).
         fetch: how the emulator reads an input file's URL (default: HTTP; in-process: from moto).
     """
@@ -65,6 +73,7 @@ class LocalStack:
     webhook: bool = False
     webhook_secret: str = "local-webhook-secret"  # noqa: S105 - a local test value, stored in moto's Secrets Manager
     moto: Literal["process", "thread", "in-process"] = "process"
+    serve: bool | None = None
     clock: Callable[[], float] | None = None
     fetch: Fetcher | None = None
 
@@ -72,12 +81,18 @@ class LocalStack:
     def in_process(self) -> bool:
         return self.moto == "in-process"
 
+    @property
+    def served(self) -> bool:
+        """The emulator and the function URL listen on ports (else they are reached in-process)."""
+        return not self.in_process if self.serve is None else self.serve
+
     def start(self) -> LocalStack:
         self._saved_env = dict(os.environ)
         self.endpoint: str | None = None
         if self.in_process:
             from moto import mock_aws
 
+            moto_speedups.install()
             self._mock = mock_aws()
             self._mock.start()
         else:
@@ -108,7 +123,7 @@ class LocalStack:
             self._key = self.emulator_config.api_key
         self.vlmrun_base_url = base_url
         secrets = boto3.client("secretsmanager")
-        if not self.in_process:
+        if self.served:
             # The API key lives in Secrets Manager, as deployed; functions read it through powertools.
             secrets.create_secret(Name=self.stack.parameters["ApiKeySecretName"], SecretString=self._key)
         self.function_env = {
@@ -141,7 +156,7 @@ class LocalStack:
 
     def _wire(self) -> None:
         """A fresh runtime (as a new Lambda container would have) on this stack's clock."""
-        if self.in_process and self.emulator is not None:
+        if not self.served and self.emulator is not None:
             from vlmwatch.core.settings import Settings
 
             wiring.use(
@@ -163,10 +178,10 @@ class LocalStack:
             kwargs["fetch"] = self.fetch
         elif self.in_process:
             kwargs["fetch"] = fetch_from_moto
-        if self.in_process:
+        if not self.served:
             kwargs["send"] = self._call_back
         self.emulator = Emulator(self.emulator_config, **kwargs)
-        if self.in_process:
+        if not self.served:
             self.emulator.config.public_url = IN_PROCESS_VLMRUN
             return IN_PROCESS_VLMRUN
         self._server = make_server("127.0.0.1", 0, self.emulator.app, threaded=True)
@@ -179,7 +194,7 @@ class LocalStack:
 
     def _start_function_url(self) -> str:
         """The webhook's function URL: served on localhost, or (in-process) a name :meth:`_call_back` knows."""
-        if self.in_process:
+        if not self.served:
             return IN_PROCESS_FUNCTION_URL
         self._hook_server = make_server("127.0.0.1", 0, FunctionUrlApp(self.aws), threaded=True)
         threading.Thread(target=self._hook_server.serve_forever, daemon=True).start()
@@ -203,6 +218,7 @@ class LocalStack:
         if self.moto == "thread":
             from moto.server import ThreadedMotoServer
 
+            moto_speedups.install()
             self._moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
             self._moto.start()
             host, port = self._moto.get_host_and_port()
@@ -211,7 +227,7 @@ class LocalStack:
             probe.bind(("127.0.0.1", 0))
             port = probe.getsockname()[1]
         self._moto_proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            [sys.executable, "-m", "vlmwatch_local.cloud.moto_server", "-H", "127.0.0.1", "-p", str(port)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -241,10 +257,10 @@ class LocalStack:
             self._mock.stop()
 
     def stop(self) -> None:
-        if self.emulator is not None and not self.in_process:
+        if self.emulator is not None and self.served:
             self._stop.set()
             self._server.shutdown()
-        if self.webhook_url and not self.in_process:
+        if self.webhook_url and self.served:
             self._hook_server.shutdown()
         self._stop_moto()
         wiring.reset()
@@ -271,12 +287,17 @@ class LocalStack:
     def run_until_settled(
         self, *, expected: int, timeout: float = 120.0, interval: float = 0.3, on_change: Any = None
     ) -> bool:
-        """Turn the loops until ``expected`` jobs are delivered or skipped; False on timeout (wall time)."""
+        """Turn the loops until ``expected`` jobs are delivered or skipped; False on timeout (wall time).
+
+        The job rows are followed on the table's stream (:attr:`LocalAws.rows`), not scanned; the loops
+        wait ``interval`` only after a turn that found nothing to do."""
         deadline = time.monotonic() + timeout
         seen: dict[str, str] = {}
         while time.monotonic() < deadline:
-            self.aws.step()
-            jobs = self.jobs()
+            if self.emulator is not None and not self.served:
+                self.emulator.tick()
+            done = self.aws.step()
+            jobs = list(self.aws.rows.values())
             if on_change is not None:
                 for job in jobs:
                     if seen.get(job["job_id"]) != job["status"]:
@@ -284,7 +305,8 @@ class LocalStack:
                         on_change(job)
             if len(jobs) >= expected and all(j["status"] in ("delivered", "skipped") for j in jobs):
                 return True
-            time.sleep(interval)
+            if not any(done.values()):
+                time.sleep(interval)
         return False
 
 

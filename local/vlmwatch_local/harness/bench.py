@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import statistics
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import boto3
 from boto3.dynamodb.conditions import Key
@@ -36,13 +36,16 @@ class BenchResult:
     index_items_after: int
     ingest_files_per_second: float = 0.0
     delivery_files_per_second: float = 0.0
+    seconds_to_drop: float = 0.0
 
     def report(self) -> str:
         lines = [
             f"files                       {self.files}",
             f"delivered                   {self.delivered}",
             f"executions started          {self.executions}",
+            f"time to drop                {self.seconds_to_drop:.1f} s (the files put in the input bucket)",
             f"time to settle              {self.seconds_to_settle:.1f} s ({self.files_per_second:.1f} files/s)",
+            f"drop + settle               {self.seconds_to_drop + self.seconds_to_settle:.1f} s",
             f"ingest                      {self.ingest_files_per_second:.1f} files/s (received -> submitted)",
             f"delivery                    {self.delivery_files_per_second:.1f} files/s (finished -> delivered)",
             f"VLM Run requests            {sum(self.requests.values())} ({self.requests_per_file:.2f} per file)",
@@ -56,7 +59,17 @@ class BenchResult:
         return "\n".join(lines)
 
 
-def run(files: int = 200, *, step_seconds: float = 0.5, timeout: float = 600, webhook: bool = False) -> BenchResult:
+def run(
+    files: int = 200,
+    *,
+    step_seconds: float = 0.5,
+    timeout: float = 600,
+    webhook: bool = False,
+    duplicates: bool = False,
+    moto: Literal["process", "thread", "in-process"] = "in-process",
+) -> BenchResult:
+    """``files`` small files through the stack; ``duplicates``: every S3 event delivered twice (as
+    EventBridge may). moto in-process by default (the emulator is served either way: real HTTP)."""
     env = {"POLL_BASE_SECONDS": "1", "POLL_CAP_SECONDS": "8"}
     clock = Clock()
     with LocalStack(
@@ -65,10 +78,16 @@ def run(files: int = 200, *, step_seconds: float = 0.5, timeout: float = 600, we
         webhook=webhook,
         parameters={"AgentName": "doc-extractor:v1"},
         clock=clock,
+        moto=moto,
+        serve=True,
     ) as local:
         print(f"local stack up; dropping {files} files", flush=True)
+        dropping = clock()
         for i in range(files):
-            local.drop(f"bench/{i:05d}.txt", f"file {i}\n".encode() * 10, "text/plain")
+            key = f"bench/{i:05d}.txt"
+            version = local.drop(key, f"file {i}\n".encode() * 10, "text/plain")
+            if duplicates:
+                local.aws.send_raw(object_created(local.stack.input_bucket, key, version))
         started = clock()
         last = [0.0]
 
@@ -77,7 +96,7 @@ def run(files: int = 200, *, step_seconds: float = 0.5, timeout: float = 600, we
             now = clock()
             if now - last[0] >= 5:
                 last[0] = now
-                done = sum(j["status"] in ("delivered", "skipped") for j in local.jobs())
+                done = sum(j["status"] in ("delivered", "skipped") for j in local.aws.rows.values())
                 print(f"  {now - started:5.0f} s  {done}/{files} delivered", flush=True)
 
         local.run_until_settled(expected=files, timeout=timeout, interval=0.2, on_change=progress)
@@ -121,10 +140,28 @@ def run(files: int = 200, *, step_seconds: float = 0.5, timeout: float = 600, we
             index_items_after=index_items,
             ingest_files_per_second=rate("created_at", "submitted_at"),
             delivery_files_per_second=rate("finished_at", "delivered_at"),
+            seconds_to_drop=started - dropping,
         )
 
 
+def object_created(bucket: str, key: str, version: str | None) -> dict[str, Any]:
+    """The S3 "Object Created" event as EventBridge delivers it (for a second copy of an event)."""
+    return {
+        "version": "0",
+        "source": "aws.s3",
+        "detail-type": "Object Created",
+        "detail": {"bucket": {"name": bucket}, "object": {"key": key, "version-id": version}},
+    }
+
+
 def main(args: Any) -> int:
-    result = run(args.files, step_seconds=args.step_seconds, webhook=args.webhook)
+    result = run(
+        args.files,
+        step_seconds=args.step_seconds,
+        webhook=args.webhook,
+        duplicates=args.duplicates,
+        moto=args.moto,
+        timeout=args.timeout,
+    )
     print(result.report())
     return 0 if result.delivered == result.files == result.executions else 1

@@ -1,0 +1,196 @@
+"""Two hot spots of moto 5.2 that made the local stack slow, fixed where moto runs (in-process or its server).
+
+Profiled on the 1,000-file bench (see docs/PERFORMANCE.md, "local throughput"):
+
+* **SQS receive was quadratic.** ``ReceiveMessage`` checks each message's retention period through
+  ``get_queue_attributes``, which recomputes every attribute of the queue (message counts included, a pass
+  over all its messages) three times per message: 10 messages from a queue of 1,000 took ~0.5 s. Here the
+  retention period is read from the queue itself.
+* **Item-heavy DynamoDB responses went through moto's generic serializer**, which walks the output shape
+  member by member (every ``AttributeValue`` tries its ten type members): ~12 ms per item in a ``Scan``,
+  4 s for a 1,000-record stream ``GetRecords``, 20 ms per ``UpdateItem``. The items moto returns are
+  already in the wire format (``{"S": ...}``), so for the operations that return items the body is
+  ``json.dumps`` of the result, with what the serializer would convert converted the same way (bytes to
+  base64, datetimes to epoch seconds, ``None`` members left out). Anything else (errors, table
+  descriptions, an unexpected type) takes moto's own path. ``tests/integration/test_moto_speedups.py``
+  checks the two give the same bodies.
+* **Every UpdateItem parsed its expression twice and walked its syntax tree ten times** through a generic
+  recursive visitor (~60 % of an UpdateItem's 19 ms). Here a parsed expression is kept by its text (moto
+  deep-copies it before validating, so the kept tree is never changed), and the visitor looks up what it
+  processes once per walk instead of once per node.
+
+:func:`install` is idempotent; :func:`uninstall` puts moto back (tests).
+"""
+
+from __future__ import annotations
+
+import base64
+import calendar
+import datetime as dt
+import functools
+import json
+from collections.abc import Callable
+from decimal import Decimal
+from typing import Any
+
+# The operations whose results are items (or stream records): the ones worth a fast path.
+FAST_OPERATIONS = {
+    "dynamodb": frozenset(
+        {
+            "GetItem",
+            "PutItem",
+            "UpdateItem",
+            "DeleteItem",
+            "Query",
+            "Scan",
+            "BatchGetItem",
+            "BatchWriteItem",
+            "TransactGetItems",
+            "TransactWriteItems",
+        }
+    ),
+    "dynamodbstreams": frozenset({"GetRecords"}),
+}
+_CONTENT_TYPE = {"dynamodb": "application/x-amz-json-1.0", "dynamodbstreams": "application/x-amz-json-1.0"}
+_originals: dict[str, Callable[..., Any]] = {}
+
+
+class _NotPlain(Exception):
+    """A value the fast path does not know how to write: moto's serializer does it."""
+
+
+def plain(value: Any) -> Any:
+    """``value`` as the JSON serializer would write it, or :class:`_NotPlain`."""
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list | tuple):
+        return [plain(v) for v in value]
+    if isinstance(value, str | bool | int | float):
+        return value
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode()
+    if isinstance(value, dt.datetime):
+        return _epoch(value)
+    if isinstance(value, Decimal):
+        return float(value)
+    raise _NotPlain(type(value).__name__)
+
+
+def _epoch(value: dt.datetime) -> float | int:
+    # As moto's serializer writes a timestamp: whole seconds of the (UTC) wall time, milliseconds truncated.
+    seconds = calendar.timegm(value.timetuple())
+    return seconds + (value.microsecond // 1000) / 1000.0 if value.microsecond else seconds
+
+
+def fast_body(service: str, operation: str, result: Any) -> str | None:
+    """The response body for this operation's ``result``, or None when moto's serializer must write it."""
+    if operation not in FAST_OPERATIONS.get(service, ()) or not isinstance(result, dict):
+        return None
+    members = _output_members(service, operation)
+    try:
+        return json.dumps(plain({k: v for k, v in result.items() if k in members}), separators=(",", ":"))
+    except _NotPlain:
+        return None
+
+
+@functools.cache
+def _output_members(service: str, operation: str) -> frozenset[str]:
+    """What the operation's output shape declares (moto adds a few more; its serializer leaves them out)."""
+    from moto.core.utils import get_service_model
+
+    shape = get_service_model(service).operation_model(operation).output_shape
+    return frozenset(shape.members) if shape is not None else frozenset()
+
+
+def install() -> None:
+    """Patch moto in this process (before or after its backends are used)."""
+    if _originals:
+        return
+    from moto.core.responses import ActionResult, BaseResponse
+    from moto.sqs.models import SQSBackend, unix_time
+
+    def serialized(self: Any, action_result: ActionResult) -> Any:
+        service = getattr(self, "boto3_service_name", "") or getattr(self, "service_name", "")
+        if service in FAST_OPERATIONS and type(action_result).__name__ in ("ActionResult", "DynamoResult"):
+            body = fast_body(service, self._get_action(), action_result.result)
+            if body is not None:
+                headers = {"Content-Type": _CONTENT_TYPE[service], **self.response_headers}
+                return 200, headers, body
+        return _originals["serialized"](self, action_result)
+
+    def retained(self: Any, queue_name: str, message: Any) -> bool:
+        queue = self.get_queue(queue_name)
+        return int(queue.message_retention_period) + message.sent_timestamp / 1000 > unix_time()
+
+    _install_expression_speedups()
+    _originals["serialized"] = BaseResponse.serialized
+    _originals["retained"] = SQSBackend.is_message_valid_based_on_retention_period
+    BaseResponse.serialized = serialized  # type: ignore[method-assign]
+    SQSBackend.is_message_valid_based_on_retention_period = retained  # type: ignore[method-assign]
+
+
+def _install_expression_speedups() -> None:
+    from moto.dynamodb.parsing import ast_nodes
+    from moto.dynamodb.parsing.expressions import UpdateExpressionParser
+
+    make = UpdateExpressionParser.make.__func__  # type: ignore[attr-defined]
+    parsed: dict[str, Any] = {}
+
+    def cached_make(cls: Any, expression: str) -> Any:
+        if cls is not UpdateExpressionParser:
+            return make(cls, expression)
+        tree = parsed.get(expression)
+        if tree is None:
+            tree = parsed[expression] = make(cls, expression)
+            if len(parsed) > 4096:
+                parsed.pop(next(iter(parsed)))
+        return tree
+
+    base = ast_nodes.DepthFirstTraverser
+
+    def traverse(self: Any, node: Any) -> Any:
+        # The same walk as DepthFirstTraverser.traverse_node_recursively, with its per-node lookups hoisted.
+        node_type = ast_nodes.Node
+        handlers = list(self._processing_map().items())
+        kinds = self.nodes_to_be_processed()
+        pre = (
+            None if type(self).pre_processing_of_child is base.pre_processing_of_child else self.pre_processing_of_child
+        )
+
+        def walk(node: Any, child_id: int) -> Any:
+            if isinstance(node, node_type):
+                parent = node.parent
+                children = node.children
+                if children is not None:
+                    for i, child in enumerate(children):
+                        if pre is not None:
+                            pre(node, i)
+                        walk(child, i)
+                if isinstance(node, kinds):
+                    node = next(handler(node) for kind, handler in handlers if isinstance(node, kind))
+                    node.parent = parent
+                    if parent:
+                        parent.children[child_id] = node
+            return node
+
+        return walk(node, -1)
+
+    _originals["make"] = UpdateExpressionParser.__dict__["make"]
+    _originals["traverse"] = base.traverse
+    UpdateExpressionParser.make = classmethod(cached_make)  # type: ignore[method-assign,assignment]
+    base.traverse = traverse  # type: ignore[method-assign]
+
+
+def uninstall() -> None:
+    if not _originals:
+        return
+    from moto.core.responses import BaseResponse
+    from moto.dynamodb.parsing import ast_nodes
+    from moto.dynamodb.parsing.expressions import UpdateExpressionParser
+    from moto.sqs.models import SQSBackend
+
+    UpdateExpressionParser.make = _originals.pop("make")  # type: ignore[method-assign]
+    ast_nodes.DepthFirstTraverser.traverse = _originals.pop("traverse")  # type: ignore[method-assign]
+
+    BaseResponse.serialized = _originals.pop("serialized")  # type: ignore[method-assign]
+    SQSBackend.is_message_valid_based_on_retention_period = _originals.pop("retained")  # type: ignore[method-assign]
