@@ -32,7 +32,7 @@ from typer.core import TyperGroup
 from typer.exceptions import TyperException
 
 from vlmwatch.adapters.aws_errors import AwsErrorKind, classify, error_code
-from vlmwatch.core.errors import VlmwatchError
+from vlmwatch.core.errors import VlmRunError, VlmwatchError
 from vlmwatch_cli import show
 
 EXIT_OK, EXIT_PARTIAL, EXIT_NOTHING = 0, 1, 2
@@ -121,8 +121,10 @@ def describe(exc: BaseException) -> str | None:
         return f"cannot reach AWS at {endpoint}: check the region and AWS_ENDPOINT_URL"
     if isinstance(exc, BotoCoreError):
         return f"AWS request failed: {exc} ({_where()})"
-    if isinstance(exc, VlmwatchError):
+    if isinstance(exc, VlmRunError):
         return f"VLM Run: {exc}"
+    if isinstance(exc, VlmwatchError):  # a configuration that does not validate, a secret that cannot be read
+        return str(exc)
     return None
 
 
