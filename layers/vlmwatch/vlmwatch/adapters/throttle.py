@@ -189,9 +189,10 @@ class Backpressure:
             self._budget.shrink()
 
     def admit(self, kind: RequestKind = "poll", count: int = 1) -> int | None:
-        """May one start or poll be sent now? None: yes (one request of the shared budget is spent).
-        Otherwise the epoch second to put the work off to: the breaker's next probe, after this process's
-        429 block, or in the budget's next window."""
+        """May ``count`` requests (a start, a poll, a delivery's list and downloads) be sent now? None: yes
+        (they are spent from the shared budget, and the client's gate lets this thread send them without
+        spending again). Otherwise the epoch second to put the work off to: the breaker's next probe, after
+        this process's 429 block, or in the budget's next window."""
         until = self._admit(kind, count)
         if until is None:
             self._prepay(count)
