@@ -46,7 +46,7 @@ def store(stack):
 def source(stack):
     ticks = Ticks()
     fallback = from_parameters(RuleSet(), Route(rule="default", prompt="the template's prompt"))
-    src = ConfigSource(stack.table, fallback, max_age=60, resource=boto3.resource("dynamodb"), clock=ticks)
+    src = ConfigSource(boto3.client("dynamodb"), stack.table, fallback, max_age=60, clock=ticks)
     return src, ticks
 
 
@@ -123,7 +123,7 @@ def test_a_hand_written_row_that_does_not_validate_keeps_the_last_good_version(s
         TableName=stack.table, Item={"job_id": {"S": "#config"}, "config": {"S": bad}, "current_version": {"N": "2"}}
     )
     ticks.now += 61
-    src._provider.clear_cache()  # powertools' cache also holds the good row for max_age
+    src.clear_cache()  # powertools' cache holds the good row for max_age (its clock is the wall clock)
     assert src.current().number == 1
 
 

@@ -140,52 +140,75 @@ class ConfigStore:
         return self.push(old.config, note=f"rollback to v{number}")
 
 
+def job_table_provider(client: Any, table: str) -> Any:
+    """A powertools Parameters provider over rows of the job table, with the functions' own low-level client.
+
+    powertools' ``DynamoDBProvider`` wants a boto3 *resource*, and importing boto3 costs ~180 ms of cold start
+    the functions otherwise avoid (they use botocore); this provider keeps powertools' cache and max age and
+    reads with the client the process already has. Built on first use (the import stays out of cold start).
+    """
+    from aws_lambda_powertools.utilities.parameters.base import BaseProvider
+
+    class JobTableProvider(BaseProvider):
+        def _get(self, name: str, **_options: Any) -> str:
+            response = client.get_item(TableName=table, Key={"job_id": {"S": name}})
+            return str(response["Item"][VALUE_ATTR]["S"])  # KeyError: no such row (nothing pushed)
+
+        def _get_multiple(self, path: str, **_options: Any) -> dict[str, str]:
+            raise NotImplementedError("configuration is read one row at a time")
+
+    return JobTableProvider(client=client)
+
+
 class ConfigSource:
     """The functions' view: the configuration in effect, re-read at most every ``max_age`` seconds.
 
-    Reads go through powertools' ``DynamoDBProvider`` (its cache holds the row for ``max_age``). No row means
-    no push yet: ``fallback`` (version 0, the template parameters) rules, and that answer is cached too, so
-    an unconfigured deployment pays one GetItem per ``max_age``, not per file. A row that does not validate
-    (written by hand, not by ``push``) is logged and the last good version stays in effect.
+    Reads go through a powertools Parameters provider (:func:`job_table_provider`: its cache holds the row for
+    ``max_age``). No row means no push yet: ``fallback`` (version 0, the template parameters) rules, and
+    that answer is cached too, so an unconfigured deployment pays one GetItem per ``max_age``, not per
+    file. A row that does not validate (written by hand, not by ``push``) is logged and the last good
+    version stays in effect.
 
     Args:
+        client: a low-level DynamoDB client.
         table: the job table.
         fallback: version 0, from the deployment's parameters.
         max_age: seconds a read is trusted.
-        resource: a boto3 DynamoDB *resource* (what powertools wants); created on first use otherwise.
         clock: monotonic seconds, for the cached "no configuration" answer.
     """
 
     def __init__(
         self,
+        client: Any,
         table: str,
         fallback: ConfigVersion,
         *,
         max_age: int = 60,
-        resource: Any = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        self._client = client
         self._table = table
         self._fallback = fallback
         self._max_age = max_age
-        self._resource = resource
         self._clock = clock
         self._provider: Any = None
         self._good: ConfigVersion | None = None
         self._missing_until = 0.0
 
+    def clear_cache(self) -> None:
+        self._missing_until = 0.0
+        if self._provider is not None:
+            self._provider.clear_cache()
+
     def _read(self) -> str | None:
-        from aws_lambda_powertools.utilities.parameters import DynamoDBProvider
         from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterError
 
         if self._provider is None:
-            self._provider = DynamoDBProvider(
-                self._table, key_attr="job_id", value_attr=VALUE_ATTR, boto3_client=self._resource
-            )
+            self._provider = job_table_provider(self._client, self._table)
         try:
             return str(self._provider.get(CURRENT_ROW, max_age=self._max_age))
         except GetParameterError as exc:
-            if isinstance(exc.__context__, KeyError):  # no such row (or no such attribute): nothing pushed
+            if isinstance(exc.__context__, KeyError):  # no such row: nothing was ever pushed
                 return None
             raise
 
