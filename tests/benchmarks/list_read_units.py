@@ -114,7 +114,7 @@ def main() -> int:
         q = fresh()
         measure("after:  list --status failed --limit 50", q, lambda: jobs.list_jobs(q, {Status.FAILED}, limit=50))
         q = fresh()
-        measure("after:  list --status running", q, lambda: jobs.list_jobs(q, {Status.RUNNING}))
+        measure("after:  list --status running (no --limit)", q, lambda: jobs.list_jobs(q, {Status.RUNNING}))
         q = fresh()
         key = "invoices/2026/05/scan-000100.pdf"
         measure("after:  status <key>", q, lambda: q.rows([e.job_id for e in q.for_key(key, limit=1)]))
