@@ -523,3 +523,12 @@ def test_with_a_keys_only_index_delivered_outcomes_are_looked_for_in_the_newest_
     assert notes and "newest 150" in notes[0] and "--since" in notes[0]
     code, out = cli(stack, "list", "--status", "failed", "--since", "2030-01-01")
     assert code == 0 and "d/00000.txt" in out and "1 job(s)" in out
+
+
+def test_submit_wait_that_runs_out_of_time_exits_1_and_says_the_work_goes_on(stack, tmp_path: Path):
+    (tmp_path / "slow.txt").write_text("no pipeline runs in this test: the job never appears")
+
+    code, out = cli(stack, "submit", str(tmp_path / "slow.txt"), "--wait", "--timeout", "0")
+
+    assert code == 1
+    assert "slow.txt: still no job yet after 0 s (it goes on)" in out
