@@ -43,6 +43,9 @@ class Route(BaseModel):
     json_schema: dict[str, Any] | None = None
     model: str | None = None
     service_tier: ServiceTier | None = None
+    # Which configuration version chose this route (0: the template parameters): provenance, recorded in
+    # every document as ran.config_version, so a result says which rules and prompt produced it.
+    config_version: int = 0
 
     @model_validator(mode="after")
     def _one_target(self) -> Route:

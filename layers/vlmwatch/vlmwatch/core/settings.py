@@ -63,6 +63,7 @@ _ENV = {
     "BREAKER_FAILURES": "breaker_failures",
     "BREAKER_PROBE_SECONDS": "breaker_probe_seconds",
     "BREAKER_RAMP_SECONDS": "breaker_ramp_seconds",
+    "CONFIG_MAX_AGE_SECONDS": "config_max_age_seconds",
     "ALLOWED_AGENTS": "allowed_agents",
     "INPUT_PREFIX": "input_prefix",
     "INPUT_SUFFIX": "input_suffix",
@@ -153,6 +154,9 @@ class Settings(BaseModel):
     breaker_failures: int = Field(5, ge=1)
     breaker_probe_seconds: int = Field(30, ge=1)
     breaker_ramp_seconds: int = Field(60, ge=0)
+    # How long a function trusts the configuration version it read (`vlmwatch config push` takes effect
+    # within this); one GetItem per process per interval.
+    config_max_age_seconds: int = Field(60, ge=0)
     # The agents x-amz-meta-vlmrun-agent may name where a rule (or, when this is set, the default) opts
     # in; empty: only the agents the rules name.
     allowed_agents: frozenset[str] = frozenset()

@@ -9,14 +9,17 @@ trouble does, and then the message is retried.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from vlmwatch.adapters.jobstore import JobStore
 from vlmwatch.adapters.s3source import SourceObject, SourceReader
+from vlmwatch.core.config import ConfigVersion, from_parameters
 from vlmwatch.core.errors import SourceUnreadableError
 from vlmwatch.core.identity import ObjectVersion, job_id_for
 from vlmwatch.core.job import Job
 from vlmwatch.core.layout import LONG_FOLDER, MARKER
 from vlmwatch.core.lifecycle import Status
+from vlmwatch.core.results_index import INDEX_FOLDER
 from vlmwatch.core.routing import Route, Skip
 from vlmwatch.core.s3events import S3ObjectRef
 from vlmwatch.core.settings import Settings
@@ -35,12 +38,21 @@ class Ingestor:
         submitter: the submit-exactly-once protocol.
     """
 
-    def __init__(self, settings: Settings, store: JobStore, source: SourceReader, submitter: Submitter) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        store: JobStore,
+        source: SourceReader,
+        submitter: Submitter,
+        config: Callable[[], ConfigVersion] | None = None,
+    ) -> None:
         self._settings = settings
         self._store = store
         self._source = source
         self._submitter = submitter
-        self._default = settings.default_route()
+        parameters = from_parameters(settings.routing_rules, settings.default_route())
+        # The configuration in effect (a pushed version, read through its cache), or the template's parameters.
+        self._config = config or (lambda: parameters)
 
     def accept(self, ref: S3ObjectRef) -> Outcome:
         """Record a job for ``ref`` and start its execution, exactly once per object version.
@@ -94,11 +106,11 @@ class Ingestor:
         version = ObjectVersion.of(ref.version_id or source.version.version_id, ref.etag or source.version.etag)
         job_id = job_id_for(ref.bucket, source.key, version)
         decision: Route | Skip
-        if MARKER in source.key or LONG_FOLDER in source.key:
-            # Output folders are "<key>.vlmwatch/" (and ".vlmwatch-long/" for long keys): this key's outputs
-            # would nest inside another file's folder.
+        if nested := next((f for f in (MARKER, LONG_FOLDER, INDEX_FOLDER) if f in source.key), None):
+            # Output folders are "<key>.vlmwatch/" (".vlmwatch-long/" for long keys, ".vlmwatch-index/" for the
+            # results index): this key's outputs would nest inside another file's folder or the index.
             decision = Skip(
-                rule=None, reason=f"the key contains {MARKER!r}: it would nest inside another file's output folder"
+                rule=None, reason=f"the key contains {nested!r}: it would nest inside vlmwatch's own output folders"
             )
         elif not self._settings.accepts_key(source.key):
             decision = Skip(rule=None, reason="the key is outside InputPrefix/InputSuffix")
@@ -107,19 +119,25 @@ class Ingestor:
         elif source.size == 0:
             decision = Skip(rule=None, reason="an empty object (0 bytes): nothing to extract")
         else:
-            resolved = self._settings.routing_rules.resolve(
+            config = self._config()
+            resolved = config.config.rules.resolve(
                 source.key,
                 source.content_type,
                 source.metadata,
-                default=self._default,
+                default=config.config.default_route(),
                 allowed_agents=self._settings.allowed_agents,
             )
             if isinstance(resolved, Route):
-                # Record the model and tier that actually run, so the result document says so; a backfill
-                # may ask for a tier for the files it re-sends (`vlmwatch backfill --service-tier flex`).
+                # Record the model and tier that actually run, and the configuration version that chose them,
+                # so the result document says so; a backfill may ask for a tier for the files it re-sends
+                # (`vlmwatch backfill --service-tier flex`).
                 tier = ref.service_tier or resolved.service_tier or self._settings.service_tier
                 resolved = resolved.model_copy(
-                    update={"model": resolved.model or self._settings.model, "service_tier": tier}
+                    update={
+                        "model": resolved.model or self._settings.model,
+                        "service_tier": tier,
+                        "config_version": config.number,
+                    }
                 )
             decision = resolved
         job = Job(
