@@ -6,6 +6,7 @@ import json
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import boto3
@@ -20,10 +21,9 @@ pytestmark = pytest.mark.e2e
 runner = CliRunner()
 
 
-@pytest.fixture
-def local() -> Iterator[LocalStack]:
-    """A local stack with its loops turning in the background, as AWS's would (per test: the suite's
-    autouse isolation resets the environment between tests)."""
+@contextmanager
+def running_stack(agent: str = "doc-extractor:v1") -> Iterator[LocalStack]:
+    """A local stack with its loops turning in the background, as AWS's would."""
     env = {
         **{
             "POLL_BASE_SECONDS": "1",
@@ -33,9 +33,7 @@ def local() -> Iterator[LocalStack]:
         },
         **{"BREAKER_PROBE_SECONDS": "1", "BREAKER_RAMP_SECONDS": "2"},
     }
-    stack = LocalStack(
-        emulator_config=EmulatorConfig(step_seconds=0.3), env=env, parameters={"AgentName": "doc-extractor:v1"}
-    )
+    stack = LocalStack(emulator_config=EmulatorConfig(step_seconds=0.3), env=env, parameters={"AgentName": agent})
     stack.start()
     stop = threading.Event()
     stack.paused = threading.Lock()  # type: ignore[attr-defined]  # held: the loops stand still
@@ -47,10 +45,19 @@ def local() -> Iterator[LocalStack]:
 
     loop = threading.Thread(target=turn, daemon=True)
     loop.start()
-    yield stack
-    stop.set()
-    loop.join(timeout=30)
-    stack.stop()
+    try:
+        yield stack
+    finally:
+        stop.set()
+        loop.join(timeout=30)
+        stack.stop()
+
+
+@pytest.fixture
+def local() -> Iterator[LocalStack]:
+    """Per test: the suite's autouse isolation resets the environment between tests."""
+    with running_stack() as stack:
+        yield stack
 
 
 def cli(local: LocalStack, *args: str) -> tuple[int, str]:
@@ -248,3 +255,20 @@ def test_usage_says_what_the_work_cost_by_prefix(local, tmp_path: Path):
     code, table = cli(local, "usage", "--by", "agent")
     assert code == 0 and "doc-extractor:v1" in table and "total" in table
     assert cli(local, "usage", "--by", "colour")[0] == 2
+
+
+def test_retry_by_status_leaves_out_a_job_vlm_run_rejected_unless_named_or_asked(tmp_path: Path):
+    """VLM Run answers 404 for an unknown agent: a permanent failure, as the pipeline records it."""
+    with running_stack(agent="missing-agent") as local:
+        path = tmp_path / "never.txt"
+        path.write_text("no such agent")
+        code, out = cli(local, "submit", str(path), "--prefix", "perm", "--wait", "--timeout", "60")
+        assert code == 1 and "failed" in out and "not found" in out, out
+        job_id = json.loads(cli(local, "status", "perm/never.txt", "--json")[1])["job_id"]
+
+        code, out = cli(local, "retry", "--status", "failed", "--dry-run")
+        assert code == 0 and "permanent failure" in out and "0 of 1 job(s) would be reopened" in out, out
+        code, out = cli(local, "retry", "--status", "failed", "--include-permanent", "--dry-run")
+        assert "1 of 1 job(s) would be reopened" in out
+        code, out = cli(local, "retry", job_id[:8])  # named: the operator chose it
+        assert code == 0 and "1 of 1 job(s) reopened" in out
