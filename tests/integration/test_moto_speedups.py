@@ -61,7 +61,7 @@ def test_item_and_stream_answers_are_the_same_as_motos_own(compared):
     }
     ddb.put_item(TableName="t", Item=item)
     ddb.put_item(TableName="t", Item={"id": {"S": "b"}, "n": {"N": "2"}}, ReturnValues="ALL_OLD")
-    update = "SET n = n + :one, #s = :s REMOVE flags"
+    update = "SET n = n + :one, #s = :s, hist = list_append(if_not_exists(hist, :none), :h) REMOVE flags"
     for _ in range(2):  # the second time from the cached expression
         got = ddb.update_item(
             TableName="t",
@@ -69,10 +69,16 @@ def test_item_and_stream_answers_are_the_same_as_motos_own(compared):
             UpdateExpression=update,
             ConditionExpression="attribute_exists(id)",
             ExpressionAttributeNames={"#s": "status"},
-            ExpressionAttributeValues={":one": {"N": "1"}, ":s": {"S": "running"}},
+            ExpressionAttributeValues={
+                ":one": {"N": "1"},
+                ":s": {"S": "running"},
+                ":none": {"L": []},
+                ":h": {"L": [{"S": "x"}]},
+            },
             ReturnValues="ALL_NEW",
         )
     assert got["Attributes"]["n"] == {"N": "3.5"} and "flags" not in got["Attributes"]
+    assert got["Attributes"]["hist"] == {"L": [{"S": "x"}, {"S": "x"}]}
     for key in ("c", "d"):  # items that do not exist yet: moto validates the expression twice
         created = ddb.update_item(
             TableName="t",
@@ -123,3 +129,24 @@ def test_sqs_judges_the_retention_period_as_moto_does():
         assert [fast(backend, "q", m) for m in messages] == [original(backend, "q", m) for m in messages]
         assert [fast(backend, "q", m) for m in messages] == [True, True, False, False]
         assert sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10)["Messages"][0]["Body"] == "0"
+
+
+def test_sqs_counts_are_right_after_sending_and_fifo_deduplication_still_reads_its_flag():
+    moto_speedups.install()
+    with mock_aws():
+        sqs = boto3.client("sqs", region_name=REGION)
+        url = sqs.create_queue(QueueName="q")["QueueUrl"]
+        fifo = sqs.create_queue(
+            QueueName="f.fifo", Attributes={"FifoQueue": "true", "ContentBasedDeduplication": "true"}
+        )["QueueUrl"]
+        for i in range(7):
+            sqs.send_message(QueueUrl=url, MessageBody=str(i))
+            sqs.send_message(QueueUrl=fifo, MessageBody="same", MessageGroupId="g")  # deduplicated by content
+        sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=2)
+
+        def counts(queue: str) -> dict[str, str]:
+            names = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+            return sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=names)["Attributes"]
+
+        assert counts(url) == {"ApproximateNumberOfMessages": "5", "ApproximateNumberOfMessagesNotVisible": "2"}
+        assert counts(fifo)["ApproximateNumberOfMessages"] == "1"

@@ -2,10 +2,13 @@
 
 Profiled on the 1,000-file bench (see docs/PERFORMANCE.md, "local throughput"):
 
-* **SQS receive was quadratic.** ``ReceiveMessage`` checks each message's retention period through
-  ``get_queue_attributes``, which recomputes every attribute of the queue (message counts included, a pass
-  over all its messages) three times per message: 10 messages from a queue of 1,000 took ~0.5 s. Here the
-  retention period is read from the queue itself.
+* **SQS send and receive were quadratic.** ``ReceiveMessage`` checks each message's retention period
+  through ``get_queue_attributes``, which recomputes every attribute of the queue (message counts
+  included, three passes over all its messages) three times per message: 10 messages from a queue of
+  1,000 took ~0.5 s. Here the retention period is read from the queue itself. ``SendMessage`` (and so
+  every S3 event EventBridge puts on the ingest queue) builds the same attributes to read one flag,
+  ``ContentBasedDeduplication``: dropping 1,000 files took 31 s, growing with the queue. Here the three
+  message counts are not counted while a message is being sent (nothing on that path reads them).
 * **Item-heavy DynamoDB responses went through moto's generic serializer**, which walks the output shape
   member by member (every ``AttributeValue`` tries its ten type members): ~12 ms per item in a ``Scan``,
   4 s for a 1,000-record stream ``GetRecords``, 20 ms per ``UpdateItem``. The items moto returns are
@@ -16,8 +19,9 @@ Profiled on the 1,000-file bench (see docs/PERFORMANCE.md, "local throughput"):
   checks the two give the same bodies.
 * **Every UpdateItem parsed its expression twice and walked its syntax tree ten times** through a generic
   recursive visitor (~60 % of an UpdateItem's 19 ms). Here a parsed expression is kept by its text (moto
-  deep-copies it before validating, so the kept tree is never changed), and the visitor looks up what it
-  processes once per walk instead of once per node.
+  deep-copies it before validating, so the kept tree is never changed), that deep copy is made node by
+  node (a tree of nodes over strings), and the visitor looks up what it processes once per walk instead
+  of once per node.
 
 :func:`install` is idempotent; :func:`uninstall` puts moto back (tests).
 """
@@ -26,9 +30,11 @@ from __future__ import annotations
 
 import base64
 import calendar
+import copy
 import datetime as dt
 import functools
 import json
+import threading
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
@@ -123,14 +129,48 @@ def install() -> None:
         return int(queue.message_retention_period) + message.sent_timestamp / 1000 > unix_time()
 
     _install_expression_speedups()
+    send = SQSBackend.send_message
+
+    def send_message(self: Any, *args: Any, **kwargs: Any) -> Any:
+        before = getattr(_sending, "active", False)
+        _sending.active = True
+        try:
+            return send(self, *args, **kwargs)
+        finally:
+            _sending.active = before
+
     _originals["serialized"] = BaseResponse.serialized
     _originals["retained"] = SQSBackend.is_message_valid_based_on_retention_period
+    _originals["send_message"] = send
     BaseResponse.serialized = serialized  # type: ignore[method-assign]
     SQSBackend.is_message_valid_based_on_retention_period = retained  # type: ignore[method-assign]
+    SQSBackend.send_message = send_message  # type: ignore[method-assign]
+    _install_uncounted_while_sending()
+
+
+_COUNTS = (
+    "approximate_number_of_messages",
+    "approximate_number_of_messages_delayed",
+    "approximate_number_of_messages_not_visible",
+)
+_sending = threading.local()
+
+
+def _install_uncounted_while_sending() -> None:
+    from moto.sqs.models import Queue
+
+    for name in _COUNTS:
+        counted = Queue.__dict__[name]
+        _originals[f"Queue.{name}"] = counted
+
+        def count(self: Any, _counted: Any = counted) -> Any:
+            return 0 if getattr(_sending, "active", False) else _counted.fget(self)
+
+        setattr(Queue, name, property(count))
 
 
 def _install_expression_speedups() -> None:
-    from moto.dynamodb.parsing import ast_nodes
+    from moto.dynamodb.parsing import ast_nodes, validators
     from moto.dynamodb.parsing.expressions import UpdateExpressionParser
 
     make = UpdateExpressionParser.make.__func__  # type: ignore[attr-defined]
@@ -175,20 +215,51 @@ def _install_expression_speedups() -> None:
 
         return walk(node, -1)
 
+    def copy_tree(value: Any, memo: Any = None) -> Any:
+        # A syntax tree is nodes (type, children, parent) over str/int leaves: copied node by node, it is
+        # what copy.deepcopy makes of it at a tenth of the cost. Anything else still goes to deepcopy.
+        if not isinstance(value, ast_nodes.Node) or value.parent is not None:
+            return copy.deepcopy(value, memo)
+
+        def clone(node: Any, parent: Any) -> Any:
+            new = object.__new__(type(node))
+            new.__dict__.update(node.__dict__)
+            new.parent = parent
+            if node.children is not None:
+                new.children = [
+                    clone(child, new)
+                    if isinstance(child, ast_nodes.Node)
+                    else child
+                    if isinstance(child, str | int)
+                    else copy.deepcopy(child)
+                    for child in node.children
+                ]
+            return new
+
+        return clone(value, None)
+
     _originals["make"] = UpdateExpressionParser.__dict__["make"]
     _originals["traverse"] = base.traverse
+    _originals["validators.deepcopy"] = validators.deepcopy
     UpdateExpressionParser.make = classmethod(cached_make)  # type: ignore[method-assign,assignment]
     base.traverse = traverse  # type: ignore[method-assign]
+    validators.deepcopy = copy_tree
 
 
 def uninstall() -> None:
     if not _originals:
         return
     from moto.core.responses import BaseResponse
-    from moto.dynamodb.parsing import ast_nodes
+    from moto.dynamodb.parsing import ast_nodes, validators
     from moto.dynamodb.parsing.expressions import UpdateExpressionParser
     from moto.sqs.models import SQSBackend
 
+    validators.deepcopy = _originals.pop("validators.deepcopy")
+    from moto.sqs.models import Queue
+
+    for name in _COUNTS:
+        setattr(Queue, name, _originals.pop(f"Queue.{name}"))
+    SQSBackend.send_message = _originals.pop("send_message")  # type: ignore[method-assign]
     UpdateExpressionParser.make = _originals.pop("make")  # type: ignore[method-assign]
     ast_nodes.DepthFirstTraverser.traverse = _originals.pop("traverse")  # type: ignore[method-assign]
 

@@ -9,6 +9,7 @@ checks the two stay in step.
 
 from __future__ import annotations
 
+import copy
 import functools
 import json
 import re
@@ -47,6 +48,14 @@ _CfnLoader.add_multi_constructor("!", _tag)
 
 
 def load_template(path: Path = TEMPLATE) -> dict[str, Any]:
+    """The template as data (a copy the caller may change). Parsed once per version of the file: the YAML
+    parser is pure Python, and provisioning and every resolved condition used to parse it again."""
+    stat = path.stat()
+    return copy.deepcopy(_parsed(path, stat.st_mtime_ns, stat.st_size))
+
+
+@functools.lru_cache(maxsize=4)
+def _parsed(path: Path, mtime_ns: int, size: int) -> dict[str, Any]:
     with path.open() as fh:
         return yaml.load(fh, Loader=_CfnLoader)  # noqa: S506 - SafeLoader subclass
 

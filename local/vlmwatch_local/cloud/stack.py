@@ -22,6 +22,7 @@ declares it) in ``os.environ``, wires the runtime to ``clock``, and calls the re
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 import subprocess
@@ -177,7 +178,7 @@ class LocalStack:
         if self.fetch is not None:
             kwargs["fetch"] = self.fetch
         elif self.in_process:
-            kwargs["fetch"] = fetch_from_moto
+            kwargs["fetch"] = functools.partial(fetch_from_moto, s3=boto3.client("s3", region_name=REGION))
         if not self.served:
             kwargs["send"] = self._call_back
         self.emulator = Emulator(self.emulator_config, **kwargs)
@@ -310,8 +311,9 @@ class LocalStack:
         return False
 
 
-def fetch_from_moto(url: str) -> tuple[bytes, str | None]:
-    """Follow a presigned S3 URL inside ``mock_aws`` (nothing listens there: read the object with boto3)."""
+def fetch_from_moto(url: str, s3: Any = None) -> tuple[bytes, str | None]:
+    """Follow a presigned S3 URL inside ``mock_aws`` (nothing listens there: read the object with boto3;
+    pass ``s3`` to reuse a client: making one costs more than the read)."""
     parsed = urlparse(url)
     host = parsed.netloc.split(":")[0]
     if host.endswith(".s3.amazonaws.com"):
@@ -322,5 +324,5 @@ def fetch_from_moto(url: str) -> tuple[bytes, str | None]:
     version = parse_qs(parsed.query).get("versionId")
     if version:
         params["VersionId"] = version[0]
-    obj = boto3.client("s3", region_name=REGION).get_object(**params)
+    obj = (s3 or boto3.client("s3", region_name=REGION)).get_object(**params)
     return obj["Body"].read(), obj.get("ContentType")
