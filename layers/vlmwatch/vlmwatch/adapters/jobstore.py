@@ -269,10 +269,8 @@ class JobStore:
         update.set("retried_at_attempt", job.attempts).set("delivery_attempts", 0)
         update.append("previous_execution_ids", [job.execution_id] if job.execution_id else [])
         update.remove(*_CLEARED_ON_REOPEN).when_equals("status", job.status.value)
-        if job.attempts:
-            update.when_equals("attempts", job.attempts)
-        else:
-            update.when_absent("attempts")
+        # Rows store attempts=0 (a job that gave up before any submit, e.g. while the breaker was open).
+        update.when_absent_or_equals("attempts", job.attempts)
         return self.write(job.job_id, update)
 
 

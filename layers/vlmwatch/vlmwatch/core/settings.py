@@ -67,6 +67,8 @@ _ENV = {
     "ALLOWED_AGENTS": "allowed_agents",
     "INPUT_PREFIX": "input_prefix",
     "INPUT_SUFFIX": "input_suffix",
+    "MAX_ARTIFACTS": "max_artifacts",
+    "VLMRUN_UPLOAD_HOSTS": "vlmrun_upload_hosts",
 }
 
 # Plain http only to this machine (the local VLM Run emulator): anywhere else the API key would travel
@@ -164,6 +166,10 @@ class Settings(BaseModel):
     # a backfill or a DLQ redrive cannot process other keys).
     input_prefix: str = ""
     input_suffix: str = ""
+    # The most artifacts copied per result document (the rest are listed in missing_artifacts, with why).
+    max_artifacts: int = Field(100, ge=0)
+    # Hosts a presigned upload may PUT to besides VLM Run's domain and Google Cloud Storage.
+    vlmrun_upload_hosts: tuple[str, ...] = ()
 
     @field_validator("routing_rules", mode="before")
     @classmethod
@@ -178,6 +184,13 @@ class Settings(BaseModel):
     @classmethod
     def _schema_from_json(cls, value: Any) -> Any:
         return json.loads(value) if isinstance(value, str) else value
+
+    @field_validator("vlmrun_upload_hosts", mode="before")
+    @classmethod
+    def _host_list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(h.strip().lower() for h in value.split(",") if h.strip())
+        return value
 
     @field_validator("allowed_agents", mode="before")
     @classmethod

@@ -178,8 +178,6 @@ def vlmrun_client() -> VlmRunClient:
 
     cfg = settings()
     timeout = httpx.Timeout(cfg.vlmrun_timeout_seconds, connect=min(3.0, cfg.vlmrun_timeout_seconds))
-    # Hosts a presigned upload may PUT to besides VLM Run's domain and Google Cloud Storage (comma-separated).
-    upload_hosts = tuple(h.strip() for h in os.environ.get("VLMRUN_UPLOAD_HOSTS", "").split(",") if h.strip())
     return VlmRunClient(
         cfg.vlmrun_base_url,
         api_key,
@@ -188,7 +186,7 @@ def vlmrun_client() -> VlmRunClient:
         observer=breaker(),
         # Every request it sends (artifacts, uploads, retries too) counts against RequestsPerMinute.
         gate=pressure(),
-        upload_hosts=upload_hosts,
+        upload_hosts=cfg.vlmrun_upload_hosts,
     )
 
 
@@ -332,12 +330,5 @@ def deliverer() -> Deliverer:
         retry_seconds=max(1, cfg.delivery_grace_seconds // 5),
         max_bytes=cfg.max_object_bytes,
         pressure=pressure(),
-        max_artifacts=max_artifacts(),
+        max_artifacts=cfg.max_artifacts,
     )
-
-
-def max_artifacts() -> int:
-    """The most artifacts copied per result document (``MAX_ARTIFACTS``, default 100); the rest are listed
-    in its ``missing_artifacts``. Read here until :class:`~vlmwatch.core.settings.Settings` carries it."""
-    value = os.environ.get("MAX_ARTIFACTS", "")
-    return int(value) if value.strip().isdigit() else 100
