@@ -150,3 +150,44 @@ def test_sqs_counts_are_right_after_sending_and_fifo_deduplication_still_reads_i
 
         assert counts(url) == {"ApproximateNumberOfMessages": "5", "ApproximateNumberOfMessagesNotVisible": "2"}
         assert counts(fifo)["ApproximateNumberOfMessages"] == "1"
+
+
+def test_update_expressions_are_refused_for_the_same_reasons():
+    def answers() -> list[str]:
+        out = []
+        with mock_aws():
+            ddb = boto3.client("dynamodb", region_name=REGION)
+            ddb.create_table(
+                TableName="t",
+                BillingMode="PAY_PER_REQUEST",
+                AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+                KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+            )
+            for expression in (
+                "SET a = :v SET b = :v",
+                "ADD n :one ADD m :one SET a = :v SET b = :v",
+                "REMOVE a REMOVE b",
+                "SET a = :v REMOVE b ADD n :one",
+                "SET a = :v, a = :v",
+                "SET id = :v",
+            ):
+                try:
+                    ddb.update_item(
+                        TableName="t",
+                        Key={"id": {"S": "k"}},
+                        UpdateExpression=expression,
+                        ExpressionAttributeValues={":v": {"S": "x"}, ":one": {"N": "1"}},
+                    )
+                    out.append("ok")
+                except ddb.exceptions.ClientError as exc:
+                    out.append(str(exc))
+        return out
+
+    moto_speedups.install()
+    fast = answers()
+    moto_speedups.uninstall()
+    try:
+        assert fast == answers()
+    finally:
+        moto_speedups.install()
+    assert fast[3] == "ok" and all(a != "ok" for i, a in enumerate(fast) if i != 3)

@@ -20,8 +20,9 @@ Profiled on the 1,000-file bench (see docs/PERFORMANCE.md, "local throughput"):
 * **Every UpdateItem parsed its expression twice and walked its syntax tree ten times** through a generic
   recursive visitor (~60 % of an UpdateItem's 19 ms). Here a parsed expression is kept by its text (moto
   deep-copies it before validating, so the kept tree is never changed), that deep copy is made node by
-  node (a tree of nodes over strings), and the visitor looks up what it processes once per walk instead
-  of once per node.
+  node (a tree of nodes over strings), the visitor looks up what it processes once per walk instead
+  of once per node, and the check that an expression has one SET/REMOVE/ADD clause at most counts each
+  node's clauses once instead of searching the subtree again at every node (quadratic in the clauses).
 
 :func:`install` is idempotent; :func:`uninstall` puts moto back (tests).
 """
@@ -170,6 +171,7 @@ def _install_uncounted_while_sending() -> None:
 
 
 def _install_expression_speedups() -> None:
+    from moto.dynamodb.exceptions import TooManyClauses
     from moto.dynamodb.parsing import ast_nodes, validators
     from moto.dynamodb.parsing.expressions import UpdateExpressionParser
 
@@ -238,7 +240,44 @@ def _install_expression_speedups() -> None:
 
         return clone(value, None)
 
+    kinds = (
+        ("ADD", ast_nodes.UpdateExpressionAddClause),
+        ("REMOVE", ast_nodes.UpdateExpressionRemoveClause),
+        ("SET", ast_nodes.UpdateExpressionSetClause),
+    )
+
+    def verify_action_counts(self: Any, node: Any) -> Any:
+        # What ActionCountValidator checks (each UpdateExpression node holds at most one ADD, REMOVE and SET
+        # clause, as Node.find_clauses counts them, checked in that order, bottom-up), with each node's counts
+        # kept for its parents: the original searched the whole subtree again at every node.
+        memo: dict[int, tuple[int, ...]] = self.__dict__.setdefault("_clause_counts", {})
+
+        def count(node: Any) -> tuple[int, ...]:
+            got = memo.get(id(node))
+            if got is None:
+                totals = [0, 0, 0]
+                for child in node.children or []:
+                    below = (
+                        count(child)
+                        if isinstance(child, ast_nodes.Expression | ast_nodes.UpdateExpressionFunction)
+                        else None
+                    )
+                    for i, (_, kind) in enumerate(kinds):
+                        if type(child) is kind:
+                            totals[i] += 1
+                        elif below is not None:
+                            totals[i] += below[i]
+                got = memo[id(node)] = tuple(totals)
+            return got
+
+        for (name, _), n in zip(kinds, count(node), strict=True):
+            if n > 1:
+                raise TooManyClauses(name)
+        return node
+
     _originals["make"] = UpdateExpressionParser.__dict__["make"]
+    _originals["verify_action_counts"] = validators.ActionCountValidator.verify_action_counts
+    validators.ActionCountValidator.verify_action_counts = verify_action_counts  # type: ignore[method-assign]
     _originals["traverse"] = base.traverse
     _originals["validators.deepcopy"] = validators.deepcopy
     UpdateExpressionParser.make = classmethod(cached_make)  # type: ignore[method-assign,assignment]
@@ -255,6 +294,7 @@ def uninstall() -> None:
     from moto.sqs.models import SQSBackend
 
     validators.deepcopy = _originals.pop("validators.deepcopy")
+    validators.ActionCountValidator.verify_action_counts = _originals.pop("verify_action_counts")  # type: ignore[method-assign]
     from moto.sqs.models import Queue
 
     for name in _COUNTS:
