@@ -96,7 +96,10 @@ def test_a_key_too_long_for_the_output_layout_still_gets_its_documents(stack, lo
     keys = output_keys(stack)
     assert keys and all(len(k.encode()) <= 1024 for k in keys)  # S3's limit, which moto does not enforce
     stable = next(
-        k for k in keys if k.endswith(".vlmwatch-long/" + k.split(".vlmwatch-long/")[1].split("/")[0] + "/result.json")
+        k
+        for k in keys
+        if ".vlmwatch-long/" in k
+        and k.endswith(".vlmwatch-long/" + k.split(".vlmwatch-long/")[1].split("/")[0] + "/result.json")
     )
     assert read_json(stack, stable)["source"]["key"] == key
 

@@ -152,7 +152,8 @@ def test_completed_execution_delivers_artifacts_then_result_document(stack, loca
     assert len(artifact_keys) == 2
     assert any(k.endswith(".png") and "/img_" in k for k in artifact_keys)
     assert any(k.endswith(".pdf") and "/doc_" in k for k in artifact_keys)
-    assert puts[-1] == version_folder + "result.json"  # written last
+    documents = [k for k in puts if ".vlmwatch-index/" not in k]  # the index record follows the document
+    assert documents[-1] == version_folder + "result.json"  # written last
     assert puts.index(version_folder + "result.json") > max(puts.index(k) for k in artifact_keys)
     assert job["result_uri"].endswith(version_folder + "result.json")
 

@@ -18,8 +18,8 @@ def _document(i: int, *, failed: bool = False) -> dict:
         "source": {"bucket": "in", "key": f"invoices/{i}.pdf", "version_id": f"v{i}", "etag": "e"},
         "ran": {"rule": "invoices" if i % 2 else "receipts", "agent": None, "model": "m", "config_version": 2},
         "timings": {
-            "received_at": "2026-03-01T10:00:00+00:00",
-            "delivered_at": f"2026-03-{1 + i % 3:02d}T23:59:00+00:00",
+            "received_at": f"2026-03-{1 + i % 3:02d}T23:59:00+00:00",
+            "delivered_at": f"2026-03-{2 + i % 3:02d}T00:01:00+00:00",
             "queue_to_finish_seconds": 7,
         },
     }
@@ -48,7 +48,7 @@ def test_the_glue_table_declares_the_columns_a_record_carries():
     assert table["Parameters"]["projection.enabled"] == "true"  # partition projection: no crawler
 
 
-def test_a_record_is_partitioned_by_its_delivery_day_and_named_by_its_job():
+def test_a_record_is_partitioned_by_the_day_its_file_was_received_and_named_by_its_job():
     key = record_key("results/", "abc", "2026-03-02T23:59:00+00:00")
     assert key == "results/.vlmwatch-index/results/dt=2026-03-02/abc.json"
     line = to_line(record_of(_document(3, failed=True), "s3://out/e"))
@@ -63,7 +63,7 @@ def indexed(aws, tmp_path):
     s3.create_bucket(Bucket="out")
     documents = [_document(i, failed=(i % 5 == 0)) for i in range(20)]
     for d in documents:
-        key = record_key("results/", d["job_id"], d["timings"]["delivered_at"])
+        key = record_key("results/", d["job_id"], d["timings"]["received_at"])
         s3.put_object(Bucket="out", Key=key, Body=to_line(record_of(d, f"s3://out/{d['job_id']}")))
     return s3, documents, tmp_path / "cache"
 
@@ -96,7 +96,7 @@ def test_query_totals_match_the_documents_the_index_was_built_from(indexed):
 def test_sync_downloads_only_what_changed_and_drops_what_is_gone(indexed):
     s3, documents, cache = indexed
     sync_index(s3, "out", "results/", cache)
-    gone = record_key("results/", documents[0]["job_id"], documents[0]["timings"]["delivered_at"])
+    gone = record_key("results/", documents[0]["job_id"], documents[0]["timings"]["received_at"])
     s3.delete_object(Bucket="out", Key=gone)
     again = sync_index(s3, "out", "results/", cache)
     assert (again.records, again.downloaded) == (19, 0)

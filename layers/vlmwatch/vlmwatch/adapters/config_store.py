@@ -163,18 +163,18 @@ def job_table_provider(client: Any, table: str) -> Any:
 class ConfigSource:
     """The functions' view: the configuration in effect, re-read at most every ``max_age`` seconds.
 
-    Reads go through a powertools Parameters provider (:func:`job_table_provider`: its cache holds the row for
-    ``max_age``). No row means no push yet: ``fallback`` (version 0, the template parameters) rules, and
-    that answer is cached too, so an unconfigured deployment pays one GetItem per ``max_age``, not per
-    file. A row that does not validate (written by hand, not by ``push``) is logged and the last good
-    version stays in effect.
+    Reads go through a powertools Parameters provider (:func:`job_table_provider`, with its cache and max
+    age); the age is also kept on ``clock`` here, so virtual time (tests, benchmarks) ages it too. No row
+    means no push yet: ``fallback`` (version 0, the template parameters) rules, and that answer is cached
+    as well, so an unconfigured deployment pays one GetItem per ``max_age``, not per file. A row that does
+    not validate (written by hand, not by ``push``) is logged and the last good version stays in effect.
 
     Args:
         client: a low-level DynamoDB client.
         table: the job table.
         fallback: version 0, from the deployment's parameters.
         max_age: seconds a read is trusted.
-        clock: monotonic seconds, for the cached "no configuration" answer.
+        clock: seconds (the runtime's clock).
     """
 
     def __init__(
@@ -184,7 +184,7 @@ class ConfigSource:
         fallback: ConfigVersion,
         *,
         max_age: int = 60,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._client = client
         self._table = table
@@ -192,13 +192,12 @@ class ConfigSource:
         self._max_age = max_age
         self._clock = clock
         self._provider: Any = None
+        self._current: ConfigVersion | None = None
         self._good: ConfigVersion | None = None
-        self._missing_until = 0.0
+        self._read_at = float("-inf")
 
     def clear_cache(self) -> None:
-        self._missing_until = 0.0
-        if self._provider is not None:
-            self._provider.clear_cache()
+        self._read_at = float("-inf")
 
     def _read(self) -> str | None:
         from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterError
@@ -206,7 +205,9 @@ class ConfigSource:
         if self._provider is None:
             self._provider = job_table_provider(self._client, self._table)
         try:
-            return str(self._provider.get(CURRENT_ROW, max_age=self._max_age))
+            # Our own clock said the last read is too old: powertools' cache (on the wall clock) must not
+            # answer for it.
+            return str(self._provider.get(CURRENT_ROW, max_age=self._max_age, force_fetch=True))
         except GetParameterError as exc:
             if isinstance(exc.__context__, KeyError):  # no such row: nothing was ever pushed
                 return None
@@ -214,8 +215,8 @@ class ConfigSource:
 
     def current(self) -> ConfigVersion:
         now = self._clock()
-        if now < self._missing_until:
-            return self._good or self._fallback
+        if self._current is not None and now - self._read_at < self._max_age:
+            return self._current
         try:
             text = self._read()
         except Exception:
@@ -223,13 +224,13 @@ class ConfigSource:
                 raise
             logger.exception("configuration unreadable; keeping %s", self._good.label)
             return self._good
-        if text is None:
-            self._missing_until = now + self._max_age
-            return self._good or self._fallback
-        if self._good is not None and self._good.to_json() == text:
-            return self._good
-        try:
-            self._good = ConfigVersion.from_json(text)
-        except Exception:
-            logger.exception("stored configuration does not validate; keeping %s", (self._good or self._fallback).label)
-        return self._good or self._fallback
+        self._read_at = now
+        if text is not None and (self._good is None or self._good.to_json() != text):
+            try:
+                self._good = ConfigVersion.from_json(text)
+            except Exception:
+                logger.exception(
+                    "stored configuration does not validate; keeping %s", (self._good or self._fallback).label
+                )
+        self._current = self._good or self._fallback
+        return self._current

@@ -21,6 +21,7 @@ from vlmwatch.core.errors import TooLargeError
 from vlmwatch.core.identity import ObjectVersion
 from vlmwatch.core.job import Job
 from vlmwatch.core.layout import OutputLayout
+from vlmwatch.core.results_index import record_key, record_of, to_line
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -141,9 +142,9 @@ class OutputWriter:
         missing: list[dict[str, str]] | None = None,
     ) -> str:
         key = self.layout.result_key(job.key, job.version)
-        self._put(
-            key, to_bytes(result_document(job, execution, artifacts, now, missing or [])), "application/json", job
-        )
+        document = result_document(job, execution, artifacts, now, missing or [])
+        self._put(key, to_bytes(document), "application/json", job)
+        self._index(job, document, key)
         if job.retries:
             # A retried version that now succeeded: its earlier error document is no longer its outcome.
             self._s3.delete_object(Bucket=self.bucket, Key=self.layout.error_key(job.key, job.version))
@@ -153,7 +154,16 @@ class OutputWriter:
         key = self.layout.error_key(job.key, job.version)
         document = error_document(job, status=status, message=message, now=now, execution=execution)
         self._put(key, to_bytes(document), "application/json", job)
+        self._index(job, document, key)
         return key
+
+    def _index(self, job: Job, document: dict[str, Any], key: str) -> None:
+        """The document's flat record in the results index (after the document: the index never names a
+        document that is not there). Partitioned by the day the file was received, so a replayed or later
+        delivery of this job overwrites its own record instead of adding a row on another day."""
+        record = record_of(document, self.uri(key))
+        index_key = record_key(self.layout.prefix, job.job_id, document["timings"]["received_at"])
+        self._put(index_key, to_line(record), "application/x-ndjson", job)
 
     def publish_latest(self, job: Job, current: Callable[[], ObjectVersion | None]) -> str | None:
         """Make the key's stable document the current S3 version's outcome; returns its key, if any.

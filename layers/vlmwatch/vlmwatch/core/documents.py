@@ -26,6 +26,9 @@ class Execution(Protocol):
 
 
 RESULT_SCHEMA = "vlmwatch.result/v1"
+# Which run of the object version a document is (docs/vlmwatch.result.v1.schema.json): every job is its
+# version's first run until reprocessing exists; the field is there so consumers can rely on it.
+RUN = 1
 ERROR_SCHEMA = "vlmwatch.error/v1"
 
 
@@ -60,6 +63,7 @@ def _ran(job: Job) -> dict[str, Any]:
         "json_schema": route.json_schema if route else None,
         "model": route.model if route else None,
         "service_tier": route.service_tier if route else None,
+        "config_version": route.config_version if route else 0,
     }
 
 
@@ -81,6 +85,7 @@ def result_document(
     return {
         "schema": RESULT_SCHEMA,
         "job_id": job.job_id,
+        "run": RUN,
         "source": _source(job),
         "ran": _ran(job),
         "execution": {
@@ -105,6 +110,7 @@ def error_document(
     return {
         "schema": ERROR_SCHEMA,
         "job_id": job.job_id,
+        "run": RUN,
         "source": _source(job),
         "ran": _ran(job),
         "status": status,

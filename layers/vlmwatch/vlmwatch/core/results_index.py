@@ -1,6 +1,7 @@
 """Results as a table: one flat record per delivered run, laid out for SQL engines. Pure: names and rows.
 
-Layout (under the output prefix; ``dt`` is the UTC day the run was delivered)::
+Layout (under the output prefix; ``dt`` is the UTC day the file was received: a job's record stays in
+one partition however often it is delivered)::
 
     <prefix>.vlmwatch-index/results/dt=2026-12-02/<job_id>.json     one JSON Lines record
 
@@ -55,8 +56,8 @@ def index_prefix(output_prefix: str) -> str:
     return f"{output_prefix}{INDEX_FOLDER}{TABLE}/"
 
 
-def record_key(output_prefix: str, job_id: str, delivered_at: str) -> str:
-    day = datetime.fromisoformat(delivered_at).astimezone(UTC).strftime("%Y-%m-%d")
+def record_key(output_prefix: str, job_id: str, received_at: str) -> str:
+    day = datetime.fromisoformat(received_at).astimezone(UTC).strftime("%Y-%m-%d")
     return f"{index_prefix(output_prefix)}dt={day}/{job_id}.json"
 
 

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     import httpx
 
     from vlmwatch.adapters.breaker import CircuitBreaker
+    from vlmwatch.adapters.config_store import ConfigSource
     from vlmwatch.adapters.job_events import JobEvents
     from vlmwatch.adapters.ledger import CreditLedger
     from vlmwatch.adapters.outputs import OutputWriter
@@ -216,6 +217,18 @@ def ledger() -> CreditLedger:
 
 
 @part
+def config_source() -> ConfigSource:
+    """The configuration version in effect (``vlmwatch config push``), or the template's parameters (v0)."""
+    from vlmwatch.adapters.config_store import ConfigSource
+    from vlmwatch.core.config import from_parameters
+
+    cfg = settings()
+    fallback = from_parameters(cfg.routing_rules, cfg.default_route())
+    # Virtual time in tests and benchmarks: the cached "nothing pushed" answer ages with their clock.
+    return ConfigSource(_boto("dynamodb"), cfg.jobs_table, fallback, max_age=cfg.config_max_age_seconds, clock=clock)
+
+
+@part
 def slots() -> InFlightSlots:
     from vlmwatch.adapters.slots import InFlightSlots
 
@@ -283,7 +296,7 @@ def output_writer() -> OutputWriter:
 def ingestor() -> Ingestor:
     from vlmwatch.flows.ingest import Ingestor
 
-    return Ingestor(settings(), job_store(), source_reader(), submitter())
+    return Ingestor(settings(), job_store(), source_reader(), submitter(), config=config_source().current)
 
 
 @part
