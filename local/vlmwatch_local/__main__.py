@@ -36,7 +36,9 @@ def main(argv: list[str] | None = None) -> int:
     u.add_argument("--step-seconds", type=float, default=1.0, help="emulator: seconds per status step")
     u.add_argument("--agent", default="doc-extractor:v1", help="the deployment's default agent")
     u.add_argument("--webhook", action="store_true", help="VLM Run callbacks to a local function URL")
-    u.add_argument("--env-file", help="also write the export lines to this file")
+    u.add_argument(
+        "--env-file", default=".vlmwatch.env", help="write the export lines here (default: .vlmwatch.env; '' for none)"
+    )
     u.set_defaults(func=lambda a: _runner().up(a))
     b = sub.add_parser("bench", help="load benchmark on the local stack; prints numbers")
     b.add_argument("--files", type=int, default=200)

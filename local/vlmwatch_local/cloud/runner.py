@@ -184,10 +184,12 @@ def up(args: argparse.Namespace) -> int:
             "VLMWATCH_FAILED_DELIVERIES_URL": stack.queues["FailedDeliveriesQueue"],
         }
         text = "".join(f"export {k}={v}\n" for k, v in exports.items())
+        print("local stack up (moto + VLM Run emulator). In another shell:\n")
         if args.env_file:
             Path(args.env_file).write_text(text)
-        print("local stack up (moto + VLM Run emulator). In another shell:\n")
-        print(text if not args.env_file else f"  source {args.env_file}")
+            print(f"  source {args.env_file}\n")
+        else:
+            print(text)
         print("  .venv/bin/vlmwatch submit samples/invoice.pdf --wait\n\nCtrl-C stops it.", flush=True)
         try:
             while True:
