@@ -27,7 +27,7 @@ from rich.text import Text
 from vlmwatch.adapters.breaker import MANUAL
 from vlmwatch.core.job import Job
 from vlmwatch.core.lifecycle import RETRYABLE, SETTLED, Status
-from vlmwatch_cli import deadletters, jobs, ops, upload
+from vlmwatch_cli import deadletters, jobs, ops, results_cmds, upload
 from vlmwatch_cli.errors import EXIT_NOTHING, EXIT_PARTIAL, Group, describe, reaching
 from vlmwatch_cli.refs import SHORT_ID, Resolver
 from vlmwatch_cli.show import clean, console, emit_json, say, text, warn, warn_note
@@ -543,6 +543,9 @@ def pause(
 def resume(ctx: typer.Context) -> None:
     """Send work to VLM Run again (closes the breaker whatever opened it); intake ramps back up."""
     _show_service(ops.resume(_target(ctx, "table")))
+
+
+results_cmds.register(app, _target)
 
 
 def main() -> None:  # pragma: no cover - the console script

@@ -1,0 +1,251 @@
+"""The commands about what ran and what came out: `config`, `history`, `get` and `query`.
+
+Registered on the main app by :func:`register` (``main`` owns the deployment options and the error path).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from vlmwatch.adapters.config_store import ConfigStore
+from vlmwatch.core.errors import ConfigError
+from vlmwatch.core.job import Job
+from vlmwatch_cli import configs, jobs
+from vlmwatch_cli.errors import EXIT_PARTIAL, UsageError
+from vlmwatch_cli.refs import Resolver
+from vlmwatch_cli.results_query import default_cache, rows_as_json, run_query, sync_index
+from vlmwatch_cli.show import clean, console, emit_json, say, text, warn
+from vlmwatch_cli.target import Target
+
+TargetOf = Callable[..., Target]
+config_app = typer.Typer(
+    help="Configuration versions: rules, prompts and schemas pushed as data (no redeploy).",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
+
+
+def _when(epoch: int | None) -> str:
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M:%S") if epoch else "-"
+
+
+def _store(target: Target) -> ConfigStore:
+    return ConfigStore(target.client("dynamodb"), target.table)
+
+
+def register(app: typer.Typer, target_of: TargetOf) -> None:
+    """Add these commands to ``app``; ``target_of(ctx, *names)`` resolves the deployment."""
+    app.add_typer(config_app, name="config")
+
+    @config_app.command("show")
+    def config_show(
+        ctx: typer.Context,
+        as_json: Annotated[bool, typer.Option("--json", help="The configuration document only.")] = False,
+    ) -> None:
+        """The configuration version in effect (v0: none pushed, the template parameters rule)."""
+        current = _store(target_of(ctx, "table")).current()
+        if current is None:
+            if as_json:
+                emit_json("null")
+                return
+            say("v0: no configuration pushed; the deployment's parameters (RoutingRules, AgentName, Prompt) rule")
+            return
+        document = json.loads(current.config.canonical())
+        if as_json:
+            emit_json(json.dumps(document, indent=2))
+            return
+        say(text(current.label, "bold"), f"  pushed {_when(current.pushed_at)}  digest {current.config.digest}")
+        if current.note:
+            say(f"  note: {current.note}")
+        rules = current.config.rules.root
+        say(f"  {len(rules)} rule(s): {', '.join(r.name for r in rules) or '-'}")
+        default = current.config.default
+        say(f"  default: {default.agent or 'inline prompt' if default else 'none (unmatched files are skipped)'}")
+
+    @config_app.command("push")
+    def config_push(
+        ctx: typer.Context,
+        path: Annotated[Path, typer.Argument(metavar="FILE", help="The configuration (JSON).")],
+        dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate and compare; write nothing.")] = False,
+        note: Annotated[str, typer.Option(help="Why (kept in the history).")] = "",
+        recent: Annotated[int, typer.Option(min=1, help="How many recent jobs --dry-run routes again.")] = 200,
+    ) -> None:
+        """Validate a configuration in full and make it the version in effect (within CONFIG_MAX_AGE_SECONDS)."""
+        target = target_of(ctx, "table")
+        try:
+            config = configs.read_config_file(path)
+        except ConfigError as exc:
+            raise UsageError(f"{path}: {exc}") from exc
+        store = _store(target)
+        plan = configs.plan_push(store, config, jobs.list_jobs(target.queries, limit=recent))
+        say(f"valid: {len(config.rules.root)} rule(s), digest {config.digest}")
+        say(f"{len(plan.changes)} of {plan.checked} recent file(s) would be routed differently from how they ran")
+        for change in plan.changes[:50]:
+            say("  ", text(change.key, "bold"), f": {change.before} -> {change.after}")
+        if dry_run:
+            say("dry run: nothing pushed")
+            return
+        try:
+            version = configs.push(store, plan, note)
+        except ConfigError as exc:
+            raise UsageError(str(exc)) from exc
+        say(f"pushed {version.label}: the functions use it within their cache's max age (60 s by default)")
+
+    @config_app.command("history")
+    def config_history(
+        ctx: typer.Context,
+        limit: Annotated[int, typer.Option(min=1, help="At most this many, newest first.")] = 20,
+    ) -> None:
+        """Every configuration version pushed, newest first."""
+        versions = _store(target_of(ctx, "table")).history(limit)
+        table = Table("version", "pushed", "digest", "rules", "note")
+        for v in versions:
+            table.add_row(
+                text(v.label), _when(v.pushed_at), v.config.digest, str(len(v.config.rules.root)), text(v.note)
+            )
+        console.print(table)
+        if not versions:
+            say("no configuration pushed: v0, the deployment's parameters, is in effect")
+
+    @config_app.command("rollback")
+    def config_rollback(
+        ctx: typer.Context, version: Annotated[int, typer.Argument(min=1, help="The version to bring back.")]
+    ) -> None:
+        """Make an earlier version's configuration current again (as a new version: history only grows)."""
+        try:
+            pushed = _store(target_of(ctx, "table")).rollback(version)
+        except ConfigError as exc:
+            raise UsageError(str(exc)) from exc
+        say(f"pushed {pushed.label} ({pushed.note})")
+
+    @app.command()
+    def history(
+        ctx: typer.Context,
+        key: Annotated[str, typer.Argument(help="An input key or s3://bucket/key URI.")],
+        as_json: Annotated[bool, typer.Option("--json", help="One JSON object per job.")] = False,
+    ) -> None:
+        """Every version of a key and what ran on it: status, configuration version, agent or prompt, credits."""
+        target = target_of(ctx, "table")
+        object_key = key.split("/", 3)[3] if key.startswith("s3://") and key.count("/") >= 3 else key
+        object_key = object_key.split("?versionId=", 1)[0]
+        entries = target.queries.for_key(object_key)
+        rows = target.queries.rows(e.job_id for e in entries)
+        if not rows:
+            warn(f"no job for key {object_key!r}")
+            raise typer.Exit(EXIT_PARTIAL)
+        if as_json:
+            for job in rows:
+                emit_json(json.dumps(_history_row(job)))
+            return
+        table = Table("received", "version", "outcome", "config", "ran", "credits", "job")
+        for job in rows:
+            row = _history_row(job)
+            table.add_row(
+                row["received"],
+                text(row["version"] or "-"),
+                text(row["outcome"]),
+                f"v{row['config_version']}",
+                text(row["ran"]),
+                "-" if row["credits"] is None else f"{row['credits']:g}",
+                job.job_id[:12],
+            )
+        console.print(table)
+
+    @app.command()
+    def get(
+        ctx: typer.Context,
+        ref: Annotated[str, typer.Argument(metavar="JOB", help="A key (?versionId=V), s3:// URI, job id or prefix.")],
+        out: Annotated[Path | None, typer.Option(help="Write the document and its artifacts into this folder.")] = None,
+        field: Annotated[str | None, typer.Option(help="Print one part of the response (a.b.0.c).")] = None,
+        as_json: Annotated[bool, typer.Option("--json", help="Print the whole document as JSON.")] = False,
+    ) -> None:
+        """A job's document (result or error): printed, one field of it, or saved with its artifacts."""
+        target = target_of(ctx, "table")
+        job = Resolver(target.queries, target.input_bucket).find(ref)
+        if job is None:
+            warn(f"no job for {ref!r} (not a job id or prefix, key or s3:// URI, or execution id)")
+            raise typer.Exit(EXIT_PARTIAL)
+        uri = job.result_uri or job.error_uri
+        if not uri:
+            warn(f"{clean(job.key)}: no document yet (status {job.status.value})")
+            raise typer.Exit(EXIT_PARTIAL)
+        s3 = target.client("s3")
+        bucket, _, key = uri[5:].partition("/")
+        body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+        document = json.loads(body)
+        if field is not None:
+            emit_json(json.dumps(_field(document.get("response"), field), ensure_ascii=False, indent=2))
+        elif as_json or out is None:
+            emit_json(json.dumps(document, ensure_ascii=False, indent=2))
+        if out is not None:
+            out.mkdir(parents=True, exist_ok=True)
+            (out / Path(key).name).write_bytes(body)
+            for artifact in document.get("artifacts", []):
+                a_bucket, _, a_key = artifact["s3_uri"][5:].partition("/")
+                s3.download_file(a_bucket, a_key, str(out / Path(a_key).name))
+            say(f"wrote {Path(key).name} and {len(document.get('artifacts', []))} artifact(s) to {out}")
+
+    @app.command()
+    def query(
+        ctx: typer.Context,
+        sql: Annotated[str, typer.Argument(help='SQL over the table `results`, e.g. "SELECT rule, sum(credits) ..."')],
+        since: Annotated[str | None, typer.Option(help="Only partitions from this day on (YYYY-MM-DD).")] = None,
+        cache: Annotated[Path | None, typer.Option(help="Where the local copy of the index is kept.")] = None,
+        as_json: Annotated[bool, typer.Option("--json", help="Rows as a JSON list of objects.")] = False,
+    ) -> None:
+        """Run SQL over the results index locally (DuckDB; the same SQL runs in Athena over the Glue table)."""
+        target = target_of(ctx, "output_bucket")
+        if since is not None:
+            try:
+                datetime.strptime(since, "%Y-%m-%d")
+            except ValueError as exc:
+                raise UsageError("--since takes a day, YYYY-MM-DD") from exc
+        folder = cache or default_cache(target.output_bucket, target.output_prefix)
+        sync_index(target.client("s3"), target.output_bucket, target.output_prefix, folder, since_day=since)
+        try:
+            columns, rows = run_query(sql, folder)
+        except ImportError as exc:
+            raise UsageError("`vlmwatch query` needs DuckDB: pip install 'vlmwatch[query]'") from exc
+        except ValueError as exc:
+            raise UsageError(str(exc)) from exc
+        if as_json:
+            emit_json(rows_as_json(columns, rows))
+            return
+        table = Table(*columns)
+        for row in rows:
+            table.add_row(*(text("" if v is None else v) for v in row))
+        console.print(table)
+
+
+def _history_row(job: Job) -> dict[str, Any]:
+    route = job.route
+    ran = "-" if route is None else (f"agent {route.agent}" if route.agent else f"prompt (rule {route.rule})")
+    return {
+        "job_id": job.job_id,
+        "received": _when(job.created_at),
+        "version": job.version_id or (f"etag {job.etag}" if job.etag else None),
+        "outcome": (job.outcome or job.status).value,
+        "config_version": route.config_version if route else 0,
+        "ran": ran if job.status.value != "skipped" else f"skipped: {job.skip_reason}",
+        "credits": job.credits_used,
+        "document": job.result_uri or job.error_uri,
+    }
+
+
+def _field(response: Any, path: str) -> Any:
+    node = response
+    for part in path.split("."):
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        else:
+            raise UsageError(f"the response has no {path!r} (stopped at {part!r})")
+    return node
