@@ -54,8 +54,11 @@ TARGET_RUN_SECONDS = 60  # "well inside": a run should fit the Globals timeout t
 # Typical latency per call inside AWS (us-east-1, same region), for the modelled run time.
 LATENCY = {"dynamodb": 0.006, "s3": 0.025, "events": 0.015, "secretsmanager": 0.02, "states": 0.02}
 VLMRUN_LATENCY = 0.25  # a VLM Run API request from Lambda
+PARSE_SECONDS_PER_MB = 0.05  # botocore parsing a DynamoDB answer
 TEMPLATE_CONCURRENCY = 4  # template.yaml: PollerConcurrency default (runs here use 1, see run_size)
 WRITES = frozenset({"PutItem", "UpdateItem", "DeleteItem"})
+READS = frozenset({"GetItem", "Query", "Scan"})
+READ_UNITS = "units:dynamodb-read"  # read units by size, beside the calls (perf counts one per call)
 
 
 # -- meters ---------------------------------------------------------------------------------------
@@ -103,11 +106,22 @@ class CallMeter:
             self.calls[f"{model.service_model.endpoint_prefix}:{model.name}"] += 1
         self._local.started = (time.perf_counter(), LATENCY.get(model.service_model.endpoint_prefix, 0.02))
 
-    def _after(self, **_: Any) -> None:
+    def _after(self, model: Any, parsed: Any = None, **_: Any) -> None:
         started = getattr(self._local, "started", None)
-        if started is not None:
-            self._spent(time.perf_counter() - started[0], started[1])
-            self._local.started = None
+        if started is None:
+            return
+        self._local.started = None
+        latency = started[1]
+        if model.name in READS and isinstance(parsed, dict):
+            size = _returned_bytes(model.name, parsed)
+            # DynamoDB answers at most 1 MB a page (moto: everything at once), and botocore parses each one in
+            # the function (~50 ms a MB); it bills 4 KB steps, halved for eventually consistent reads (every
+            # index query).
+            latency = latency * max(1, math.ceil(size / 1024**2)) + PARSE_SECONDS_PER_MB * size / 1024**2
+            units = max(1, math.ceil(size / 4096)) / (1 if model.name == "GetItem" else 2)
+            with self._lock:
+                self.calls[READ_UNITS] += units
+        self._spent(time.perf_counter() - started[0], latency)
 
     def _spent(self, seconds: float, latency: float) -> None:
         worker = threading.current_thread() is not threading.main_thread()
@@ -118,6 +132,13 @@ class CallMeter:
     def mark(self) -> tuple[float, float]:
         with self._lock:
             return self.in_calls, self.modelled
+
+
+def _returned_bytes(operation: str, parsed: dict[str, Any]) -> int:
+    from vlmwatch.adapters.job_queries import item_size
+
+    items = [parsed["Item"]] if operation == "GetItem" and parsed.get("Item") else parsed.get("Items") or []
+    return sum(item_size(item) for item in items)
 
 
 @dataclass
@@ -338,7 +359,7 @@ class SizeResult:
         return best
 
     def cost(self) -> dict[str, float]:
-        from vlmwatch_local.harness.perf import ModeResult, cost_per_1000
+        from vlmwatch_local.harness.perf import PRICES, ModeResult, cost_per_1000
 
         result = ModeResult(
             mode=f"scale-{self.files}",
@@ -351,7 +372,12 @@ class SizeResult:
             delivered=self.delivered,
             failed=self.failed,
         )
-        return cost_per_1000(result)
+        cost = cost_per_1000(result)
+        # perf prices one read unit per read call; a read of many rows (the slots' recount) costs its size.
+        calls = sum(n for k, n in self.aws_calls.items() if k.split(":")[-1] in READS and k.startswith("dynamodb:"))
+        extra = max(0.0, self.aws_calls[READ_UNITS] - calls) * PRICES["dynamodb_read_unit"]
+        cost["DynamoDB"] += extra * 1000 / max(1, self.delivered)
+        return cost
 
     @property
     def floor_seconds(self) -> float:
