@@ -699,7 +699,8 @@ def _sizes(text: str) -> list[int]:
     return [int(part.replace("_", "").replace("k", "000")) for part in text.split(",") if part.strip()]
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
+def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The command's options, and :func:`main` as what it runs (``vlmwatch_local``'s ``scale`` command)."""
     parser.add_argument("--sizes", default="1000,10000,100000", help="files in flight, comma-separated")
     parser.add_argument("--rpm", type=int, default=600, help="the plan's rate (RequestsPerMinute)")
     parser.add_argument("--job-seconds", type=int, default=120, help="how long each execution runs at VLM Run")
@@ -709,6 +710,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--env", action="append", metavar="NAME=VALUE", help="function environment, e.g. POLLER_MAX_JOBS=1000"
     )
+    parser.set_defaults(func=main)
+    return parser
 
 
 if __name__ == "__main__":  # pragma: no cover
