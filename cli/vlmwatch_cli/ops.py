@@ -114,14 +114,24 @@ def backfill(
 
 
 def object_created(
-    bucket: str, key: str, size: int | None, version: ObjectVersion, *, service_tier: str | None = None
+    bucket: str,
+    key: str,
+    size: int | None,
+    version: ObjectVersion,
+    *,
+    service_tier: str | None = None,
+    run: int = 1,
+    config_version: int | None = None,
 ) -> dict[str, Any]:
-    """An "Object Created" event as S3 → EventBridge → SQS delivers it (the shape in events/); with
-    ``service_tier``, vlmwatch's own extension asks the ingest to run the file on that tier."""
+    """An "Object Created" event as S3 → EventBridge → SQS delivers it (the shape in events/); vlmwatch's
+    own extension asks the ingest to run the file on ``service_tier``, as run ``run`` of its version, with
+    configuration ``config_version`` (``vlmwatch reprocess``)."""
     obj: dict[str, Any] = {"key": key, "size": size, "etag": version.etag or ""}
     if version.version_id:
         obj["version-id"] = version.version_id
-    extension = {"vlmwatch": {"service_tier": service_tier}} if service_tier else {}
+    asked = {"service_tier": service_tier, "run": run if run > 1 else None, "config_version": config_version}
+    asked = {k: v for k, v in asked.items() if v is not None}
+    extension = {"vlmwatch": asked} if asked else {}
     return {
         **extension,
         "version": "0",
@@ -229,6 +239,15 @@ def resume(target: Target) -> ServiceReport:
 # -- helpers ----------------------------------------------------------------------------------------
 
 
+def send_messages(target: Target, bodies: list[dict[str, Any]]) -> int:
+    """Send message bodies to the ingest queue, ten at a time."""
+    sent = 0
+    for start in range(0, len(bodies), 10):
+        chunk = bodies[start : start + 10]
+        sent += _send(target, [{"Id": str(i), "MessageBody": json.dumps(b)} for i, b in enumerate(chunk)])
+    return sent
+
+
 def _send(target: Target, entries: list[dict[str, Any]]) -> int:
     target.need("ingest_queue_url")
     result = target.client("sqs").send_message_batch(QueueUrl=target.ingest_queue_url, Entries=entries)
@@ -252,4 +271,4 @@ def _parse_s3_uri(uri: str) -> tuple[str, str]:
     return bucket, prefix
 
 
-__all__ = ["backfill", "object_created", "pause", "resume", "service", "usage", "wait"]
+__all__ = ["backfill", "object_created", "pause", "resume", "send_messages", "service", "usage", "wait"]

@@ -131,7 +131,7 @@ def register(app: typer.Typer, target_of: TargetOf) -> None:
         key: Annotated[str, typer.Argument(help="An input key or s3://bucket/key URI.")],
         as_json: Annotated[bool, typer.Option("--json", help="One JSON object per job.")] = False,
     ) -> None:
-        """Every version of a key and what ran on it: status, configuration version, agent or prompt, credits."""
+        """Every version and run of a key: outcome, configuration version, agent or prompt, credits, when."""
         target = target_of(ctx, "table")
         object_key = key.split("/", 3)[3] if key.startswith("s3://") and key.count("/") >= 3 else key
         object_key = object_key.split("?versionId=", 1)[0]
@@ -144,12 +144,13 @@ def register(app: typer.Typer, target_of: TargetOf) -> None:
             for job in rows:
                 emit_json(json.dumps(_history_row(job)))
             return
-        table = Table("received", "version", "outcome", "config", "ran", "credits", "job")
+        table = Table("received", "version", "run", "outcome", "config", "ran", "credits", "job")
         for job in rows:
             row = _history_row(job)
             table.add_row(
                 row["received"],
                 text(row["version"] or "-"),
+                str(row["run"]),
                 text(row["outcome"]),
                 f"v{row['config_version']}",
                 text(row["ran"]),
@@ -193,6 +194,96 @@ def register(app: typer.Typer, target_of: TargetOf) -> None:
             say(f"wrote {Path(key).name} and {len(document.get('artifacts', []))} artifact(s) to {out}")
 
     @app.command()
+    def reprocess(
+        ctx: typer.Context,
+        refs: Annotated[
+            list[str] | None, typer.Argument(metavar="[KEY|s3://PREFIX]...", help="Files to run again.")
+        ] = None,
+        status: Annotated[str | None, typer.Option("--status", help="Or: the keys of jobs in these statuses.")] = None,
+        rule: Annotated[str | None, typer.Option(help="Or/and: only jobs routed by this rule.")] = None,
+        since: Annotated[str | None, typer.Option(help="Or/and: only jobs changed since (30m, 2h, 3d, ISO).")] = None,
+        config_version: Annotated[
+            int | None, typer.Option(min=0, help="Run with this configuration version (default: the current).")
+        ] = None,
+        service_tier: Annotated[str | None, typer.Option(help="Run on this VLM Run tier (flex: half price).")] = None,
+        limit: Annotated[int, typer.Option(min=1, help="At most this many files.")] = 1000,
+        dry_run: Annotated[
+            bool, typer.Option("--dry-run", help="Show how many files and credits; start nothing.")
+        ] = False,
+        yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask before more than 10 files.")] = False,
+    ) -> None:
+        """Start a new run of files already processed, with the current or a named configuration version.
+
+        Every run's documents are kept (`versions/<v>/runs/<n>/`); the stable path shows the newest run of
+        the newest version. Running the same reprocess twice starts nothing twice."""
+        from vlmwatch_cli import runs
+        from vlmwatch_cli.main import _since
+
+        target = target_of(ctx, "table", "input_bucket")
+        statuses = jobs.parse_statuses(status)
+        keys = runs.select_keys(target, refs or [], statuses=statuses, rule=rule, since=_since(since), limit=limit)
+        plan = runs.plan_reprocess(target, keys, config_version=config_version, service_tier=service_tier)
+        for key, why in plan.left:
+            say("  left ", text(key, "bold"), f": {why}")
+        tier = f", tier {plan.service_tier}" if plan.service_tier else ""
+        say(
+            f"{len(plan.runs)} file(s) to run again with v{plan.config_version}{tier}; "
+            f"their last runs used {plan.credits:g} credits"
+        )
+        if dry_run or not plan.runs:
+            if dry_run:
+                say("dry run: nothing started")
+            return
+        if len(plan.runs) > 10 and not yes:
+            typer.confirm(f"start {len(plan.runs)} runs?", abort=True)
+        sent = runs.start(target.need("ingest_queue_url"), plan)
+        say(f"started {sent} run(s): the ingest submits them under the request budget; `vlmwatch history KEY`")
+
+    @app.command()
+    def compare(
+        ctx: typer.Context,
+        prefix: Annotated[str, typer.Option(help="Input keys under this prefix (or s3://bucket/prefix).")],
+        runs_: Annotated[
+            tuple[int, int] | None, typer.Option("--runs", help="Two run numbers of each file, e.g. --runs 1 2.")
+        ] = None,
+        configs_: Annotated[
+            tuple[int, int] | None,
+            typer.Option("--configs", help="Or: the newest runs made with two configuration versions."),
+        ] = None,
+        as_json: Annotated[bool, typer.Option("--json", help="Per field counts as JSON.")] = False,
+    ) -> None:
+        """Per response field, how many files agree, differ or lack it between two runs (or configurations)."""
+        from vlmwatch_cli import runs
+
+        if (runs_ is None) == (configs_ is None):
+            raise UsageError("give exactly one of --runs A B and --configs X Y")
+        target = target_of(ctx, "table", "input_bucket")
+        uri = prefix if prefix.startswith("s3://") else f"s3://{target.input_bucket}/{prefix}"
+        keys = list(runs._keys_under(target, uri))
+        side_a: tuple[int | None, int | None]
+        side_b: tuple[int | None, int | None]
+        if runs_ is not None:
+            side_a, side_b = (runs_[0], None), (runs_[1], None)
+        else:
+            assert configs_ is not None  # one of the two, checked above
+            side_a, side_b = (None, configs_[0]), (None, configs_[1])
+        result = runs.compare(target, keys, side_a, side_b)
+        if as_json:
+            fields = {name: vars(count) for name, count in sorted(result.fields.items())}
+            emit_json(json.dumps({"files": result.files, "compared": result.compared, "fields": fields}, indent=2))
+            return
+        table = Table("field", "agree", "differ", "only A", "only B", "examples of a difference")
+        for name, count in sorted(result.fields.items()):
+            table.add_row(
+                text(name), str(count.agree), str(count.differ), str(count.only_a), str(count.only_b),
+                text("; ".join(count.examples)),
+            )  # fmt: skip
+        console.print(table)
+        say(f"{result.compared} of {result.files} file(s) compared")
+        for key, why in result.missing[:20]:
+            say("  not compared ", text(key, "bold"), f": {why}")
+
+    @app.command()
     def query(
         ctx: typer.Context,
         sql: Annotated[str, typer.Argument(help='SQL over the table `results`, e.g. "SELECT rule, sum(credits) ..."')],
@@ -231,6 +322,7 @@ def _history_row(job: Job) -> dict[str, Any]:
         "job_id": job.job_id,
         "received": _when(job.created_at),
         "version": job.version_id or (f"etag {job.etag}" if job.etag else None),
+        "run": job.run,
         "outcome": (job.outcome or job.status).value,
         "config_version": route.config_version if route else 0,
         "ran": ran if job.status.value != "skipped" else f"skipped: {job.skip_reason}",

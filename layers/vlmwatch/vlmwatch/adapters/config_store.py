@@ -195,6 +195,7 @@ class ConfigSource:
         self._current: ConfigVersion | None = None
         self._good: ConfigVersion | None = None
         self._read_at = float("-inf")
+        self._versions: dict[int, ConfigVersion] = {}
 
     def clear_cache(self) -> None:
         self._read_at = float("-inf")
@@ -212,6 +213,23 @@ class ConfigSource:
             if isinstance(exc.__context__, KeyError):  # no such row: nothing was ever pushed
                 return None
             raise
+
+    def version(self, number: int) -> ConfigVersion:
+        """A named version (a reprocess asked for it); 0 is the template parameters. Versions never change
+        once written, so each is read once per process.
+
+        Raises:
+            ConfigError: no such version (the reprocess message names one that was never pushed).
+        """
+        if number == 0:
+            return self._fallback
+        if number not in self._versions:
+            response = self._client.get_item(TableName=self._table, Key={"job_id": {"S": version_row(number)}})
+            value = response.get("Item", {}).get(VALUE_ATTR, {}).get("S")
+            if not value:
+                raise ConfigError(f"configuration version v{number} does not exist")
+            self._versions[number] = ConfigVersion.from_json(value)
+        return self._versions[number]
 
     def current(self) -> ConfigVersion:
         now = self._clock()

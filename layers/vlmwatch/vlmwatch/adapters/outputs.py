@@ -20,7 +20,7 @@ from vlmwatch.core.documents import ArtifactRecord, error_document, result_docum
 from vlmwatch.core.errors import TooLargeError
 from vlmwatch.core.identity import ObjectVersion
 from vlmwatch.core.job import Job
-from vlmwatch.core.layout import OutputLayout
+from vlmwatch.core.layout import RESULT_NAME, OutputLayout
 from vlmwatch.core.results_index import record_key, record_of, to_line
 
 if TYPE_CHECKING:
@@ -67,7 +67,7 @@ class OutputWriter:
         metadata = _metadata(job)
         if stream.length is not None and stream.length > max_bytes:
             raise TooLargeError(stream.object_id, stream.length, max_bytes)
-        key = self.layout.artifact_key(job.key, job.version, stream.object_id, stream.content_type)
+        key = self.layout.artifact_key(job.key, job.version, stream.object_id, stream.content_type, job.run)
         buffer = bytearray()
         total = 0
         upload_id: str | None = None
@@ -115,7 +115,7 @@ class OutputWriter:
         """The artifacts of ``execution_id`` already in this version's folder (an earlier try wrote them),
         by object id. One listing, then a HEAD per object found: only its own execution's objects count
         (a retried job's earlier execution may have used the same short ids)."""
-        prefix = f"{self.layout.version_folder(job.key, job.version)}artifacts/"
+        prefix = f"{self.layout.run_folder(job.key, job.version, job.run)}artifacts/"
         found: dict[str, ArtifactRecord] = {}
         for page in self._s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
             for item in page.get("Contents", []):
@@ -141,17 +141,17 @@ class OutputWriter:
         *,
         missing: list[dict[str, str]] | None = None,
     ) -> str:
-        key = self.layout.result_key(job.key, job.version)
+        key = self.layout.result_key(job.key, job.version, job.run)
         document = result_document(job, execution, artifacts, now, missing or [])
         self._put(key, to_bytes(document), "application/json", job)
         self._index(job, document, key)
         if job.retries:
             # A retried version that now succeeded: its earlier error document is no longer its outcome.
-            self._s3.delete_object(Bucket=self.bucket, Key=self.layout.error_key(job.key, job.version))
+            self._s3.delete_object(Bucket=self.bucket, Key=self.layout.error_key(job.key, job.version, job.run))
         return key
 
     def put_error(self, job: Job, *, status: str, message: str, now: int, execution: Execution | None = None) -> str:
-        key = self.layout.error_key(job.key, job.version)
+        key = self.layout.error_key(job.key, job.version, job.run)
         document = error_document(job, status=status, message=message, now=now, execution=execution)
         self._put(key, to_bytes(document), "application/json", job)
         self._index(job, document, key)
@@ -169,8 +169,8 @@ class OutputWriter:
         """Make the key's stable document the current S3 version's outcome; returns its key, if any.
 
         ``current`` answers the input key's current version, or None when it is gone.
-        Every delivery of any version of a key runs this after writing its own documents: it copies
-        the current version's document (its own, or another version's that is already written) to the
+        Every delivery of any version (and run) of a key runs this after writing its own documents: it
+        copies the current version's newest run's document (its own, or another's already written) to the
         stable path, then asks again. If the answer changed meanwhile it goes round again; if not, any
         newer version was uploaded after this write and its own delivery publishes after it. So the
         last write at the stable path is always the newest finished version's.
@@ -181,11 +181,12 @@ class OutputWriter:
             version = current()
             if version is None:
                 return published  # the object is gone: keep what is there
-            candidates = (self.layout.result_key(job.key, version), self.layout.error_key(job.key, version))
-            source = next((k for k in candidates if self._exists(k)), None)
+            source = self._newest_outcome(job.key, version)
             if source is None:
                 return published  # the current version has not finished: its own delivery publishes it
-            target, other = (result_latest, error_latest) if source == candidates[0] else (error_latest, result_latest)
+            target, other = (
+                (result_latest, error_latest) if source.endswith("/" + RESULT_NAME) else (error_latest, result_latest)
+            )
             self._s3.copy_object(
                 Bucket=self.bucket,
                 Key=target,
@@ -195,9 +196,30 @@ class OutputWriter:
             if self._exists(other):
                 self._s3.delete_object(Bucket=self.bucket, Key=other)  # one outcome at the stable path
             published = target
-            if current() == version:
+            # Asked again after the copy: a newer version or a newer run that finished meanwhile publishes
+            # after this write (its own delivery lists after writing its document), or this loop sees it now.
+            if current() == version and self._newest_outcome(job.key, version) == source:
                 return published
         return published
+
+    def _newest_outcome(self, input_key: str, version: ObjectVersion) -> str | None:
+        """The document of the highest-numbered run of ``version`` that has one (runs are numbered in the
+        order they were started, so a run that finishes late never outranks a newer one that finished)."""
+        prefix = self.layout.runs_prefix(input_key, version)
+        runs: set[int] = set()
+        for page in self._s3.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=prefix, Delimiter="/"
+        ):
+            for common in page.get("CommonPrefixes", []):
+                number = common["Prefix"][len(prefix) :].rstrip("/")
+                if number.isdigit():
+                    runs.add(int(number))
+        for run in sorted(runs | {1}, reverse=True):
+            layout = self.layout
+            for key in (layout.result_key(input_key, version, run), layout.error_key(input_key, version, run)):
+                if self._exists(key):
+                    return key
+        return None
 
     def _exists(self, key: str) -> bool:
         try:

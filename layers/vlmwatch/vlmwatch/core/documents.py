@@ -26,9 +26,6 @@ class Execution(Protocol):
 
 
 RESULT_SCHEMA = "vlmwatch.result/v1"
-# Which run of the object version a document is (docs/vlmwatch.result.v1.schema.json): every job is its
-# version's first run until reprocessing exists; the field is there so consumers can rely on it.
-RUN = 1
 ERROR_SCHEMA = "vlmwatch.error/v1"
 
 
@@ -85,7 +82,7 @@ def result_document(
     return {
         "schema": RESULT_SCHEMA,
         "job_id": job.job_id,
-        "run": RUN,
+        "run": job.run,
         "source": _source(job),
         "ran": _ran(job),
         "execution": {
@@ -110,7 +107,7 @@ def error_document(
     return {
         "schema": ERROR_SCHEMA,
         "job_id": job.job_id,
-        "run": RUN,
+        "run": job.run,
         "source": _source(job),
         "ran": _ran(job),
         "status": status,

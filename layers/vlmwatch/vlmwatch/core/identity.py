@@ -16,9 +16,14 @@ from typing import Any
 _PLAIN_TOKEN = re.compile(r"^[A-Za-z0-9_+=-]{1,128}$")
 
 
-def job_id_for(bucket: str, key: str, version: ObjectVersion) -> str:
-    """Stable id for one object version; also a valid Step Functions execution name (<= 80 chars)."""
-    return hashlib.sha256(f"{bucket}\n{key}\n{version.job_part}".encode()).hexdigest()[:40]
+def job_id_for(bucket: str, key: str, version: ObjectVersion, run: int = 1) -> str:
+    """Stable id for one run of one object version; also a valid Step Functions execution name (<= 80 chars).
+
+    Run 1 (the upload's) keeps the id it always had, so nothing written before runs existed moves; a
+    reprocess run N is another id, derived the same way, so duplicate requests for run N meet one row.
+    """
+    seed = f"{bucket}\n{key}\n{version.job_part}" + (f"\nrun {run}" if run > 1 else "")
+    return hashlib.sha256(seed.encode()).hexdigest()[:40]
 
 
 @dataclass(frozen=True)

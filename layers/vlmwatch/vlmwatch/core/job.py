@@ -30,6 +30,8 @@ class Job(BaseModel):
     key: str
     version_id: str | None = None
     etag: str | None = None
+    # Which run of this object version (1: the upload's; `vlmwatch reprocess` starts 2, 3, ...).
+    run: int = 1
     size: int | None = None
     content_type: str | None = None
     route: Route | None = None

@@ -6,6 +6,7 @@ Layout (``prefix`` is configurable), one folder per input key with fixed names i
     <prefix><key>.vlmwatch/error.json         ... or its error document (vlmwatch.error/v1): one of the two
     <prefix><key>.vlmwatch/versions/<v>/result.json | error.json       one outcome per object version
     <prefix><key>.vlmwatch/versions/<v>/artifacts/<object_id>.<ext>   that version's artifacts
+    <prefix><key>.vlmwatch/versions/<v>/runs/<n>/result.json | error.json | artifacts/   reprocess run n (>= 2)
 
 ``<v>`` is :attr:`ObjectVersion.path_token` (the S3 version id; ``etag-<etag>`` in an unversioned bucket).
 
@@ -32,6 +33,7 @@ S3_KEY_LIMIT = 1024
 # Room kept for what follows the folder: versions/<v>/artifacts/<object id>.<ext>.
 SUFFIX_ROOM = 200
 RESULT_NAME = "result.json"
+RUNS = "runs/"
 ERROR_NAME = "error.json"
 ARTIFACT_REF = re.compile(r"^(img|vid|aud|doc|recon|arr|url)_[0-9a-f]{6}$")
 _EXT_BY_KIND = {"vid": "mp4", "aud": "mp3", "doc": "pdf", "recon": "spz", "arr": "npy", "url": "url.txt", "img": "jpg"}
@@ -93,15 +95,25 @@ class OutputLayout:
     def version_folder(self, input_key: str, version: ObjectVersion) -> str:
         return f"{self.folder(input_key)}versions/{version.path_token}/"
 
-    def result_key(self, input_key: str, version: ObjectVersion) -> str:
-        return f"{self.version_folder(input_key, version)}{RESULT_NAME}"
+    def run_folder(self, input_key: str, version: ObjectVersion, run: int = 1) -> str:
+        """Run 1 writes in the version's folder (where it always has); run N in ``runs/<N>/`` inside it."""
+        folder = self.version_folder(input_key, version)
+        return folder if run <= 1 else f"{folder}{RUNS}{run}/"
 
-    def error_key(self, input_key: str, version: ObjectVersion) -> str:
-        return f"{self.version_folder(input_key, version)}{ERROR_NAME}"
+    def runs_prefix(self, input_key: str, version: ObjectVersion) -> str:
+        return f"{self.version_folder(input_key, version)}{RUNS}"
 
-    def artifact_key(self, input_key: str, version: ObjectVersion, object_id: str, content_type: str) -> str:
+    def result_key(self, input_key: str, version: ObjectVersion, run: int = 1) -> str:
+        return f"{self.run_folder(input_key, version, run)}{RESULT_NAME}"
+
+    def error_key(self, input_key: str, version: ObjectVersion, run: int = 1) -> str:
+        return f"{self.run_folder(input_key, version, run)}{ERROR_NAME}"
+
+    def artifact_key(
+        self, input_key: str, version: ObjectVersion, object_id: str, content_type: str, run: int = 1
+    ) -> str:
         ext = artifact_extension(object_id, content_type)
-        return f"{self.version_folder(input_key, version)}artifacts/{object_id}.{ext}"
+        return f"{self.run_folder(input_key, version, run)}artifacts/{object_id}.{ext}"
 
     def latest_keys(self, input_key: str) -> tuple[str, str]:
         """(result, error) at the key's stable path."""

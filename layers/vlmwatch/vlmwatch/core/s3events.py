@@ -13,7 +13,7 @@ import json
 from typing import Any
 from urllib.parse import unquote_plus
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
 from vlmwatch.core.errors import UnsupportedEventError
 from vlmwatch.core.routing import ServiceTier
@@ -30,8 +30,11 @@ class S3ObjectRef(BaseModel):
     version_id: str | None = None
     etag: str | None = None
     size: int | None = None
-    # vlmwatch's own extension on messages it sends itself (``vlmwatch backfill --service-tier``).
+    # vlmwatch's own extension on messages it sends itself (``vlmwatch backfill --service-tier``,
+    # ``vlmwatch reprocess``): the tier, which run of the version this is, and the configuration to use.
     service_tier: ServiceTier | None = None
+    run: int = Field(default=1, ge=1)
+    config_version: int | None = Field(default=None, ge=0)
     # The key is exactly this string (one reading already chosen): no other spelling is tried.
     exact: bool = False
 
@@ -77,15 +80,23 @@ def refs_from_body(body: str | dict[str, Any]) -> list[S3ObjectRef]:
     raise UnsupportedEventError(f"not an S3 event: top-level keys {sorted(data)[:10]}")
 
 
+_EXTENSION = ("service_tier", "run", "config_version")
+
+
 def _with_extension(refs: list[S3ObjectRef], extension: Any) -> list[S3ObjectRef]:
-    """Apply vlmwatch's own message extension (``{"vlmwatch": {"service_tier": ...}}``), validated."""
-    tier = extension.get("service_tier") if isinstance(extension, dict) else None
-    if tier is None:
+    """Apply vlmwatch's own message extension (``{"vlmwatch": {"service_tier", "run", "config_version"}}``),
+    validated."""
+    if not isinstance(extension, dict):
+        return refs
+    fields = {name: extension[name] for name in _EXTENSION if extension.get(name) is not None}
+    if not fields:
         return refs
     try:
-        return [S3ObjectRef.model_validate({**ref.model_dump(), "service_tier": tier}) for ref in refs]
+        return [S3ObjectRef.model_validate({**ref.model_dump(), **fields}) for ref in refs]
     except ValidationError as exc:
-        raise UnsupportedEventError(f"unknown service tier {str(tier)[:40]!r} in a vlmwatch message") from exc
+        shown = json.dumps(fields)[:120]
+        reason = exc.errors()[0]["msg"]
+        raise UnsupportedEventError(f"invalid vlmwatch extension {shown} in a message: {reason}") from exc
 
 
 def _from_eventbridge(event: dict[str, Any]) -> list[S3ObjectRef]:

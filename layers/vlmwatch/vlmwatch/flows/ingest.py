@@ -45,6 +45,7 @@ class Ingestor:
         source: SourceReader,
         submitter: Submitter,
         config: Callable[[], ConfigVersion] | None = None,
+        config_at: Callable[[int], ConfigVersion] | None = None,
     ) -> None:
         self._settings = settings
         self._store = store
@@ -53,6 +54,8 @@ class Ingestor:
         parameters = from_parameters(settings.routing_rules, settings.default_route())
         # The configuration in effect (a pushed version, read through its cache), or the template's parameters.
         self._config = config or (lambda: parameters)
+        # A named version (`vlmwatch reprocess --config-version N`); 0 is always the parameters.
+        self._config_at = config_at or (lambda number: parameters)
 
     def accept(self, ref: S3ObjectRef) -> Outcome:
         """Record a job for ``ref`` and start its execution, exactly once per object version.
@@ -88,7 +91,8 @@ class Ingestor:
                 else "the object no longer exists (deleted before it was processed)"
             )
             job = Job(
-                job_id=job_id_for(ref.bucket, key, gone),
+                job_id=job_id_for(ref.bucket, key, gone, ref.run),
+                run=ref.run,
                 bucket=ref.bucket,
                 key=key,
                 version_id=gone.version_id,
@@ -104,7 +108,7 @@ class Ingestor:
             return Outcome.SKIPPED
 
         version = ObjectVersion.of(ref.version_id or source.version.version_id, ref.etag or source.version.etag)
-        job_id = job_id_for(ref.bucket, source.key, version)
+        job_id = job_id_for(ref.bucket, source.key, version, ref.run)
         decision: Route | Skip
         if nested := next((f for f in (MARKER, LONG_FOLDER, INDEX_FOLDER) if f in source.key), None):
             # Output folders are "<key>.vlmwatch/" (".vlmwatch-long/" for long keys, ".vlmwatch-index/" for the
@@ -119,7 +123,7 @@ class Ingestor:
         elif source.size == 0:
             decision = Skip(rule=None, reason="an empty object (0 bytes): nothing to extract")
         else:
-            config = self._config()
+            config = self._config() if ref.config_version is None else self._config_at(ref.config_version)
             resolved = config.config.rules.resolve(
                 source.key,
                 source.content_type,
@@ -146,6 +150,7 @@ class Ingestor:
             key=source.key,
             version_id=version.version_id,
             etag=version.etag,
+            run=ref.run,
             size=source.size,
             content_type=source.content_type,
             route=decision if isinstance(decision, Route) else None,

@@ -296,7 +296,10 @@ def output_writer() -> OutputWriter:
 def ingestor() -> Ingestor:
     from vlmwatch.flows.ingest import Ingestor
 
-    return Ingestor(settings(), job_store(), source_reader(), submitter(), config=config_source().current)
+    config = config_source()
+    return Ingestor(
+        settings(), job_store(), source_reader(), submitter(), config=config.current, config_at=config.version
+    )
 
 
 @part
