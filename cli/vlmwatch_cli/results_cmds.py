@@ -132,21 +132,24 @@ def register(app: typer.Typer, target_of: TargetOf) -> None:
         as_json: Annotated[bool, typer.Option("--json", help="One JSON object per job.")] = False,
     ) -> None:
         """Every version and run of a key: outcome, configuration version, agent or prompt, credits, when."""
-        target = target_of(ctx, "table")
+        target = target_of(ctx, "table", "output_bucket")
         object_key = key.split("/", 3)[3] if key.startswith("s3://") and key.count("/") >= 3 else key
         object_key = object_key.split("?versionId=", 1)[0]
         entries = target.queries.for_key(object_key)
-        rows = target.queries.rows(e.job_id for e in entries)
+        live = [_history_row(job) for job in target.queries.rows(e.job_id for e in entries)]
+        # Rows expire after ResultTtlDays; the documents stay: runs whose row is gone come from them.
+        known = {r["job_id"] for r in live}
+        kept = [r for r in _documented_runs(target, object_key) if r["job_id"] not in known]
+        rows = sorted(live + kept, key=lambda r: (r["received"], r["run"]), reverse=True)
         if not rows:
             warn(f"no job for key {object_key!r}")
             raise typer.Exit(EXIT_PARTIAL)
         if as_json:
-            for job in rows:
-                emit_json(json.dumps(_history_row(job)))
+            for row in rows:
+                emit_json(json.dumps(row))
             return
         table = Table("received", "version", "run", "outcome", "config", "ran", "credits", "job")
-        for job in rows:
-            row = _history_row(job)
+        for row in rows:
             table.add_row(
                 row["received"],
                 text(row["version"] or "-"),
@@ -155,7 +158,7 @@ def register(app: typer.Typer, target_of: TargetOf) -> None:
                 f"v{row['config_version']}",
                 text(row["ran"]),
                 "-" if row["credits"] is None else f"{row['credits']:g}",
-                job.job_id[:12],
+                row["job_id"][:12] + ("" if row["job_id"] in known else " (row expired)"),
             )
         console.print(table)
 
@@ -329,6 +332,37 @@ def _history_row(job: Job) -> dict[str, Any]:
         "credits": job.credits_used,
         "document": job.result_uri or job.error_uri,
     }
+
+
+def _documented_runs(target: Target, key: str) -> list[dict[str, Any]]:
+    """History rows from the documents in the key's output folder (every version, every run)."""
+    from vlmwatch.core.layout import ERROR_NAME, RESULT_NAME, OutputLayout
+
+    s3 = target.client("s3")
+    folder = OutputLayout(target.output_bucket, target.output_prefix).folder(key) + "versions/"
+    found = []
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=target.output_bucket, Prefix=folder):
+        for obj in page.get("Contents", []):
+            if not obj["Key"].endswith(("/" + RESULT_NAME, "/" + ERROR_NAME)):
+                continue
+            document = json.loads(s3.get_object(Bucket=target.output_bucket, Key=obj["Key"])["Body"].read())
+            ran, source = document.get("ran") or {}, document.get("source") or {}
+            usage = (document.get("execution") or {}).get("usage") or {}
+            received = (document.get("timings") or {}).get("received_at") or ""
+            found.append(
+                {
+                    "job_id": document.get("job_id", ""),
+                    "received": received[:19].replace("T", " "),
+                    "version": source.get("version_id") or (f"etag {source['etag']}" if source.get("etag") else None),
+                    "run": document.get("run", 1),
+                    "outcome": "completed" if "response" in document else document.get("status", "failed"),
+                    "config_version": ran.get("config_version", 0),
+                    "ran": f"agent {ran['agent']}" if ran.get("agent") else f"prompt (rule {ran.get('rule')})",
+                    "credits": usage.get("credits_used"),
+                    "document": f"s3://{target.output_bucket}/{obj['Key']}",
+                }
+            )
+    return found
 
 
 def _field(response: Any, path: str) -> Any:

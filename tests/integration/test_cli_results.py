@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import boto3
 import pytest
 from typer.testing import CliRunner
 
@@ -93,6 +94,14 @@ def test_history_get_and_query_answer_from_what_the_pipeline_wrote(stack, local,
     saved = sorted(p.name for p in (tmp_path / "got").iterdir())
     assert "result.json" in saved and len(saved) >= 2  # the document and its artifacts
     assert json.loads((tmp_path / "got" / "result.json").read_text())["source"]["key"] == "scans/report.pdf"
+
+    # Rows expire after ResultTtlDays; the documents stay, and history reads them.
+    client = boto3.client("dynamodb")
+    for h in history:
+        client.delete_item(TableName=stack.table, Key={"job_id": {"S": h["job_id"]}})
+    code, out = cli(stack, "history", "scans/report.pdf")
+    assert code == 0, out
+    assert out.count("(row expired)") == 2 and "completed" in out and "failed" in out
 
     cache = str(tmp_path / "index")
     code, out = cli(stack, "query", "SELECT key, status FROM results ORDER BY key, status", "--json", "--cache", cache)
