@@ -78,7 +78,8 @@ class Invocation:
     function: str
     records: int
     failures: int
-    seconds: float
+    seconds: float  # wall time
+    cpu_seconds: float = 0.0  # this process's CPU time meanwhile: what the handler cost, whatever the machine's load
 
 
 class LocalAws:
@@ -118,7 +119,7 @@ class LocalAws:
         self._deserialize = TypeDeserializer().deserialize
 
     def invoke(self, function: str, event: dict[str, Any]) -> Any:
-        started = time.monotonic()
+        started, cpu = time.monotonic(), time.process_time()
         module = self.handlers[function]
         try:
             result = module.lambda_handler(event, LambdaContext(function_name=f"vlmwatch-{function}"))
@@ -129,7 +130,13 @@ class LocalAws:
                 module.kit.metrics.clear_metrics()
         failures = len((result or {}).get("batchItemFailures", [])) if isinstance(result, dict) else 0
         self.invocations.append(
-            Invocation(function, len(event.get("Records", [])), failures, time.monotonic() - started)
+            Invocation(
+                function,
+                len(event.get("Records", [])),
+                failures,
+                time.monotonic() - started,
+                time.process_time() - cpu,
+            )
         )
         return result
 

@@ -15,7 +15,7 @@ matters for a bill and a rate limit:
 Measured per mode: VLM Run status requests per job and all requests; completion → result document latency
 (p50/p95, virtual seconds: how long a document waits for vlmwatch to notice, not processing time); AWS API
 calls by service and operation (every client the handlers build, plus the event-source loops' SQS calls);
-Lambda invocations and their measured durations. A cost model turns the counts into dollars per 1,000
+Lambda invocations and their measured CPU time. A cost model turns the counts into dollars per 1,000
 documents at the list prices in ``PRICES`` (us-east-1, stated in the report). Writes
 ``docs/PERFORMANCE.md`` and ``docs/performance.png`` with ``--write``.
 """
@@ -68,7 +68,7 @@ class ModeResult:
     all_requests: int
     latencies: list[float]
     aws_calls: Counter[str]
-    durations: dict[str, list[float]]  # wall seconds of each Lambda invocation, by function
+    durations: dict[str, list[float]]  # CPU seconds of each Lambda invocation, by function
     delivered: int
     failed: int
     cost: dict[str, float] = field(default_factory=dict)
@@ -204,7 +204,9 @@ def run_mode(mode: str, jobs: int, job_seconds: int) -> ModeResult:
         budgeted = sum(v for k, v in emulator.requests.items() if k.startswith(("GET /v1/agent", "POST /v1/agent")))
         durations: dict[str, list[float]] = {}
         for inv in aws.invocations:
-            durations.setdefault(inv.function, []).append(inv.seconds)
+            # CPU time, not wall time: everything runs in this thread here (VLM Run through WSGI), and a
+            # shared machine's load must not change the bill.
+            durations.setdefault(inv.function, []).append(inv.cpu_seconds)
     return ModeResult(
         mode=mode,
         jobs=jobs,
@@ -333,7 +335,7 @@ def report(results: list[ModeResult], job_seconds: int) -> str:
     lines.append(
         f"{results[0].jobs} jobs of {job_seconds} s each at VLM Run, virtual time: a latency is how long a finished"
         " execution waits for vlmwatch to notice it (poll schedule, backoff, callback), to the second. The work"
-        " itself adds the handlers' own time, measured in-process against moto (median per invocation): "
+        " itself adds the handlers' own time, measured in-process against moto (median CPU time per invocation): "
         + "; ".join(
             f"{r.mode}: "
             + ", ".join(
@@ -498,7 +500,7 @@ def _main(args: Any) -> int:
             + "\n\n![requests and latency per mode](performance.png)\n\n## Prices used (us-east-1 list prices)\n\n"
             + prices
             + f"\n\nDynamoDB writes are counted as {WRITE_UNITS_PER_WRITE} write units (table + index); reads as"
-            " 1 strongly consistent unit. Lambda GB-s use the measured in-process handler durations at"
+            " 1 strongly consistent unit. Lambda GB-s use the measured in-process handler CPU time at"
             f" {MEMORY_GB * 1024:.0f} MB (moto is slower than AWS: an upper bound). CloudWatch Logs at"
             f" {LOG_BYTES_PER_INVOCATION} bytes per invocation.\n"
         )
