@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from vlmwatch.adapters.jobstore import UNBOUNDED, JobStore
+from vlmwatch.adapters.jobstore import JobStore
 from vlmwatch.adapters.slots import InFlightSlots
 from vlmwatch.adapters.throttle import Backpressure
 from vlmwatch.core.errors import VlmRunError, VlmRunRateLimitedError
@@ -32,8 +32,6 @@ if TYPE_CHECKING:
     from vlmwatch.flows.delivery import Deliverer
 
 logger = logging.getLogger(__name__)
-
-MAX_COUNTED = 1_000_000
 
 
 @dataclass
@@ -146,10 +144,7 @@ class Sweeper:
 
     def _count_in_flight(self) -> int:
         """Executions that may be running: jobs in flight, and claims whose POST may have made one."""
-        rows = self._store.due(UNBOUNDED, limit=MAX_COUNTED)
-        return sum(
-            j.status in IN_FLIGHT or (j.status == Status.RECEIVED and j.submit_started_at is not None) for j in rows
-        )
+        return self._store.count_executing(sorted(IN_FLIGHT))
 
     def _still_running(self, jobs: list[Job]) -> dict[str, str]:
         """With many jobs due, one list request instead of one GET each.
