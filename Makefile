@@ -42,7 +42,7 @@ venv: $(VENV)/.installed ## create .venv with the app and dev dependencies
 demo: $(VENV)/.installed ## run the whole pipeline locally (moto server + VLM Run emulator) on the sample files
 	$(VENV)/bin/python -m vlmwatch_local demo $(ARGS)
 
-up: $(VENV)/.installed ## keep a local stack running for the vlmwatch CLI (prints what to export)
+up: $(VENV)/.installed ## keep a local stack running for the vlmwatch CLI (writes .vlmwatch.env: export VLMWATCH_STACK=$$PWD/.vlmwatch.env)
 	$(VENV)/bin/python -m vlmwatch_local up $(ARGS)
 
 # Most of the suite's wall time is tests waiting on (compressed) real time, not CPU: 3 workers on 2 cores
@@ -66,7 +66,7 @@ lint-template: $(SAM_VENV)/.installed ## sam validate --lint, and cfn-lint (serv
 	    -a cfn_lint_serverless.rules || exit 1; done; done
 	SAM=$(SAM_VENV)/bin/sam ./scripts/guided-deploy-defaults.sh
 
-lint-security: $(CHECKOV_VENV)/.installed ## checkov on the template, all four PollingMode x EnableWebhook combinations
+lint-security: $(CHECKOV_VENV)/.installed ## checkov on the template, all four PollingMode x EnableWebhook combinations, KmsKeyArn unset and set
 	CHECKOV=$(CHECKOV_VENV)/bin/checkov ./scripts/checkov-all-modes.sh
 
 build: $(SAM_VENV)/.installed ## sam build (needs python3.12 on PATH, which this provides)
@@ -84,7 +84,13 @@ bench: $(VENV)/.installed ## load benchmark on the local stack (not in CI; print
 chaos: $(VENV)/.installed ## fault harness: 1,000 files under faults, invariants checked (ARGS="--files 200 --webhook --outage 30")
 	$(VENV)/bin/python -m vlmwatch_local chaos $(ARGS)
 
-clean: ## remove virtualenvs, build output and demo output
-	rm -rf $(VENV) $(SAM_VENV) $(CHECKOV_VENV) .aws-sam demo-output
+drain: $(VENV)/.installed ## a 100-file drop at RequestsPerMinute=10 in virtual time: requests per file, rate used, time vs floor
+	$(VENV)/bin/python -m vlmwatch_local drain $(ARGS)
 
-.PHONY: help venv demo up coldstart perf test lint lint-template lint-security build bench chaos clean
+scale: $(VENV)/.installed ## 1k/10k/100k files in flight in virtual time: longest poller run, hottest rows, $ per 1,000 docs (about 25 min)
+	$(VENV)/bin/python -m vlmwatch_local scale $(ARGS)
+
+clean: ## remove virtualenvs, build output, demo output and the local stack's env file
+	rm -rf $(VENV) $(SAM_VENV) $(CHECKOV_VENV) .aws-sam demo-output .vlmwatch.env
+
+.PHONY: help venv demo up coldstart perf test lint lint-template lint-security build bench chaos drain scale clean

@@ -71,6 +71,22 @@ def main(argv: list[str] | None = None) -> int:
     )
     c.add_argument("--revoked-key", type=float, metavar="SECONDS", help="the API key refused (401) once half are in")
     c.set_defaults(func=_harness("chaos"))
+    r = sub.add_parser("drain", help="a big drop at a small plan's rate: requests per file, rate used, time vs floor")
+    r.add_argument("--files", type=int, default=100)
+    r.add_argument("--rpm", type=int, default=10)
+    r.add_argument("--job-seconds", type=float, default=30.0)
+    r.set_defaults(func=_harness("drain"))
+    s = sub.add_parser("scale", help="1k/10k/100k files in flight in virtual time: poller runs, hot rows, $, drain")
+    s.add_argument("--sizes", default="1000,10000,100000", help="files in flight, comma-separated")
+    s.add_argument("--rpm", type=int, default=600, help="the plan's rate (RequestsPerMinute)")
+    s.add_argument("--job-seconds", type=int, default=120, help="how long each execution runs at VLM Run")
+    s.add_argument("--full-max", type=int, default=1000, help="sizes up to this run until the last document")
+    s.add_argument("--window", type=int, default=10, help="poller runs sampled for larger sizes")
+    s.add_argument("--json", help="also write the numbers to this file")
+    s.add_argument(
+        "--env", action="append", metavar="NAME=VALUE", help="function environment, e.g. POLLER_MAX_JOBS=1000"
+    )
+    s.set_defaults(func=_harness("scale"))
     args = parser.parse_args(argv)
     # `kill`, `timeout` and CI stop a run with SIGTERM: end it as Ctrl-C does, so the stack's context
     # managers stop the moto server process and the emulator instead of leaving them running.
