@@ -158,7 +158,7 @@ def _of_type(kind: str) -> dict[str, dict[str, Any]]:
 KEY = {"Fn::If": ["UseKmsKey", {"Ref": "KmsKeyArn"}, {"Ref": "AWS::NoValue"}]}
 
 
-def test_a_customer_key_when_set_encrypts_the_table_queues_and_logs():
+def test_a_customer_key_when_set_encrypts_the_buckets_table_queues_and_logs():
     assert TEMPLATE["Conditions"]["UseKmsKey"] == {"Fn::Not": [{"Fn::Equals": [{"Ref": "KmsKeyArn"}, ""]}]}
     (table,) = _of_type("AWS::DynamoDB::Table").values()
     sse = table["Properties"]["SSESpecification"]
@@ -170,6 +170,28 @@ def test_a_customer_key_when_set_encrypts_the_table_queues_and_logs():
         assert props["SqsManagedSseEnabled"] == {"Fn::If": ["UseKmsKey", {"Ref": "AWS::NoValue"}, True]}, name
     for name, group in _of_type("AWS::Logs::LogGroup").items():
         assert group["Properties"]["KmsKeyId"] == KEY, name
+    for name in ("InputBucket", "OutputBucket"):  # the access-log bucket must stay SSE-S3 (S3's rule)
+        condition, with_key, without = RESOURCES[name]["Properties"]["BucketEncryption"][
+            "ServerSideEncryptionConfiguration"
+        ]["Fn::If"]
+        assert condition == "UseKmsKey", name
+        assert with_key[0]["ServerSideEncryptionByDefault"] == {
+            "SSEAlgorithm": "aws:kms",
+            "KMSMasterKeyID": {"Ref": "KmsKeyArn"},
+        }, name
+        assert without[0]["ServerSideEncryptionByDefault"] == {"SSEAlgorithm": "AES256"}, name
+
+
+def test_with_a_customer_key_the_local_stack_encrypts_the_buckets_with_it(aws):
+    import boto3
+
+    from vlmwatch_local.cloud.provision import provision
+
+    key = boto3.client("kms").create_key()["KeyMetadata"]["Arn"]
+    stack = provision(parameters={"KmsKeyArn": key})
+    for bucket in (stack.input_bucket, stack.output_bucket):
+        (rule,) = boto3.client("s3").get_bucket_encryption(Bucket=bucket)["ServerSideEncryptionConfiguration"]["Rules"]
+        assert rule["ApplyServerSideEncryptionByDefault"] == {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": key}
 
 
 def test_with_a_customer_key_every_function_may_use_it_only_through_the_stores():

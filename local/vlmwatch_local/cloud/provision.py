@@ -24,6 +24,8 @@ import yaml
 from vlmwatch_local import ROOT
 
 TEMPLATE = ROOT / "template.yaml"
+# What ``!Ref AWS::NoValue`` resolves to: the property is left out, as CloudFormation does.
+NO_VALUE = object()
 
 
 class _CfnLoader(yaml.SafeLoader):
@@ -166,6 +168,8 @@ class _Resolver:
                     return s.queues[arg]
                 if arg == "JobsTable":
                     return s.table
+                if arg == "AWS::NoValue":
+                    return NO_VALUE
                 if arg.startswith("AWS::"):
                     return {"AWS::Region": s.region, "AWS::AccountId": "123456789012", "AWS::Partition": "aws"}[arg]
                 return arg
@@ -195,9 +199,10 @@ class _Resolver:
                     text,
                 )
         if isinstance(value, dict):
-            return {k: self.resolve(v) for k, v in value.items()}
+            resolved = {k: self.resolve(v) for k, v in value.items()}
+            return {k: v for k, v in resolved.items() if v is not NO_VALUE}  # as CloudFormation drops them
         if isinstance(value, list):
-            return [self.resolve(v) for v in value]
+            return [v for v in (self.resolve(v) for v in value) if v is not NO_VALUE]
         return value
 
 
@@ -238,13 +243,14 @@ def provision(
         if props.get("VersioningConfiguration", {}).get("Status") == "Enabled":
             s3.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": "Enabled"})
         if props.get("BucketEncryption"):
+            encryption = resolver.resolve(props["BucketEncryption"])  # KmsKeyArn set or not
             # CloudFormation says ServerSideEncryptionByDefault where the API says ApplyServerSideEncryptionByDefault.
             rules = [
                 {
                     "ApplyServerSideEncryptionByDefault": r["ServerSideEncryptionByDefault"],
                     **({"BucketKeyEnabled": r["BucketKeyEnabled"]} if "BucketKeyEnabled" in r else {}),
                 }
-                for r in props["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+                for r in encryption["ServerSideEncryptionConfiguration"]
             ]
             s3.put_bucket_encryption(Bucket=name, ServerSideEncryptionConfiguration={"Rules": rules})
         if props.get("NotificationConfiguration", {}).get("EventBridgeConfiguration", {}).get("EventBridgeEnabled"):
