@@ -14,6 +14,7 @@ import argparse
 import json
 import mimetypes
 import os
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -183,14 +184,16 @@ def up(args: argparse.Namespace) -> int:
             "VLMWATCH_DLQ_URL": stack.queues["IngestDLQ"],
             "VLMWATCH_FAILED_DELIVERIES_URL": stack.queues["FailedDeliveriesQueue"],
         }
-        text = "".join(f"export {k}={v}\n" for k, v in exports.items())
-        print("local stack up (moto + VLM Run emulator). In another shell:\n")
+        text = "".join(f"export {k}={shlex.quote(str(v))}\n" for k, v in exports.items())
+        print("local stack up (moto + VLM Run emulator). In another shell, one variable names it:\n")
         if args.env_file:
-            Path(args.env_file).write_text(text)
-            print(f"  source {args.env_file}\n")
+            env_file = Path(args.env_file).resolve()
+            env_file.write_text(text)
+            print(f"  export VLMWATCH_STACK={env_file}")
+            print(f"  (or `source {args.env_file}` to put the endpoint and names in the shell, for the aws CLI too)\n")
         else:
             print(text)
-        print("  .venv/bin/vlmwatch submit samples/invoice.pdf --wait\n\nCtrl-C stops it.", flush=True)
+        print("  .venv/bin/vlmwatch submit samples --prefix inbox --wait\n\nCtrl-C stops it.", flush=True)
         try:
             while True:
                 local.aws.step()
