@@ -494,7 +494,11 @@ def _main(args: Any) -> int:
         (ROOT / "docs").mkdir(exist_ok=True)
         chart(results, ROOT / "docs" / "performance.png")
         prices = "\n".join(f"- `{k}`: {v:.10g} USD" for k, v in PRICES.items())
-        (ROOT / "docs" / "PERFORMANCE.md").write_text(
+        document = ROOT / "docs" / "PERFORMANCE.md"
+        # Sections other commands measure (drain, scale, the local stack's profile) follow a marker and are kept.
+        previous = document.read_text() if document.exists() else ""
+        kept = previous[previous.index(KEPT_MARKER) :] if KEPT_MARKER in previous else ""
+        document.write_text(
             "# Performance\n\nRegenerate with `make perf` (`python -m vlmwatch_local perf --write`).\n\n"
             + text
             + "\n\n![requests and latency per mode](performance.png)\n\n## Prices used (us-east-1 list prices)\n\n"
@@ -502,9 +506,12 @@ def _main(args: Any) -> int:
             + f"\n\nDynamoDB writes are counted as {WRITE_UNITS_PER_WRITE} write units (table + index); reads as"
             " 1 strongly consistent unit. Lambda GB-s use the measured in-process handler CPU time at"
             f" {MEMORY_GB * 1024:.0f} MB (moto is slower than AWS: an upper bound). CloudWatch Logs at"
-            f" {LOG_BYTES_PER_INVOCATION} bytes per invocation.\n"
+            f" {LOG_BYTES_PER_INVOCATION} bytes per invocation.\n" + (f"\n{kept}" if kept else "")
         )
     return 0 if all(r.failed == 0 and r.delivered == r.jobs for r in results if r.mode != "sdk-wait") else 1
+
+
+KEPT_MARKER = "<!-- measured by other commands (make drain, make scale, make bench): kept by make perf -->"
 
 
 if __name__ == "__main__":  # pragma: no cover
