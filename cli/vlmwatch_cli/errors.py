@@ -132,6 +132,7 @@ class Group(TyperGroup):
     """The ``vlmwatch`` command group: every command's errors go through :func:`describe`."""
 
     def invoke(self, ctx: _click.Context) -> Any:
+        show.fit_terminal()
         try:
             return super().invoke(ctx)
         except (TyperException, typer.Exit, typer.Abort):

@@ -25,6 +25,16 @@ console = Console(highlight=False, markup=False, emoji=False, soft_wrap=False)
 errors = Console(highlight=False, markup=False, emoji=False, stderr=True)
 
 
+def fit_terminal() -> None:
+    """Take ``COLUMNS`` as it is when a command runs (Rich reads it once, when the console is made): a
+    script or a test that sets it gets tables that wide, whatever the environment at import was."""
+    import os
+
+    columns = os.environ.get("COLUMNS", "")
+    for each in (console, errors):
+        each.width = int(columns) if columns.isdigit() and int(columns) > 0 else each.width
+
+
 def _visible(match: re.Match[str]) -> str:
     code = ord(match.group())
     return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"

@@ -12,7 +12,7 @@ callers pass remote text as they got it, and no row can carry a signed URL or ou
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -136,33 +136,6 @@ class JobStore:
                 kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
         jobs.sort(key=lambda j: j.next_poll_at or 0)
         return jobs[:limit]
-
-    def count_executing(self, statuses: Iterable[Status]) -> int:
-        """Rows of the in-flight index in ``statuses``, or ``received`` with a submit claim (its POST may have
-        made an execution). ``Select=COUNT`` with a filter: the same read units as reading them, but nothing
-        sent back or parsed (at 100,000 jobs in flight, 120 MB of rows otherwise)."""
-        names = {"#s": "status", "#c": "submit_started_at"}
-        values = {f":s{i}": s.value for i, s in enumerate(statuses)}
-        values[":received"] = Status.RECEIVED.value
-        wanted = ", ".join(k for k in values if k != ":received")
-        total = 0
-        for shard in range(self._shards):
-            kwargs: dict[str, Any] = {
-                "TableName": self._table,
-                "IndexName": IN_FLIGHT_INDEX,
-                "KeyConditionExpression": "poll_shard = :shard",
-                "FilterExpression": f"#s IN ({wanted}) OR (#s = :received AND attribute_exists(#c))",
-                "ExpressionAttributeNames": names,
-                "ExpressionAttributeValues": serialize_item({**values, ":shard": f"s{shard}"}),
-                "Select": "COUNT",
-            }
-            while True:
-                page = self._client.query(**kwargs)
-                total += int(page.get("Count", 0))
-                if "LastEvaluatedKey" not in page:
-                    break
-                kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
-        return total
 
     # -- writes --------------------------------------------------------------------------------
 

@@ -10,10 +10,11 @@ off by one; the sweeper recounts the in-flight index every few minutes (:meth:`I
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from vlmwatch.adapters.dynamo import Update, conditional_update, deserialize_item, serialize_item
+from vlmwatch.adapters.jobstore import IN_FLIGHT_INDEX
 from vlmwatch.core.job import CONTROL_ROW_PREFIX
 
 ROW_ID = f"{CONTROL_ROW_PREFIX}inflight"
@@ -50,6 +51,33 @@ class InFlightSlots:
     def used(self) -> int:
         item = self._client.get_item(TableName=self._table, Key=serialize_item({"job_id": ROW_ID})).get("Item")
         return int(deserialize_item(item).get("used", 0)) if item else 0
+
+    def count_executing(self, statuses: Iterable[str], shards: int) -> int:
+        """Rows of the in-flight index in ``statuses``, or ``received`` with a submit claim (its POST may have
+        made an execution): what :meth:`recount` sets. ``Select=COUNT`` with a filter: the same read units as
+        reading them, but nothing sent back or parsed (at 100,000 jobs in flight, 120 MB of rows otherwise)."""
+        names = {"#s": "status", "#c": "submit_started_at"}
+        values: dict[str, Any] = {f":s{i}": s for i, s in enumerate(statuses)}
+        wanted = ", ".join(values)
+        values[":received"] = "received"
+        total = 0
+        for shard in range(shards):
+            kwargs: dict[str, Any] = {
+                "TableName": self._table,
+                "IndexName": IN_FLIGHT_INDEX,
+                "KeyConditionExpression": "poll_shard = :shard",
+                "FilterExpression": f"#s IN ({wanted}) OR (#s = :received AND attribute_exists(#c))",
+                "ExpressionAttributeNames": names,
+                "ExpressionAttributeValues": serialize_item({**values, ":shard": f"s{shard}"}),
+                "Select": "COUNT",
+            }
+            while True:
+                page = self._client.query(**kwargs)
+                total += int(page.get("Count", 0))
+                if "LastEvaluatedKey" not in page:
+                    break
+                kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        return total
 
     def recount(self, in_flight: Callable[[], int]) -> bool:
         """Set the count from the job table itself, at most every ``RECOUNT_SECONDS`` for the deployment
