@@ -111,3 +111,30 @@ class Clock:
 
 def deep(event: dict[str, Any]) -> dict[str, Any]:
     return copy.deepcopy(event)
+
+
+def run_cli(stack: StackResources, *args: str) -> tuple[int, str]:
+    """The `vlmwatch` command against ``stack`` (every name given, a wide terminal): (exit code, output)."""
+    from typer.testing import CliRunner
+
+    from vlmwatch_cli.main import app
+
+    env = {
+        "VLMWATCH_STACK": "",
+        "VLMWATCH_INPUT_BUCKET": stack.input_bucket,
+        "VLMWATCH_OUTPUT_BUCKET": stack.output_bucket,
+        "VLMWATCH_TABLE": stack.table,
+        "VLMWATCH_INGEST_QUEUE_URL": stack.ingest_queue_url,
+        "COLUMNS": "220",
+    }
+    result = CliRunner().invoke(app, list(args), env=env)
+    if result.exception and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result.exit_code, result.output
+
+
+def settle(local, clock, rounds: int = 12) -> None:
+    """Turn the local stack's loops, advancing the clock 30 s each time."""
+    for _ in range(rounds):
+        local.step()
+        clock.advance(30)

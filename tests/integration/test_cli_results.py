@@ -7,33 +7,18 @@ from pathlib import Path
 
 import boto3
 import pytest
-from typer.testing import CliRunner
 
-from helpers import PDF_BYTES, drop, jobs
-from vlmwatch_cli.main import app
+from helpers import PDF_BYTES, drop, jobs, run_cli
+from helpers import settle as settle_stack
 from vlmwatch_local.cloud.provision import StackResources
-
-runner = CliRunner()
 
 
 def cli(stack: StackResources, *args: str) -> tuple[int, str]:
-    env = {
-        "VLMWATCH_STACK": "",
-        "VLMWATCH_INPUT_BUCKET": stack.input_bucket,
-        "VLMWATCH_OUTPUT_BUCKET": stack.output_bucket,
-        "VLMWATCH_TABLE": stack.table,
-        "COLUMNS": "220",
-    }
-    result = runner.invoke(app, list(args), env=env)
-    if result.exception and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return result.exit_code, result.output
+    return run_cli(stack, *args)
 
 
 def settle(local, clock, rounds: int = 12) -> None:
-    for _ in range(rounds):
-        local.step()
-        clock.advance(30)
+    settle_stack(local, clock, rounds)
 
 
 def test_config_push_is_validated_compared_and_versioned(stack, local, wire, clock, tmp_path: Path):

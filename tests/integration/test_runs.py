@@ -5,38 +5,22 @@ from __future__ import annotations
 import json
 
 import boto3
-from typer.testing import CliRunner
 
-from helpers import drop, jobs, output_keys, read_json, result_key
+from helpers import drop, jobs, output_keys, read_json, result_key, run_cli
+from helpers import settle as settle_stack
 from vlmwatch.adapters.outputs import OutputWriter
 from vlmwatch.core.identity import ObjectVersion
 from vlmwatch.core.job import Job
 from vlmwatch.core.lifecycle import Status
-from vlmwatch_cli.main import app
 from vlmwatch_local.cloud.provision import StackResources
-
-runner = CliRunner()
 
 
 def cli(stack: StackResources, *args: str) -> tuple[int, str]:
-    env = {
-        "VLMWATCH_STACK": "",
-        "VLMWATCH_INPUT_BUCKET": stack.input_bucket,
-        "VLMWATCH_OUTPUT_BUCKET": stack.output_bucket,
-        "VLMWATCH_TABLE": stack.table,
-        "VLMWATCH_INGEST_QUEUE_URL": stack.ingest_queue_url,
-        "COLUMNS": "220",
-    }
-    result = runner.invoke(app, list(args), env=env)
-    if result.exception and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return result.exit_code, result.output
+    return run_cli(stack, *args)
 
 
 def settle(local, clock, rounds: int = 14) -> None:
-    for _ in range(rounds):
-        local.step()
-        clock.advance(30)
+    settle_stack(local, clock, rounds)
 
 
 def test_reprocessing_50_files_with_a_new_prompt_keeps_the_old_runs_and_moves_the_stable_paths(

@@ -60,11 +60,11 @@ class ArtifactRateLimited(httpx.BaseTransport):
         self.refused = 0
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
-        if request.url.path == "/v1/artifacts" and request.url.params["object_id"].startswith("doc_"):
-            if not self.refused:
-                self.refused += 1
-                body = {"error": {"message": "Rate limit exceeded.", "type": "rate_limit_error", "id": "req_1"}}
-                return httpx.Response(429, headers={"Retry-After": "30"}, json=body)
+        is_document = request.url.path == "/v1/artifacts" and request.url.params["object_id"].startswith("doc_")
+        if is_document and not self.refused:
+            self.refused += 1
+            body = {"error": {"message": "Rate limit exceeded.", "type": "rate_limit_error", "id": "req_1"}}
+            return httpx.Response(429, headers={"Retry-After": "30"}, json=body)
         return self.inner.handle_request(request)
 
 

@@ -31,7 +31,6 @@ Per size it prints:
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import math
@@ -699,22 +698,9 @@ def _sizes(text: str) -> list[int]:
     return [int(part.replace("_", "").replace("k", "000")) for part in text.split(",") if part.strip()]
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """The command's options, and :func:`main` as what it runs (``vlmwatch_local``'s ``scale`` command)."""
-    parser.add_argument("--sizes", default="1000,10000,100000", help="files in flight, comma-separated")
-    parser.add_argument("--rpm", type=int, default=600, help="the plan's rate (RequestsPerMinute)")
-    parser.add_argument("--job-seconds", type=int, default=120, help="how long each execution runs at VLM Run")
-    parser.add_argument("--full-max", type=int, default=1000, help="sizes up to this run until the last document")
-    parser.add_argument("--window", type=int, default=10, help="poller runs sampled for larger sizes")
-    parser.add_argument("--json", help="also write the numbers to this file")
-    parser.add_argument(
-        "--env", action="append", metavar="NAME=VALUE", help="function environment, e.g. POLLER_MAX_JOBS=1000"
-    )
-    parser.set_defaults(func=main)
-    return parser
+if __name__ == "__main__":  # pragma: no cover - the options live with the other commands
+    import sys
 
+    from vlmwatch_local.__main__ import main as cli
 
-if __name__ == "__main__":  # pragma: no cover
-    cli = argparse.ArgumentParser(prog="python -m vlmwatch_local.harness.scale")
-    add_arguments(cli)
-    raise SystemExit(main(cli.parse_args()))
+    raise SystemExit(cli(["scale", *sys.argv[1:]]))
