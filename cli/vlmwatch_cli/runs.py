@@ -130,12 +130,31 @@ def plan_reprocess(
             last.outcome != Status.FAILED
             and ran_with == config_version
             and (service_tier is None or service_tier == tier)
-            and last.run > 1
+            # v0 is the template's parameters, which a redeploy may have changed: one rerun under it is allowed.
+            and (last.run > 1 or config_version > 0)
         ):
             plan.left.append((key, f"its newest run ({last.run}) already ran with v{config_version}"))
         else:
-            plan.runs.append(Planned(last=last, run=last.run + 1))
+            plan.runs.append(Planned(last=last, run=max(last.run, _runs_written(target, last)) + 1))
     return plan
+
+
+def _runs_written(target: Target, job: Job) -> int:
+    """The highest run with a folder in the output bucket (rows expire after ResultTtlDays; documents stay,
+    and a new run must never write into an older run's folder)."""
+    from vlmwatch.core.layout import OutputLayout
+
+    if not target.output_bucket:
+        return 0
+    prefix = OutputLayout(target.output_bucket, target.output_prefix).runs_prefix(job.key, job.version)
+    pages = target.client("s3").get_paginator("list_objects_v2")
+    numbers = [
+        int(common["Prefix"][len(prefix) :].rstrip("/"))
+        for page in pages.paginate(Bucket=target.output_bucket, Prefix=prefix, Delimiter="/")
+        for common in page.get("CommonPrefixes", [])
+        if common["Prefix"][len(prefix) :].rstrip("/").isdigit()
+    ]
+    return max(numbers, default=0)
 
 
 def start(target: Target, plan: ReprocessPlan) -> int:

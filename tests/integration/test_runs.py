@@ -115,3 +115,17 @@ def test_an_older_run_finishing_last_never_replaces_a_newer_one(stack):
     s3.meta.events.register("provide-client-params.s3.CopyObject", run3_overtakes)
     racing.publish_latest(run2b, lambda: other)
     assert raced and read_json(stack, stable)["error"]["message"] == "three"
+
+
+def test_a_file_whose_first_run_used_the_current_configuration_is_not_run_again(stack, local, wire, clock, tmp_path):
+    wire()
+    rules = tmp_path / "v1.json"
+    rules.write_text(json.dumps({"default": {"agent": "doc-extractor:v2"}}))
+    assert cli(stack, "config", "push", str(rules))[0] == 0
+    drop(stack, "fresh/a.txt", b"ran with v1 on upload")
+    settle(local, clock)
+    (job,) = jobs(stack)
+    assert job["status"] == "delivered" and json.loads(job["route"])["config_version"] == 1
+
+    code, out = cli(stack, "reprocess", "fresh/a.txt")
+    assert code == 0 and "already ran with v1" in out and "0 file(s) to run again" in out

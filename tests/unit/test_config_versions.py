@@ -137,3 +137,14 @@ def test_dry_run_names_the_files_the_new_rules_route_differently():
         ("in/receipts/r.png", "rule receipts: prompt", "rule default: agent doc-extractor:v2"),
         ("x.txt", "rule default: prompt", "rule default: agent doc-extractor:v2"),
     ]
+
+
+def test_a_stored_configuration_that_does_not_validate_with_nothing_good_yet_is_an_error(stack, source):
+    src, _ = source
+    bad = json.dumps({"version": 1, "config": {"rules": [{"name": "x", "agent": "no spaces allowed"}]}})
+    boto3.client("dynamodb").put_item(
+        TableName=stack.table, Item={"job_id": {"S": "#config"}, "config": {"S": bad}, "current_version": {"N": "1"}}
+    )
+    # Routing with the template's v0 instead would be silently wrong: the invocation fails, the message waits.
+    with pytest.raises(ConfigError, match="does not validate"):
+        src.current()

@@ -224,7 +224,10 @@ class ConfigSource:
         if number == 0:
             return self._fallback
         if number not in self._versions:
-            response = self._client.get_item(TableName=self._table, Key={"job_id": {"S": version_row(number)}})
+            # Consistent: a version pushed a second ago (then reprocessed with) must be found at once.
+            response = self._client.get_item(
+                TableName=self._table, Key={"job_id": {"S": version_row(number)}}, ConsistentRead=True
+            )
             value = response.get("Item", {}).get(VALUE_ATTR, {}).get("S")
             if not value:
                 raise ConfigError(f"configuration version v{number} does not exist")
@@ -246,9 +249,10 @@ class ConfigSource:
         if text is not None and (self._good is None or self._good.to_json() != text):
             try:
                 self._good = ConfigVersion.from_json(text)
-            except Exception:
-                logger.exception(
-                    "stored configuration does not validate; keeping %s", (self._good or self._fallback).label
-                )
+            except Exception as exc:
+                if self._good is None:
+                    # Nothing good to keep: routing with the template's v0 instead would be silently wrong.
+                    raise ConfigError(f"the configuration in effect does not validate: {exc}") from exc
+                logger.exception("stored configuration does not validate; keeping %s", self._good.label)
         self._current = self._good or self._fallback
         return self._current

@@ -120,7 +120,7 @@ class OutputWriter:
         for page in self._s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
             for item in page.get("Contents", []):
                 key = item["Key"]
-                object_id = key[len(prefix) :].rsplit(".", 1)[0]
+                object_id = key[len(prefix) :].split(".", 1)[0]  # ids hold no dot; "url_x.url.txt" has two
                 head = self._s3.head_object(Bucket=self.bucket, Key=key)
                 if head.get("Metadata", {}).get("vlmwatch-execution-id") != execution_id:
                     continue

@@ -168,6 +168,14 @@ class Ingestor:
                 and (existing.next_poll_at or 0) <= now
             ):
                 return self._submitter.submit(existing)  # a deferred submit that is due: try it now
+            asked = decision.config_version if isinstance(decision, Route) else None
+            ran = existing.route.config_version if existing is not None and existing.route else None
+            if ref.run > 1 and asked is not None and ran is not None and asked != ran:
+                # Two reprocesses planned the same run with different configurations: the first one wins.
+                logger.error(
+                    "reprocess run already started with another configuration: this request is dropped",
+                    extra={"job_id": job_id, "run": ref.run, "asked_config": asked, "running_config": ran},
+                )
             logger.info(
                 "duplicate event ignored", extra={"job_id": job_id, "status": getattr(existing, "status", None)}
             )
