@@ -468,10 +468,11 @@ def _main(args: Any) -> int:
         minutes = budget.settled_seconds / 60
         text += (
             f"\n\nA {budget.jobs}-file drop with `RequestsPerMinute=10`: {budget.delivered} delivered, {budget.failed}"
-            f" failed, last document {minutes:.0f} minutes after the first file. Budgeted requests (starts and"
-            f" polls): {budget.budgeted_requests}, {budget.budgeted_requests / max(minutes, 1):.1f} a minute on"
-            f" average; artifact downloads at delivery ({budget.all_requests - budget.budgeted_requests}) are not"
-            " budgeted."
+            f" failed, last document {minutes:.0f} minutes after the first file. VLM Run requests, every one"
+            f" counted against the budget: {budget.all_requests} ({budget.budgeted_requests} starts and polls,"
+            f" {budget.all_requests - budget.budgeted_requests} artifact lists and downloads),"
+            f" {budget.all_requests / max(minutes, 1):.1f} a minute on average (`make drain` measures the same"
+            " drop against an emulator that enforces the limit)."
         )
         results.append(budget)
     if getattr(args, "throughput_files", 0):
