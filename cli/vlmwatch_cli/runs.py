@@ -142,19 +142,12 @@ def plan_reprocess(
 def _runs_written(target: Target, job: Job) -> int:
     """The highest run with a folder in the output bucket (rows expire after ResultTtlDays; documents stay,
     and a new run must never write into an older run's folder)."""
-    from vlmwatch.core.layout import OutputLayout
+    from vlmwatch.adapters.outputs import OutputWriter
 
     if not target.output_bucket:
         return 0
-    prefix = OutputLayout(target.output_bucket, target.output_prefix).runs_prefix(job.key, job.version)
-    pages = target.client("s3").get_paginator("list_objects_v2")
-    numbers = [
-        int(common["Prefix"][len(prefix) :].rstrip("/"))
-        for page in pages.paginate(Bucket=target.output_bucket, Prefix=prefix, Delimiter="/")
-        for common in page.get("CommonPrefixes", [])
-        if common["Prefix"][len(prefix) :].rstrip("/").isdigit()
-    ]
-    return max(numbers, default=0)
+    writer = OutputWriter(target.client("s3"), target.output_bucket, target.output_prefix)
+    return max(writer.runs_written(job.key, job.version), default=0)
 
 
 def start(target: Target, plan: ReprocessPlan) -> int:

@@ -202,9 +202,8 @@ class OutputWriter:
                 return published
         return published
 
-    def _newest_outcome(self, input_key: str, version: ObjectVersion) -> str | None:
-        """The document of the highest-numbered run of ``version`` that has one (runs are numbered in the
-        order they were started, so a run that finishes late never outranks a newer one that finished)."""
+    def runs_written(self, input_key: str, version: ObjectVersion) -> set[int]:
+        """The runs (2, 3, ...) of ``version`` with a folder in the bucket: one listing by delimiter."""
         prefix = self.layout.runs_prefix(input_key, version)
         runs: set[int] = set()
         for page in self._s3.get_paginator("list_objects_v2").paginate(
@@ -214,7 +213,12 @@ class OutputWriter:
                 number = common["Prefix"][len(prefix) :].rstrip("/")
                 if number.isdigit():
                     runs.add(int(number))
-        for run in sorted(runs | {1}, reverse=True):
+        return runs
+
+    def _newest_outcome(self, input_key: str, version: ObjectVersion) -> str | None:
+        """The document of the highest-numbered run of ``version`` that has one (runs are numbered in the
+        order they were started, so a run that finishes late never outranks a newer one that finished)."""
+        for run in sorted(self.runs_written(input_key, version) | {1}, reverse=True):
             layout = self.layout
             for key in (layout.result_key(input_key, version, run), layout.error_key(input_key, version, run)):
                 if self._exists(key):
