@@ -61,7 +61,10 @@ class ConfigStore:
         return ConfigVersion.from_json(value) if value else None
 
     def get(self, number: int) -> ConfigVersion:
-        item = self._client.get_item(TableName=self._table, Key={"job_id": {"S": version_row(number)}})
+        # Consistent: a version pushed a second ago (then reprocessed with) must be found at once.
+        item = self._client.get_item(
+            TableName=self._table, Key={"job_id": {"S": version_row(number)}}, ConsistentRead=True
+        )
         value = item.get("Item", {}).get(VALUE_ATTR, {}).get("S")
         if not value:
             raise ConfigError(f"configuration version v{number} does not exist (see `vlmwatch config history`)")
@@ -224,14 +227,7 @@ class ConfigSource:
         if number == 0:
             return self._fallback
         if number not in self._versions:
-            # Consistent: a version pushed a second ago (then reprocessed with) must be found at once.
-            response = self._client.get_item(
-                TableName=self._table, Key={"job_id": {"S": version_row(number)}}, ConsistentRead=True
-            )
-            value = response.get("Item", {}).get(VALUE_ATTR, {}).get("S")
-            if not value:
-                raise ConfigError(f"configuration version v{number} does not exist")
-            self._versions[number] = ConfigVersion.from_json(value)
+            self._versions[number] = ConfigStore(self._client, self._table).get(number)
         return self._versions[number]
 
     def current(self) -> ConfigVersion:

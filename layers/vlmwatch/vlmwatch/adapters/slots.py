@@ -16,6 +16,7 @@ from typing import Any
 from vlmwatch.adapters.dynamo import Update, conditional_update, deserialize_item, serialize_item
 from vlmwatch.adapters.jobstore import IN_FLIGHT_INDEX
 from vlmwatch.core.job import CONTROL_ROW_PREFIX
+from vlmwatch.core.lifecycle import Status
 
 ROW_ID = f"{CONTROL_ROW_PREFIX}inflight"
 RECOUNT_SECONDS = 300
@@ -52,14 +53,14 @@ class InFlightSlots:
         item = self._client.get_item(TableName=self._table, Key=serialize_item({"job_id": ROW_ID})).get("Item")
         return int(deserialize_item(item).get("used", 0)) if item else 0
 
-    def count_executing(self, statuses: Iterable[str], shards: int) -> int:
+    def count_executing(self, statuses: Iterable[Status], shards: int) -> int:
         """Rows of the in-flight index in ``statuses``, or ``received`` with a submit claim (its POST may have
         made an execution): what :meth:`recount` sets. ``Select=COUNT`` with a filter: the same read units as
         reading them, but nothing sent back or parsed (at 100,000 jobs in flight, 120 MB of rows otherwise)."""
         names = {"#s": "status", "#c": "submit_started_at"}
-        values: dict[str, Any] = {f":s{i}": s for i, s in enumerate(statuses)}
+        values: dict[str, Any] = {f":s{i}": s.value for i, s in enumerate(statuses)}
         wanted = ", ".join(values)
-        values[":received"] = "received"
+        values[":received"] = Status.RECEIVED.value
         total = 0
         for shard in range(shards):
             kwargs: dict[str, Any] = {

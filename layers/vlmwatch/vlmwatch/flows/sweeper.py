@@ -145,7 +145,7 @@ class Sweeper:
     def _count_in_flight(self) -> int:
         """Executions that may be running: jobs in flight, and claims whose POST may have made one."""
         assert self._slots is not None  # only called by the slots' own recount
-        return self._slots.count_executing(sorted(s.value for s in IN_FLIGHT), self._settings.poll_shards)
+        return self._slots.count_executing(IN_FLIGHT, self._settings.poll_shards)
 
     def _still_running(self, jobs: list[Job]) -> dict[str, str]:
         """With many jobs due, one list request instead of one GET each.
