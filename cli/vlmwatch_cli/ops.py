@@ -78,9 +78,7 @@ def backfill(
     """
     if service_tier is not None and service_tier not in get_args(ServiceTier):
         raise UsageError(f"unknown service tier {service_tier!r}: one of {', '.join(get_args(ServiceTier))}")
-    bucket, prefix = _parse_s3_uri(uri)
-    if bucket != target.need("input_bucket").input_bucket:
-        raise UsageError(f"{uri} is not in the watched input bucket s3://{target.input_bucket}/")
+    bucket, prefix = input_prefix(target, uri)
     report = BackfillReport()
     batch: list[dict[str, Any]] = []
     for obj in _current_objects(target, bucket, prefix):
@@ -264,11 +262,18 @@ def _current_objects(target: Target, bucket: str, prefix: str) -> Iterator[dict[
                 yield version
 
 
-def _parse_s3_uri(uri: str) -> tuple[str, str]:
+def input_prefix(target: Target, uri: str) -> tuple[str, str]:
+    """``s3://bucket/prefix`` in the watched input bucket, as (bucket, prefix).
+
+    Raises:
+        UsageError: not an ``s3://`` URI, or another bucket.
+    """
     if not uri.startswith("s3://"):
         raise UsageError(f"expected s3://bucket/prefix, got {uri!r}")
     bucket, _, prefix = uri[5:].partition("/")
+    if bucket != target.need("input_bucket").input_bucket:
+        raise UsageError(f"{uri} is not in the watched input bucket s3://{target.input_bucket}/")
     return bucket, prefix
 
 
-__all__ = ["backfill", "object_created", "pause", "resume", "send_messages", "service", "usage", "wait"]
+__all__ = ["backfill", "input_prefix", "object_created", "pause", "resume", "send_messages", "service", "usage", "wait"]

@@ -19,7 +19,7 @@ from vlmwatch.core.errors import ConfigError
 from vlmwatch.core.job import Job
 from vlmwatch_cli import configs, jobs
 from vlmwatch_cli.errors import EXIT_PARTIAL, UsageError
-from vlmwatch_cli.refs import Resolver
+from vlmwatch_cli.refs import Resolver, parse_object
 from vlmwatch_cli.results_query import default_cache, rows_as_json, run_query, sync_index
 from vlmwatch_cli.show import clean, console, emit_json, say, text, warn
 from vlmwatch_cli.target import Target
@@ -133,8 +133,7 @@ def register(app: typer.Typer, target_of: TargetOf) -> None:
     ) -> None:
         """Every version and run of a key: outcome, configuration version, agent or prompt, credits, when."""
         target = target_of(ctx, "table", "output_bucket")
-        object_key = key.split("/", 3)[3] if key.startswith("s3://") and key.count("/") >= 3 else key
-        object_key = object_key.split("?versionId=", 1)[0]
+        object_key = parse_object(key, target.input_bucket).key
         entries = target.queries.for_key(object_key)
         live = [_history_row(job) for job in target.queries.rows(e.job_id for e in entries)]
         # Rows expire after ResultTtlDays; the documents stay: runs whose row is gone come from them.

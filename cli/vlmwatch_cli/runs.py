@@ -26,7 +26,7 @@ from vlmwatch.core.job import Job
 from vlmwatch.core.lifecycle import SETTLED, Status
 from vlmwatch.core.routing import ServiceTier
 from vlmwatch_cli.errors import UsageError
-from vlmwatch_cli.ops import object_created, send_messages
+from vlmwatch_cli.ops import input_prefix, object_created, send_messages
 
 if TYPE_CHECKING:
     from vlmwatch_cli.target import Target
@@ -70,9 +70,7 @@ def newest_version_runs(jobs: list[Job]) -> list[Job]:
 
 
 def _keys_under(target: Target, uri: str) -> Iterator[str]:
-    bucket, _, prefix = uri[5:].partition("/")
-    if bucket != target.input_bucket:
-        raise UsageError(f"{uri} is not in the watched input bucket s3://{target.input_bucket}/")
+    bucket, prefix = input_prefix(target, uri)
     for page in target.client("s3").get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
         for obj in page.get("Contents", []):
             yield obj["Key"]
