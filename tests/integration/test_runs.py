@@ -129,3 +129,14 @@ def test_a_file_whose_first_run_used_the_current_configuration_is_not_run_again(
 
     code, out = cli(stack, "reprocess", "fresh/a.txt")
     assert code == 0 and "already ran with v1" in out and "0 file(s) to run again" in out
+
+
+def test_artifacts_already_written_are_found_again_whatever_their_extension(stack):
+    from vlmwatch.adapters.vlmrun.models import ArtifactStream
+
+    writer = OutputWriter(boto3.client("s3"), stack.output_bucket, "results/")
+    job = _job(stack, 2, ObjectVersion.of("v1", None)).model_copy(update={"execution_id": "exec-1"})
+    for object_id, content_type in (("url_abcdef", "text/plain"), ("img_123456", "image/png")):
+        writer.put_artifact_stream(job, ArtifactStream(object_id, content_type, 3, iter([b"abc"])), max_bytes=10)
+    # "url_abcdef.url.txt" has two dots: a retried delivery must still know it has it (no second download).
+    assert set(writer.written_artifacts(job, "exec-1")) == {"url_abcdef", "img_123456"}
