@@ -11,6 +11,8 @@ from helpers import PDF_BYTES, drop, jobs, with_bucket
 
 HANDLER_FOR = {
     "ingest-eventbridge-sqs.json": "ingest",
+    # What `vlmwatch reprocess` sends: the same event, with vlmwatch's extension (run, configuration, tier).
+    "ingest-reprocess-sqs.json": "ingest",
     "ingest-s3-sqs.json": "ingest",
     "ingest-s3-direct.json": "ingest",
     "poller-schedule.json": "poller",
@@ -40,6 +42,9 @@ def test_sample_event_is_handled(name, stack, local, emulator):
     if function == "ingest":
         assert result in ({"batchItemFailures": []}, {"accepted": 1})
         assert [j["key"] for j in jobs(stack)] == ["invoices/march 2026+draft ü.pdf"]
+        if name == "ingest-reprocess-sqs.json":
+            (job,) = jobs(stack)
+            assert job["run"] == 2 and json.loads(job["route"])["service_tier"] == "flex"
     elif function == "complete":
         assert result == {"batchItemFailures": []}  # a job this table does not have: nothing to deliver
     elif function == "poller":
