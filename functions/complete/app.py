@@ -18,8 +18,14 @@ processor = BatchProcessor(event_type=EventType.DynamoDBStreams)
 
 @kit.tracer.capture_method
 def handle_record(record: DynamoDBRecord) -> None:
-    job_id = record.dynamodb.keys["job_id"]  # type: ignore[union-attr]
+    change = record.dynamodb
+    assert change is not None  # every stream record carries one
+    job_id = change.keys["job_id"]
     kit.logger.append_keys(job_id=job_id)
+    # stepfunctions + webhooks: the job just left flight, so its state machine stops waiting (one state a job).
+    token = change.old_image.get("task_token")
+    if token and wiring.step_loop().release(job_id, str(token), str(change.new_image.get("status"))):
+        kit.count("StateMachineReleased")
     delivery = wiring.deliverer().deliver(job_id)
     if delivery is not None:
         kit.count("Delivered")

@@ -20,6 +20,7 @@ from helpers import PDF_BYTES, drop, error_key, jobs, read_json, result_key
 from vlmwatch.flows.steploop import StepLoop
 from vlmwatch.runtime import wiring
 from vlmwatch_local.cloud.loops import LambdaContext, LocalAws, load_handler
+from vlmwatch_local.cloud.provision import deployed_state_machine
 
 ASL = Path(__file__).resolve().parents[2] / "statemachine" / "poller.asl.json"
 pytestmark = pytest.mark.e2e
@@ -39,7 +40,11 @@ def clock():
 
 @pytest.fixture
 def state_machine(stack, monkeypatch) -> str:
-    """Create PollOnceFunction and the state machine as the template wires them."""
+    """PollOnceFunction and the state machine as the template wires them (no webhooks: the polling loop)."""
+    return create_state_machine(monkeypatch, webhook=False)
+
+
+def create_state_machine(monkeypatch, *, webhook: bool) -> str:
     pollonce = load_handler("pollonce")
 
     def invoke_in_process(self, function_name, qualifier, body, headers, response_headers) -> bytes:
@@ -65,12 +70,14 @@ def state_machine(stack, monkeypatch) -> str:
         Handler="app.lambda_handler",
         Code={"ZipFile": code.getvalue()},
     )["FunctionArn"]
-    asl = json.loads(ASL.read_text().replace("${PollOnceFunctionArn}", function))
+    parameters = {"PollingMode": "stepfunctions", "EnableWebhook": str(webhook).lower()}
+    asl = deployed_state_machine(parameters, {"PollOnceFunction": function})
     # moto sleeps through Retry intervals in real time: the same state machine with quick retries.
-    for retry in asl["States"]["PollOnce"]["Retry"]:
-        retry.update(IntervalSeconds=1, MaxAttempts=1, BackoffRate=1)
-        retry.pop("MaxDelaySeconds", None)
-        retry.pop("JitterStrategy", None)
+    for state in ("PollOnce", "AwaitCallback"):
+        for retry in asl["States"][state]["Retry"]:
+            retry.update(IntervalSeconds=1, MaxAttempts=1, BackoffRate=1)
+            retry.pop("MaxDelaySeconds", None)
+            retry.pop("JitterStrategy", None)
     definition = json.dumps(asl)
     return boto3.client("stepfunctions").create_state_machine(
         name="vlmwatch-poller", definition=definition, roleArn=role
@@ -176,3 +183,55 @@ def test_one_execution_per_job_completes_fails_times_out_and_hands_broken_loops_
         local.send_raw(drop_again)
     local.pump_ingest()
     assert len(sfn.list_executions(stateMachineArn=state_machine)["executions"]) == 4
+
+
+def entered(sfn, execution_arn: str) -> list[str]:
+    """The states an execution entered, in order (what Step Functions bills as transitions)."""
+    events = sfn.get_execution_history(executionArn=execution_arn, maxResults=1000)["events"]
+    return [e["stateEnteredEventDetails"]["name"] for e in events if "stateEnteredEventDetails" in e]
+
+
+def test_with_webhooks_an_execution_waits_on_its_token_and_a_callback_that_never_comes_costs_one_poll(
+    stack, wire, emulator, monkeypatch
+):
+    """AwaitCallback as AWS's interpreter runs it: the job's leaving flight releases the execution (one
+    state); a job whose callback never comes is polled when the token's timeout passes, and delivered."""
+    machine = create_state_machine(monkeypatch, webhook=True)
+    # Webhooks on (the first wait is the safety net, capped at 2 s here); no callback URL: no callback comes
+    # unless the test plays it.
+    wire(STATE_MACHINE_ARN=machine, WEBHOOK_ENABLED="true", POLL_BASE_SECONDS="1", POLL_CAP_SECONDS="2")
+    local = LocalAws(stack)
+    sfn = boto3.client("stepfunctions")
+    drop(stack, "called-back.pdf", PDF_BYTES, "application/pdf")
+    assert local.pump_ingest() == 1
+    job = jobs(stack)[0]
+    (execution,) = sfn.list_executions(stateMachineArn=machine)["executions"]
+
+    # The execution's first state hands its token to PollOnce, which keeps it on the job's row.
+    deadline = time.monotonic() + 10
+    while "task_token" not in job and time.monotonic() < deadline:
+        time.sleep(0.1)
+        job = jobs(stack)[0]
+    assert job["task_token"] and sfn.describe_execution(executionArn=execution["executionArn"])["status"] == "RUNNING"
+
+    # The callback: the webhook applies the execution's final status (played here by the tracker).
+    tracker = wiring.tracker()
+    while (current := wiring.job_store().get(job["job_id"])).status.value in ("submitted", "enqueued", "running"):
+        tracker.poll_job(current)
+    local.pump_stream()  # the stream's release, then delivery
+    done = wait_for(sfn, execution["executionArn"], timeout=10)
+    assert done["status"] == "SUCCEEDED" and json.loads(done["output"])["done"] is True
+    assert entered(sfn, execution["executionArn"]) == ["AwaitCallback"]
+    row = jobs(stack)[0]
+    assert row["status"] == "delivered" and "task_token" not in row
+
+    # No callback: the token's timeout (2 s) falls back to one poll, and the loop goes on until the job ends.
+    drop(stack, "never-called-back.pdf", PDF_BYTES, "application/pdf")
+    assert local.pump_ingest() == 1
+    silent = next(e for e in sfn.list_executions(stateMachineArn=machine)["executions"] if e["name"] != execution["name"])
+    result = wait_for(sfn, silent["executionArn"], timeout=40)
+    local.pump_stream()
+    states = entered(sfn, silent["executionArn"])
+    assert result["status"] == "SUCCEEDED"
+    assert states[:3] == ["AwaitCallback", "PollOnce", "Finished?"] and states[-1] == "Done"
+    assert {j["key"]: j["status"] for j in jobs(stack)}["never-called-back.pdf"] == "delivered"

@@ -24,6 +24,8 @@ WILDCARD_ALLOWED = {
     frozenset(
         {"xray:PutTraceSegments", "xray:PutTelemetryRecords", "xray:GetSamplingRules", "xray:GetSamplingTargets"}
     ),
+    # Completing a waiting state machine: a service integration's task token names no ARN IAM can match.
+    frozenset({"states:SendTaskSuccess"}),
     # CloudWatch Logs delivery for Step Functions logging: these APIs take no resource.
     frozenset(
         {

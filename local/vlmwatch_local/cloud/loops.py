@@ -3,6 +3,7 @@
 * SQS → IngestFunction: receive up to 10 messages, invoke with the real SQS event shape, delete what
   succeeded, and leave ``batchItemFailures`` on the queue (SQS redrive moves them to the DLQ).
 * timer → PollerFunction: :meth:`LocalAws.run_poller`.
+* stepfunctions mode: each job's state machine (:attr:`LocalAws.machines`) moves on when its time comes.
 * DynamoDB stream → CompleteFunction: read every new record (page after page, as Lambda keeps polling a
   shard), apply the template's ``FilterCriteria``, invoke in batches, retry failed records, and park
   records that keep failing in the on-failure queue, as the event source mapping would.
@@ -32,6 +33,7 @@ from moto.events.models import EventPattern
 
 from vlmwatch_local import ROOT
 from vlmwatch_local.cloud.provision import StackResources, load_template
+from vlmwatch_local.cloud.stepfunctions import LocalStepFunctions
 
 
 def load_handler(name: str) -> ModuleType:
@@ -116,6 +118,8 @@ class LocalAws:
         self.parked: list[dict[str, Any]] = []
         # job_id -> the row as its last stream record wrote it (removed rows dropped; "#..." rows are not jobs)
         self.rows: dict[str, dict[str, Any]] = {}
+        # stepfunctions mode: the jobs' state machines (set by the local stack), moved on in step()
+        self.machines: LocalStepFunctions | None = None
         self._deserialize = TypeDeserializer().deserialize
 
     def invoke(self, function: str, event: dict[str, Any]) -> Any:
@@ -264,10 +268,11 @@ class LocalAws:
     def step(self, *, ingest_batches: int = 100) -> dict[str, int]:
         """One turn of every loop, in the order AWS would usually get to them."""
         ingested = self.pump_ingest(max_batches=ingest_batches)
+        stepped = self.machines.run_due() if self.machines is not None else 0
         delivered = self.pump_stream()
         polled = self.run_poller()
         delivered += self.pump_stream()
-        return {"ingested": ingested, "polled": polled.get("polled", 0), "delivered": delivered}
+        return {"ingested": ingested, "polled": polled.get("polled", 0), "stepped": stepped, "delivered": delivered}
 
 
 def sqs_record(message: dict[str, Any], queue_arn: str, region: str) -> dict[str, Any]:

@@ -1,10 +1,11 @@
 """Provision what ``template.yaml`` declares, on moto (in-process ``mock_aws`` or a moto server).
 
 Read from the template, not restated here: buckets (versioning, EventBridge notifications), queues
-and their redrive policies, the job table (keys, indexes, stream, TTL), and the EventBridge rule
-with its pattern and targets. Intrinsic functions are resolved with the parameter defaults (or
-overrides), which is all this template uses them for. ``tests/integration/test_provision.py``
-checks the two stay in step.
+and their redrive policies, the job table (keys, indexes, stream, TTL), the EventBridge rule with
+its pattern and targets, and (stepfunctions mode) the poller state machine's definition with its
+substitutions, which the local stack runs itself (:mod:`.stepfunctions`). Intrinsic functions are
+resolved with the parameter defaults (or overrides), which is all this template uses them for.
+``tests/integration/test_provision.py`` checks the two stay in step.
 """
 
 from __future__ import annotations
@@ -75,6 +76,10 @@ class StackResources:
     table: str = ""
     stream_arn: str = ""
     rules: dict[str, str] = field(default_factory=dict)
+    functions: dict[str, str] = field(default_factory=dict)  # logical id -> function ARN
+    # stepfunctions mode: the poller state machine's ARN and its definition as deployed (else empty)
+    state_machine_arn: str = ""
+    state_machine: dict[str, Any] = field(default_factory=dict)
 
     @functools.cached_property
     def _s3(self) -> Any:
@@ -128,7 +133,10 @@ class StackResources:
         """The functions' environment as the template's Globals declare it, resolved for this stack."""
         template = load_template()
         variables = template["Globals"]["Function"]["Environment"]["Variables"]
-        return {name: str(self._resolve(value)) for name, value in variables.items()}
+        env = {name: str(self._resolve(value)) for name, value in variables.items()}
+        # Set per function in the template (the functions that start or release executions); one process here.
+        env["STATE_MACHINE_ARN"] = self.state_machine_arn
+        return env
 
     def _resolve(self, value: Any) -> Any:
         return _Resolver(self).resolve(value)
@@ -168,6 +176,8 @@ class _Resolver:
                     return s.queues[arg]
                 if arg == "JobsTable":
                     return s.table
+                if arg == "PollerStateMachine" and s.state_machine_arn:
+                    return s.state_machine_arn
                 if arg == "AWS::NoValue":
                     return NO_VALUE
                 if arg.startswith("AWS::"):
@@ -181,6 +191,8 @@ class _Resolver:
                     return f"arn:aws:s3:::{s.buckets[logical]}"
                 if attr == "StreamArn":
                     return s.stream_arn
+                if attr == "Arn" and logical in s.functions:
+                    return s.functions[logical]
                 if logical in s.rules:
                     return s.rules[logical]
                 raise KeyError(f"cannot resolve !GetAtt {logical}.{attr} locally")
@@ -297,6 +309,17 @@ def provision(
         stack.table = name
         stack.stream_arn = description.get("LatestStreamArn", "")
 
+    for logical, props in of_type("AWS::Serverless::StateMachine"):
+        # Nothing is created in moto: the local stack runs the definition itself, on its own clock.
+        account = f"arn:aws:{{}}:{region}:123456789012"
+        stack.functions = {
+            name: f"{account.format('lambda')}:function:vlmwatch-{name.removesuffix('Function').lower()}-{suffix}"
+            for name, res in resources.items()
+            if res["Type"] == "AWS::Serverless::Function"
+        }
+        stack.state_machine_arn = f"{account.format('states')}:stateMachine:vlmwatch-{logical}-{suffix}"
+        stack.state_machine = state_machine_definition(props, resolver)
+
     for logical, props in of_type("AWS::Events::Rule"):
         if "EventPattern" not in props:
             continue
@@ -308,3 +331,19 @@ def provision(
         if targets:
             events.put_targets(Rule=name, Targets=targets)
     return stack
+
+
+def state_machine_definition(props: dict[str, Any], resolver: _Resolver) -> dict[str, Any]:
+    """A state machine's ASL as CloudFormation deploys it: ``DefinitionUri`` with its
+    ``DefinitionSubstitutions`` resolved for this stack."""
+    substitutions = {k: str(v) for k, v in resolver.resolve(props.get("DefinitionSubstitutions", {})).items()}
+    text = (ROOT / props["DefinitionUri"]).read_text()
+    return json.loads(re.sub(r"\$\{(\w+)\}", lambda m: substitutions[m.group(1)], text))
+
+
+def deployed_state_machine(parameters: dict[str, str], functions: dict[str, str]) -> dict[str, Any]:
+    """The poller state machine's definition for these template parameters and function ARNs (by logical id)."""
+    template = load_template()
+    params = {name: str(spec.get("Default", "")) for name, spec in template.get("Parameters", {}).items()}
+    stack = StackResources(region="us-east-1", parameters={**params, **parameters}, functions=functions)
+    return state_machine_definition(template["Resources"]["PollerStateMachine"]["Properties"], _Resolver(stack))

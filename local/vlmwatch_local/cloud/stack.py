@@ -42,6 +42,7 @@ from vlmwatch.runtime import wiring
 from vlmwatch_local.cloud import moto_speedups
 from vlmwatch_local.cloud.loops import FunctionUrlApp, LocalAws, function_url_event
 from vlmwatch_local.cloud.provision import StackResources, provision
+from vlmwatch_local.cloud.stepfunctions import LocalStepFunctions
 from vlmwatch_local.emulator import Emulator, EmulatorConfig
 from vlmwatch_local.emulator.service import Fetcher
 
@@ -60,6 +61,8 @@ class LocalStack:
         env: extra function environment (e.g. ``POLL_BASE_SECONDS``).
         parameters: template parameter overrides.
         webhook: VLM Run calls back the webhook function (served, or invoked directly in-process).
+        polling_mode: ``"schedule"`` (the scheduled poller) or ``"stepfunctions"`` (one state machine per
+            job, run by :class:`~vlmwatch_local.cloud.stepfunctions.LocalStepFunctions` on the stack's clock).
         moto: where AWS runs: ``"process"``, ``"thread"`` or ``"in-process"`` (see the module).
         serve: serve the emulator and the function URL on ports (default: unless ``moto="in-process"``).
         clock: the one clock of the emulator and the handlers (None: the wall clock).
@@ -72,6 +75,7 @@ class LocalStack:
     env: dict[str, str] = field(default_factory=dict)
     parameters: dict[str, str] = field(default_factory=dict)
     webhook: bool = False
+    polling_mode: Literal["schedule", "stepfunctions"] = "schedule"
     webhook_secret: str = "local-webhook-secret"  # noqa: S105 - a local test value, stored in moto's Secrets Manager
     moto: Literal["process", "thread", "in-process"] = "process"
     serve: bool | None = None
@@ -114,7 +118,9 @@ class LocalStack:
             os.environ.pop(name, None)
         if self.endpoint:
             os.environ["AWS_ENDPOINT_URL"] = self.endpoint
-        self.stack: StackResources = provision(region=REGION, parameters=self.parameters, endpoint_url=self.endpoint)
+        # The template's parameters for the mode asked for (the state machine's first state depends on both).
+        parameters = {"PollingMode": self.polling_mode, "EnableWebhook": str(self.webhook).lower(), **self.parameters}
+        self.stack: StackResources = provision(region=REGION, parameters=parameters, endpoint_url=self.endpoint)
 
         self.emulator: Emulator | None = None
         if self.vlmrun_base_url:
@@ -134,6 +140,17 @@ class LocalStack:
         }
         os.environ.update(self.function_env)  # before the handlers are imported: their loggers read it
         self.aws = LocalAws(self.stack, endpoint_url=self.endpoint)
+        self.machines: LocalStepFunctions | None = None
+        if self.stack.state_machine:
+            handlers = {arn: logical.removesuffix("Function").lower() for logical, arn in self.stack.functions.items()}
+            self.machines = LocalStepFunctions(
+                self.stack.state_machine,
+                self.stack.state_machine_arn,
+                handlers,
+                self.aws.invoke,
+                self.clock or time.time,
+            )
+            self.aws.machines = self.machines
         self.webhook_url: str | None = None
         if self.webhook:
             secret_name = self.stack.parameters["WebhookSecretName"]
@@ -165,9 +182,10 @@ class LocalStack:
                 transport=httpx.WSGITransport(app=self.emulator.app),
                 api_key=self._key,
                 clock=self.clock,
+                stepfunctions=self.machines,
             )
         else:
-            wiring.use(clock=self.clock)
+            wiring.use(clock=self.clock, stepfunctions=self.machines)
 
     # -- the emulator and the function URL ---------------------------------------------------------
 

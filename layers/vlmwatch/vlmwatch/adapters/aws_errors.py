@@ -25,7 +25,11 @@ class AwsErrorKind(StrEnum):
 _KINDS: dict[str, AwsErrorKind] = {
     "ConditionalCheckFailedException": AwsErrorKind.CONDITION_FAILED,
     **dict.fromkeys(
-        ("404", "NoSuchKey", "NotFound", "NoSuchVersion", "NoSuchBucket", "ResourceNotFoundException"),
+        (
+            *("404", "NoSuchKey", "NotFound", "NoSuchVersion", "NoSuchBucket", "ResourceNotFoundException"),
+            # Step Functions: the task a token stood for is over (timed out, completed, stopped) or never was.
+            *("TaskTimedOut", "TaskDoesNotExist", "InvalidToken"),
+        ),
         AwsErrorKind.NOT_FOUND,
     ),
     **dict.fromkeys(

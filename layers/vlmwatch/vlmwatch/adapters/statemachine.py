@@ -1,4 +1,4 @@
-"""stepfunctions mode: start a job's poller state machine."""
+"""stepfunctions mode: start a job's poller state machine, and release one that waits on a callback."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ logger = logging.getLogger(__name__)
 
 
 class PollerStateMachine:
-    """Starts one execution of the poller state machine per submitted job.
+    """The poller state machine (``statemachine/poller.asl.json``), one execution per submitted job.
 
     Args:
         sfn: zero-argument callable returning a Step Functions client (built on first use).
@@ -41,3 +41,23 @@ class PollerStateMachine:
         except ClientError as exc:
             if classify(exc) != AwsErrorKind.ALREADY_EXISTS:
                 logger.warning("tracker not started; the sweeper covers it", extra={"job_id": job_id})
+
+    def release(self, job_id: str, token: str, status: str) -> bool:
+        """End an execution waiting in AwaitCallback: the job left flight, so it has nothing left to wait for.
+
+        Returns False when that wait was already over (its timeout fell back to a poll, or the execution
+        stopped): the poll sees the job finished. Never raises: a release that fails costs only the
+        fallback poll at the token's timeout, never the job.
+        """
+        try:
+            self._sfn().send_task_success(
+                taskToken=token, output=json.dumps({"job_id": job_id, "status": status, "done": True})
+            )
+        except ClientError as exc:
+            if classify(exc) != AwsErrorKind.NOT_FOUND:
+                logger.warning(
+                    "state machine not released; it polls at its timeout",
+                    extra={"job_id": job_id, "error": exc.response.get("Error", {}).get("Code")},
+                )
+            return False
+        return True

@@ -1,4 +1,10 @@
-"""stepfunctions mode: one iteration of a job's state machine (Wait → PollOnce → Choice)."""
+"""stepfunctions mode: the steps of a job's state machine (``statemachine/poller.asl.json``).
+
+Without webhooks an execution loops Wait → PollOnce → Choice on the job's backoff. With webhooks it waits
+in AwaitCallback on a task token kept on the job's row (:meth:`StepLoop.await_callback`); the job's
+leaving flight releases it (:meth:`StepLoop.release`, from the job table's stream), so a job whose
+callback comes costs one state, and only a callback that never comes costs a poll at the token's timeout.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +12,7 @@ import logging
 from dataclasses import dataclass
 
 from vlmwatch.adapters.jobstore import JobStore
+from vlmwatch.adapters.statemachine import PollerStateMachine
 from vlmwatch.adapters.throttle import Backpressure
 from vlmwatch.core.errors import VlmRunError, VlmRunRateLimitedError
 from vlmwatch.core.lifecycle import IN_FLIGHT
@@ -18,19 +25,29 @@ logger = logging.getLogger(__name__)
 @dataclass
 class StepResult:
     """What one iteration tells the state machine: stop (``done``: the job is no longer in flight), or
-    wait ``wait_seconds`` and poll again."""
+    wait ``wait_seconds`` and poll again: on a callback's task token (``await_callback``, webhooks on),
+    or on a plain Wait."""
 
     job_id: str
     status: str
     done: bool
     wait_seconds: int
+    await_callback: bool = False
 
 
 class StepLoop:
     """The state machine's PollOnce step and its Catch."""
 
-    def __init__(self, settings: Settings, store: JobStore, tracker: Tracker, pressure: Backpressure) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        store: JobStore,
+        tracker: Tracker,
+        pressure: Backpressure,
+        machine: PollerStateMachine | None = None,
+    ) -> None:
         self._settings = settings
+        self._machine = machine
         self._store = store
         self._tracker = tracker
         self._pressure = pressure
@@ -43,22 +60,41 @@ class StepLoop:
         if job.status in IN_FLIGHT:
             wait_until = self._pressure.admit("poll")
             if wait_until is not None:
-                return StepResult(job_id, job.status.value, False, max(1, wait_until - self._store.now()))
+                return self._wait(job_id, job.status.value, wait_until)
             try:
                 self._tracker.poll_job(job)
             except VlmRunRateLimitedError as exc:
                 retry_at = self._pressure.rate_limited(exc.retry_after)
-                return StepResult(job_id, job.status.value, False, max(1, retry_at - self._store.now()))
+                return self._wait(job_id, job.status.value, retry_at)
             except VlmRunError as exc:
                 # Transient trouble at VLM Run: the loop waits and tries again; the deadline still applies.
                 logger.warning("poll failed; will retry", extra={"job_id": job_id, "error": str(exc)})
                 now = self._store.now()
                 self._store.reschedule(job_id, self._tracker.next_poll_at(job, now), error=str(exc))
         fresh = self._store.get(job_id) or job
-        done = fresh.status not in IN_FLIGHT
-        due = (fresh.next_poll_at or 0) - self._settings.sweep_overdue_seconds  # the sweeper's margin is not ours
-        wait = max(1, due - self._store.now()) if not done else 0
-        return StepResult(job_id, fresh.status.value, done, wait)
+        if fresh.status not in IN_FLIGHT:
+            return StepResult(job_id, fresh.status.value, True, 0)
+        # The sweeper's margin is in next_poll_at, not ours to wait.
+        return self._wait(job_id, fresh.status.value, (fresh.next_poll_at or 0) - self._settings.sweep_overdue_seconds)
+
+    def _wait(self, job_id: str, status: str, until: int) -> StepResult:
+        wait = max(1, until - self._store.now())
+        return StepResult(job_id, status, False, wait, await_callback=self._settings.webhooks_enabled)
+
+    def await_callback(self, job_id: str, token: str) -> None:
+        """AwaitCallback's task: keep the token on the job's row for whatever moves the job out of flight.
+
+        A job that already left flight (its callback came first) or is gone is released here and now.
+        What this returns, the state machine ignores: it waits for the token (or its timeout).
+        """
+        written = self._store.await_callback(job_id, token)
+        if not written:
+            current = written.current
+            self.release(job_id, token, current.status.value if current else "missing")
+
+    def release(self, job_id: str, token: str, status: str) -> bool:
+        """The job left flight: end its execution waiting on ``token`` (False: nothing was waiting)."""
+        return self._machine.release(job_id, token, status) if self._machine is not None else False
 
     def record_failure(self, job_id: str, error: str, cause: str) -> StepResult:
         """The state machine's Catch: this loop gives up, the job does not.

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from vlmwatch.adapters.s3source import SourceReader
     from vlmwatch.adapters.secrets import SecretStore
     from vlmwatch.adapters.slots import InFlightSlots
+    from vlmwatch.adapters.statemachine import PollerStateMachine
     from vlmwatch.adapters.throttle import Backpressure
     from vlmwatch.adapters.vlmrun.client import VlmRunClient
     from vlmwatch.flows.delivery import Deliverer
@@ -65,10 +66,18 @@ def use(
     transport: httpx.BaseTransport | None = None,
     api_key: str | None = None,
     clock: Callable[[], float] | None = None,
+    stepfunctions: Any = None,
 ) -> None:
-    """Inject parts (tests, the local runner) and drop everything built so far."""
+    """Inject parts (tests, the local runner) and drop everything built so far. ``stepfunctions`` stands in
+    for the Step Functions client (the local stack's state machines)."""
     reset()
-    given = {"settings": settings, "transport": transport, "api_key": api_key, "clock": clock}
+    given = {
+        "settings": settings,
+        "transport": transport,
+        "api_key": api_key,
+        "clock": clock,
+        "stepfunctions": stepfunctions,
+    }
     _overrides.update({k: v for k, v in given.items() if v is not None})
 
 
@@ -264,7 +273,6 @@ def job_events() -> JobEvents:
 
 @part
 def submitter() -> Submitter:
-    from vlmwatch.adapters.statemachine import PollerStateMachine
     from vlmwatch.flows.request import RequestBuilder
     from vlmwatch.flows.submit import Submitter
 
@@ -279,7 +287,7 @@ def submitter() -> Submitter:
         vlmrun_client,
         pressure(),
         events=job_events(),
-        state_machine=PollerStateMachine(lambda: _boto("stepfunctions"), cfg.state_machine_arn),
+        state_machine=state_machine(),
         slots=slots(),
     )
 
@@ -317,10 +325,20 @@ def sweeper() -> Sweeper:
 
 
 @part
+def state_machine() -> PollerStateMachine:
+    from vlmwatch.adapters.statemachine import PollerStateMachine
+
+    # The local stack plays Step Functions in-process (as the emulator plays VLM Run): injected by use().
+    return PollerStateMachine(
+        lambda: _overrides.get("stepfunctions") or _boto("stepfunctions"), settings().state_machine_arn
+    )
+
+
+@part
 def step_loop() -> StepLoop:
     from vlmwatch.flows.steploop import StepLoop
 
-    return StepLoop(settings(), job_store(), tracker(), pressure())
+    return StepLoop(settings(), job_store(), tracker(), pressure(), state_machine())
 
 
 @part
