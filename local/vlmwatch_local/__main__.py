@@ -20,6 +20,15 @@ def _harness(name: str) -> Any:
     return lambda args: importlib.import_module(f"vlmwatch_local.harness.{name}").main(args)
 
 
+def _polling_mode(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--polling-mode",
+        choices=["schedule", "stepfunctions"],
+        default="schedule",
+        help="how jobs are tracked, as the template's PollingMode (default: schedule)",
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m vlmwatch_local")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -31,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--webhook", action="store_true", help="VLM Run calls back a local function URL (polling slows)")
     p.add_argument("--agent", default="doc-extractor:v1", help="agent for files no demo rule matches")
     p.add_argument("--vlmrun-base-url", help="use this VLM Run instead of the emulator (key: $VLMRUN_API_KEY)")
+    _polling_mode(p)
     p.set_defaults(func=lambda a: _runner().demo(a))
     u = sub.add_parser("up", help="keep a local stack running for the vlmwatch CLI (prints the settings)")
     u.add_argument("--step-seconds", type=float, default=1.0, help="emulator: seconds per status step")
@@ -39,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     u.add_argument(
         "--env-file", default=".vlmwatch.env", help="write the export lines here (default: .vlmwatch.env; '' for none)"
     )
+    _polling_mode(u)
     u.set_defaults(func=lambda a: _runner().up(a))
     b = sub.add_parser("bench", help="load benchmark on the local stack; prints numbers")
     b.add_argument("--files", type=int, default=200)
@@ -47,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--duplicates", action="store_true", help="every S3 event delivered twice")
     b.add_argument("--timeout", type=float, default=600.0, help="seconds for everything to settle")
     b.add_argument("--moto", choices=["in-process", "process", "thread"], default="in-process", help="where moto runs")
+    _polling_mode(b)
     b.set_defaults(func=_harness("bench"))
     k = sub.add_parser("coldstart", help="median handler import times beside a baseline; built layer size")
     k.add_argument("--runs", type=int, default=11)
@@ -70,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         "--top-up-after", type=float, default=30.0, metavar="SECONDS", help="...and is topped up this long after"
     )
     c.add_argument("--revoked-key", type=float, metavar="SECONDS", help="the API key refused (401) once half are in")
+    _polling_mode(c)
     c.set_defaults(func=_harness("chaos"))
     r = sub.add_parser("drain", help="a big drop at a small plan's rate: requests per file, rate used, time vs floor")
     r.add_argument("--files", type=int, default=100)

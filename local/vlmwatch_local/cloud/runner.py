@@ -95,6 +95,7 @@ def demo(args: argparse.Namespace) -> int:
         env=env,
         parameters={"AgentName": args.agent, "RoutingRules": json.dumps(DEMO_RULES)},
         webhook=args.webhook and not real,
+        polling_mode=args.polling_mode,
     )
     started = time.monotonic()
     with local:
@@ -105,6 +106,7 @@ def demo(args: argparse.Namespace) -> int:
         print(f"job table        {local.stack.table}")
         if local.webhook_url:
             print(f"webhook (fn URL) {local.webhook_url}")
+        print(f"polling mode     {args.polling_mode}{' (local Step Functions)' if local.machines else ''}")
         print()
         keys = {}
         for path in files:
@@ -148,6 +150,13 @@ def demo(args: argparse.Namespace) -> int:
             )
             if job and job.get("error") and outcome != "completed":
                 print(f"{'':<28} └─ {job['error']}")
+        if local.machines is not None:
+            machines = local.machines
+            machines.run_due()  # a release lands on the execution's next turn, as in AWS: give it that turn
+            print(
+                f"\nstate machines: {len(machines.executions)} executions, {machines.transitions} state transitions"
+                f" ({machines.running} still running)"
+            )
         if local.emulator is not None:
             requests = sum(v for k, v in local.emulator.requests.items() if k.startswith(("GET", "POST")))
             print(f"\nVLM Run requests: {requests} ({dict(sorted(local.emulator.requests.items()))})")
@@ -169,6 +178,7 @@ def up(args: argparse.Namespace) -> int:
         env={"POLL_BASE_SECONDS": "1", "POLL_CAP_SECONDS": "4"},
         parameters={"AgentName": args.agent},
         webhook=args.webhook,
+        polling_mode=args.polling_mode,
     )
     with local:
         stack = local.stack

@@ -67,6 +67,7 @@ def run(
     webhook: bool = False,
     duplicates: bool = False,
     moto: Literal["process", "thread", "in-process"] = "in-process",
+    polling_mode: Literal["schedule", "stepfunctions"] = "schedule",
 ) -> BenchResult:
     """``files`` small files through the stack; ``duplicates``: every S3 event delivered twice (as
     EventBridge may). moto in-process by default (the emulator is served either way: real HTTP)."""
@@ -76,6 +77,7 @@ def run(
         emulator_config=EmulatorConfig(step_seconds=step_seconds),
         env=env,
         webhook=webhook,
+        polling_mode=polling_mode,
         parameters={"AgentName": "doc-extractor:v1"},
         clock=clock,
         moto=moto,
@@ -162,6 +164,7 @@ def main(args: Any) -> int:
         duplicates=args.duplicates,
         moto=args.moto,
         timeout=args.timeout,
+        polling_mode=args.polling_mode,
     )
     print(result.report())
     return 0 if result.delivered == result.files == result.executions else 1

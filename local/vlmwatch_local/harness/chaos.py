@@ -43,6 +43,7 @@ from vlmwatch_local.harness.invariants import ChaosReport, check
 class ChaosConfig:
     files: int = 1000
     webhook: bool = False
+    polling_mode: str = "schedule"  # or "stepfunctions": one state machine per job (the local Step Functions)
     seed: int = 7
     rate_429: float = 0.30
     rate_5xx: float = 0.10
@@ -183,6 +184,7 @@ def run(config: ChaosConfig, *, log: Callable[[str], None] = print) -> ChaosRepo
         emulator_config=emulator,
         env=env,
         webhook=config.webhook,
+        polling_mode="stepfunctions" if config.polling_mode == "stepfunctions" else "schedule",
         parameters={"AgentName": "chaos:v1"},
         clock=clock,
         moto="in-process",
@@ -296,6 +298,7 @@ def main(args: Any) -> int:
     config = ChaosConfig(
         files=args.files,
         webhook=args.webhook,
+        polling_mode=args.polling_mode,
         seed=args.seed,
         timeout=args.timeout,
         outage_seconds=args.outage or 0.0,
@@ -303,10 +306,15 @@ def main(args: Any) -> int:
         top_up_after=args.top_up_after,
         revoked_key_seconds=args.revoked_key or 0.0,
     )
-    print(f"chaos: {config.files} files, webhooks {'on' if config.webhook else 'off'}, seed {config.seed}")
+    print(
+        f"chaos: {config.files} files, webhooks {'on' if config.webhook else 'off'}, "
+        f"polling mode {config.polling_mode}, seed {config.seed}"
+    )
     if config.scenarios:
         print(f"account faults: {'; '.join(config.scenarios)}")
-    print(json.dumps({k: v for k, v in asdict(config).items() if k not in ("files", "webhook", "seed")}))
+    print(
+        json.dumps({k: v for k, v in asdict(config).items() if k not in ("files", "webhook", "polling_mode", "seed")})
+    )
     report = run(config)
     print()
     print(report.table())
