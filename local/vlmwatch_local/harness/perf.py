@@ -7,9 +7,11 @@ matters for a bill and a rate limit:
 
 * ``schedule``: the scheduled poller (every 60 s) polls jobs when due (age-shaped backoff), one list
   request for many;
-* ``stepfunctions``: one state machine per job (Wait -> PollOnce -> Choice), played by the harness
-  with the real PollOnce handler; the scheduled sweeper runs beside it;
+* ``stepfunctions``: one state machine per job (Wait -> PollOnce -> Choice), the template's definition
+  run by the local Step Functions with the real PollOnce handler; the scheduled sweeper runs beside it;
 * ``webhook``: VLM Run calls back at completion; polling is the slow safety net;
+* ``stepfunctions+webhook``: each job's state machine waits on a task token (AwaitCallback) that the
+  job's leaving flight releases; a callback that never comes costs a poll at the token's timeout;
 * ``sdk-wait``: a baseline that polls every job every 5 s, as the official SDK's ``executions.wait`` does.
 
 Measured per mode: VLM Run status requests per job and all requests; completion → result document latency
@@ -22,7 +24,6 @@ documents at the list prices in ``PRICES`` (us-east-1, stated in the report). Wr
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections import Counter
@@ -56,8 +57,6 @@ PRICES = {
 WRITE_UNITS_PER_WRITE = 2
 LOG_BYTES_PER_INVOCATION = 1500  # START/END/REPORT + a JSON line or two + one EMF blob, measured locally
 TUNABLE = ("POLL_BASE_SECONDS", "POLL_CAP_SECONDS", "POLL_AGE_FACTOR", "LIST_POLL_MIN_JOBS")
-# States a job's poller state machine enters: Wait, PollOnce and the Choice per poll, then Done.
-TRANSITIONS_PER_POLL = 3
 
 
 @dataclass
@@ -74,7 +73,7 @@ class ModeResult:
     cost: dict[str, float] = field(default_factory=dict)
     settled_seconds: float = 0.0  # virtual seconds from the first file to the last document
     budgeted_requests: int = 0  # starts, status GETs and lists: what the shared budget counts
-    transitions: int = 0  # Step Functions state transitions (stepfunctions mode)
+    transitions: int = 0  # Step Functions state transitions: every state entered, retries included
 
     @property
     def invocations(self) -> int:
@@ -110,7 +109,6 @@ def _count_calls(session: Any, counter: Counter[str]) -> None:
 
 def run_mode(mode: str, jobs: int, job_seconds: int) -> ModeResult:
     """One mode, from an empty stack to every job delivered, in virtual time (the local stack in-process)."""
-    import boto3
 
     from vlmwatch.runtime import wiring
     from vlmwatch_local.cloud.stack import LocalStack
@@ -130,7 +128,8 @@ def run_mode(mode: str, jobs: int, job_seconds: int) -> ModeResult:
     local = LocalStack(
         emulator_config=steps,
         env=env,
-        webhook=mode == "webhook",
+        webhook=mode in ("webhook", "stepfunctions+webhook"),
+        polling_mode="stepfunctions" if mode.startswith("stepfunctions") else "schedule",
         moto="in-process",
         clock=clock,
         fetch=lambda url: (b"perf document", "text/plain"),
@@ -138,23 +137,8 @@ def run_mode(mode: str, jobs: int, job_seconds: int) -> ModeResult:
     with local:
         stack, aws, emulator = local.stack, local.aws, local.emulator
         assert emulator is not None
-        started: list[tuple[float, dict[str, Any]]] = []  # (when, the execution's input)
-        if mode == "stepfunctions":
-            machine = boto3.client("stepfunctions", region_name=stack.region).create_state_machine(
-                name="perf-poller",
-                definition=json.dumps({"StartAt": "Done", "States": {"Done": {"Type": "Succeed"}}}),
-                roleArn="arn:aws:iam::123456789012:role/perf-poller",
-            )["stateMachineArn"]
-            # As the template sets them in this mode: the sweeper takes over a job 300 s overdue.
-            local.update_env(
-                {"STATE_MACHINE_ARN": machine, "POLLING_MODE": "stepfunctions", "SWEEP_OVERDUE_SECONDS": "300"}
-            )
+        machines = local.machines  # stepfunctions modes: the template's state machine, run locally
         _count_calls(wiring._session(), calls)
-        # The harness plays each started state machine (moto records the start and runs nothing).
-        wiring._session().register(
-            "provide-client-params.sfn.StartExecution",
-            lambda params, **_: started.append((clock(), json.loads(params["input"]))),
-        )
         # The event-source loops' SQS calls are what Lambda's SQS poller would make (and bill).
         aws.sqs.meta.events.register("before-call", lambda model, **_: calls.update([f"sqs:{model.name}"]))
         first_file = clock()
@@ -167,7 +151,6 @@ def run_mode(mode: str, jobs: int, job_seconds: int) -> ModeResult:
                 clock.advance(60 / jobs)
         aws.pump_ingest()
         completed_at: dict[str, float] = {}
-        machines = _Machines(aws, clock)
         if mode == "sdk-wait":
             status = _sdk_wait(emulator, clock)
         else:
@@ -176,15 +159,17 @@ def run_mode(mode: str, jobs: int, job_seconds: int) -> ModeResult:
             for second in range(4 * 3600):
                 clock.advance(1)
                 emulator.tick()
-                machines.start(started)
-                machines.run_due()
+                if machines is not None:
+                    machines.run_due()
                 aws.pump_stream()
                 if int(clock()) % 60 == 0:  # the scheduled poller: once a minute
                     aws.run_poller()
                     aws.pump_stream()
                 if second % 30 == 0:
                     rows = stack.jobs()
-                    if len(rows) == jobs and all(r["status"] == "delivered" for r in rows):
+                    # ...and every state machine ended: the transitions it still makes are part of the bill.
+                    everything = len(rows) == jobs and all(r["status"] == "delivered" for r in rows)
+                    if everything and (machines is None or not machines.running):
                         break
             for execution in emulator.executions.values():
                 # When VLM Run finished it (three steps of job_seconds / 3), in whole seconds like delivered_at.
@@ -219,35 +204,8 @@ def run_mode(mode: str, jobs: int, job_seconds: int) -> ModeResult:
         failed=sum(r.get("outcome") in ("failed", "timed_out") for r in rows),
         settled_seconds=settled,
         budgeted_requests=budgeted,
-        transitions=machines.transitions,
+        transitions=machines.transitions if machines is not None else 0,
     )
-
-
-class _Machines:
-    """Each job's poller state machine (stepfunctions mode), as the ASL runs it: Wait -> PollOnce -> Choice."""
-
-    def __init__(self, local: Any, clock: Clock) -> None:
-        self._local = local
-        self._clock = clock
-        self._wake: dict[str, float] = {}
-        self.transitions = 0
-
-    def start(self, started: list[tuple[float, dict[str, Any]]]) -> None:
-        while started:
-            at, execution_input = started.pop()
-            self._wake[execution_input["job_id"]] = at + int(execution_input["wait_seconds"])
-
-    def run_due(self) -> None:
-        for job_id, wake in sorted(self._wake.items(), key=lambda item: item[1]):
-            if wake > self._clock():
-                continue
-            result = self._local.invoke("pollonce", {"job_id": job_id})
-            self.transitions += TRANSITIONS_PER_POLL
-            if result["done"]:
-                self.transitions += 1  # Done
-                del self._wake[job_id]
-            else:
-                self._wake[job_id] = self._clock() + int(result["wait_seconds"])
 
 
 def _sdk_wait(emulator: Any, clock: Clock) -> int:
@@ -392,7 +350,13 @@ def chart(results: list[ModeResult], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     shown = [r for r in results if not r.mode.startswith("budget")]
-    colors = {"schedule": "#4C72B0", "stepfunctions": "#DD8452", "webhook": "#55A868", "sdk-wait": "#C44E52"}
+    colors = {
+        "schedule": "#4C72B0",
+        "stepfunctions": "#DD8452",
+        "webhook": "#55A868",
+        "stepfunctions+webhook": "#937860",
+        "sdk-wait": "#C44E52",
+    }
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
     modes = [r.mode for r in shown]
     bars = left.bar(modes, [r.status_per_job for r in shown], color=[colors.get(m, "#8172B2") for m in modes])
@@ -453,7 +417,7 @@ def _main(args: Any) -> int:
         cold = coldstart_table(args.coldstart_runs)
     results = []
     try:
-        for mode in ("schedule", "stepfunctions", "webhook", "sdk-wait"):
+        for mode in MODES:
             started = time.monotonic()
             result = run_mode(mode, args.jobs, args.job_seconds)
             if mode != "sdk-wait":
@@ -512,6 +476,7 @@ def _main(args: Any) -> int:
     return 0 if all(r.failed == 0 and r.delivered == r.jobs for r in results if r.mode != "sdk-wait") else 1
 
 
+MODES = ("schedule", "stepfunctions", "webhook", "stepfunctions+webhook", "sdk-wait")
 KEPT_MARKER = "<!-- measured by other commands (make drain, make scale, make bench): kept by make perf -->"
 
 
