@@ -76,3 +76,33 @@ def test_without_webhooks_the_loop_polls_on_the_jobs_backoff():
         assert execution.status == "SUCCEEDED"
         assert execution.states[:3] == ["WaitForNextPoll", "PollOnce", "Finished?"] and execution.states[-1] == "Done"
         assert "AwaitCallback" not in execution.states
+
+
+def test_a_token_handed_over_after_the_job_left_flight_is_released_at_once():
+    """The callback came before the execution's first state ran: PollOnce finds the job out of flight and
+    ends the wait itself, so the execution is still one state and nothing waits for a timeout."""
+    local = LocalStack(
+        emulator_config=EmulatorConfig(step_seconds=0.1),
+        env={"POLL_BASE_SECONDS": "1", "POLL_CAP_SECONDS": "600"},
+        webhook=True,
+        polling_mode="stepfunctions",
+        moto="in-process",
+        parameters={"AgentName": "doc-extractor:v1"},
+    )
+    with local:
+        local.drop("sfn/late.txt", b"late token")
+        assert local.run_until_settled(expected=1, timeout=30)
+        machines = local.machines
+        assert machines is not None
+        (job,) = local.jobs()
+        # A second execution for the same job, as if the first state had been slow to run.
+        machines.start_execution(
+            stateMachineArn=local.stack.state_machine_arn,
+            name=f"{job['job_id']}-late",
+            input=f'{{"job_id": "{job["job_id"]}", "wait_seconds": 600}}',
+        )
+        machines.run_due()
+        machines.run_due()
+        late = machines.executions[f"{job['job_id']}-late"]
+    assert late.status == "SUCCEEDED" and late.states == ["AwaitCallback"]
+    assert late.output == {"job_id": job["job_id"], "status": "delivered", "done": True}
