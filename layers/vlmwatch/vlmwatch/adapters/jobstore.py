@@ -21,7 +21,7 @@ from botocore.exceptions import ClientError
 from vlmwatch.adapters.aws_errors import AwsErrorKind, classify
 from vlmwatch.adapters.dynamo import Update, conditional_update, deserialize_item, serialize_item
 from vlmwatch.core.job import Job
-from vlmwatch.core.lifecycle import FINISHED, IN_FLIGHT, RETRYABLE, SETTLED, Status, allowed_from
+from vlmwatch.core.lifecycle import FINISHED, RETRYABLE, SETTLED, Status, allowed_from
 from vlmwatch.core.redact import sanitize
 
 if TYPE_CHECKING:
@@ -201,8 +201,8 @@ class JobStore:
             if not (set_fields and "finished_at" in set_fields):
                 update.set("finished_at", now)
             update.set("outcome", target.value)
-            # The waiting state machine's token (stepfunctions + webhooks) has done its job once the job
-            # leaves flight: the stream record's old image carries it to the release (CompleteFunction).
+            # A waiting state machine's token (adapters/task_tokens.py) has done its job once the job leaves
+            # flight: the stream record's old image carries it to the release (CompleteFunction).
             update.remove("task_token")
             # Still in the index, due when delivery should long be done: if the stream record is lost
             # (retries exhausted, a crash), the sweeper delivers it. Delivery takes it out of the index.
@@ -245,16 +245,6 @@ class JobStore:
         if count_poll:
             update.increment("poll_count")
         return self.write(job_id, update)
-
-    def await_callback(self, job_id: str, token: str) -> Written:
-        """Keep the task token of the job's waiting state machine (AwaitCallback) on its row, while the job
-        is in flight: whoever moves the job out of flight then releases it (see :meth:`transition`).
-
-        Falsy when the job already left flight (or is gone): the caller releases the token itself. The
-        row's ``updated_at`` is left alone, so the ByStatus index is not written for this.
-        """
-        update = self.update().set("task_token", token)
-        return self.write(job_id, update.when_in("status", sorted(s.value for s in IN_FLIGHT)))
 
     def add_orphan(self, job_id: str, execution_id: str) -> Written:
         """Record an execution that belongs to this job but is not the one it tracks (paid for, not delivered)."""

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from vlmwatch.adapters.jobstore import JobStore
 from vlmwatch.adapters.statemachine import PollerStateMachine
+from vlmwatch.adapters.task_tokens import TaskTokens
 from vlmwatch.adapters.throttle import Backpressure
 from vlmwatch.core.errors import VlmRunError, VlmRunRateLimitedError
 from vlmwatch.core.lifecycle import IN_FLIGHT
@@ -48,6 +49,7 @@ class StepLoop:
     ) -> None:
         self._settings = settings
         self._machine = machine
+        self._tokens = TaskTokens(store)
         self._store = store
         self._tracker = tracker
         self._pressure = pressure
@@ -87,7 +89,7 @@ class StepLoop:
         A job that already left flight (its callback came first) or is gone is released here and now.
         What this returns, the state machine ignores: it waits for the token (or its timeout).
         """
-        written = self._store.await_callback(job_id, token)
+        written = self._tokens.keep(job_id, token)
         if not written:
             current = written.current
             self.release(job_id, token, current.status.value if current else "missing")
