@@ -15,12 +15,23 @@ from vlmwatch_local.harness.invariants import ChaosReport, _orphans, account_rea
 pytestmark = pytest.mark.e2e
 
 
-@pytest.mark.parametrize("webhook", [False, True], ids=["polling", "webhooks"])
-def test_faults_everywhere_and_still_nothing_lost_wrong_stale_or_duplicated(webhook, monkeypatch):
+@pytest.mark.parametrize(
+    ("webhook", "polling_mode"),
+    [(False, "schedule"), (True, "schedule"), (True, "stepfunctions")],
+    ids=["polling", "webhooks", "stepfunctions+webhooks"],
+)
+def test_faults_everywhere_and_still_nothing_lost_wrong_stale_or_duplicated(webhook, polling_mode, monkeypatch):
     # Every injected fault is logged by the handlers, as in CloudWatch: too loud for a test run.
     monkeypatch.setattr(logging.getLogger("vlmwatch"), "level", logging.CRITICAL)
     config = ChaosConfig(
-        files=30, webhook=webhook, seed=11, timeout=240, job_deadline_seconds=15, late_seconds=10, second_versions=0.1
+        files=30,
+        webhook=webhook,
+        polling_mode=polling_mode,
+        seed=11,
+        timeout=240,
+        job_deadline_seconds=15,
+        late_seconds=10,
+        second_versions=0.1,
     )
     report = run(config, log=lambda _: None)
 
@@ -33,6 +44,8 @@ def test_faults_everywhere_and_still_nothing_lost_wrong_stale_or_duplicated(webh
     assert report.faults.get("429", 0) > 0 and report.faults.get("5xx", 0) > 0
     assert sum(report.outcomes.values()) == report.versions
     assert report.account_windows == [] and report.during_faults == {}  # no account fault unless asked
+    if polling_mode == "stepfunctions":
+        assert "executions" in report.state_machines  # the state machines ran (dropped callbacks, killed steps)
 
 
 def test_the_accounts_bad_days_are_played_lifted_and_reported(monkeypatch):

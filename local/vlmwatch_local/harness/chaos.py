@@ -200,6 +200,14 @@ def run(config: ChaosConfig, *, log: Callable[[str], None] = print) -> ChaosRepo
             faults.uninstall()
         report.wall_seconds = clock() - started
         check(local, report)
+        if local.machines is not None:
+            machines = local.machines
+            machines.run_due()  # a release ends its execution on the next turn, as in AWS
+            report.state_machines = (
+                f"{len(machines.executions)} executions ({machines.running} still polling), "
+                f"{machines.transitions} state transitions ({machines.transitions / max(report.versions, 1):.1f}"
+                " per version)"
+            )
     report.crashes = dict(faults.crashes)
     return report
 

@@ -65,6 +65,7 @@ class ChaosReport:
     answers_lost: int = 0  # executions whose POST answer never reached vlmwatch (the emulator's hang)
     adopted: int = 0  # rows tracking an execution an ambiguous attempt made (adopted on evidence)
     foreign_tracked: int = 0  # rows tracking an execution made for another job
+    state_machines: str = ""  # stepfunctions mode: executions, still running, state transitions
 
     @property
     def ok(self) -> bool:
@@ -104,6 +105,7 @@ class ChaosReport:
             ("orphans on record by ambiguous attempt only", self.orphans_by_attempt),
             ("adopted after an ambiguous POST", f"{self.adopted} ({self.answers_lost} POST answers lost)"),
             ("rows tracking another job's execution", self.foreign_tracked),
+            ("state machines (stepfunctions mode)", self.state_machines or "-"),
             ("wall time", f"{self.wall_seconds:.0f} s"),
         ]
         width = max(len(r[0]) for r in rows)
