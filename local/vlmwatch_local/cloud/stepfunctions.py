@@ -31,7 +31,6 @@ from botocore.exceptions import ClientError
 
 Invoke = Callable[[str, dict[str, Any]], Any]
 _CALLBACK_SUFFIX = ".waitForTaskToken"  # the callback integration pattern
-_WAITED = "#waited"  # in Execution.attempts: this Wait state's time has been scheduled
 
 
 class _TaskError(Exception):
@@ -56,7 +55,8 @@ class Execution:
     wake_at: float | None = None  # a Wait's end, a retry's interval, or a token's timeout
     token: str | None = None  # the task token it waits on (waitForTaskToken)
     released: str | None = None  # the output a SendTaskSuccess brought, not yet taken
-    attempts: dict[str, int] = field(default_factory=dict)  # retries per state, since it was entered
+    retries: dict[str, int] = field(default_factory=dict)  # per retrier, since the state was entered
+    waiting: bool = False  # a Wait state's time has been scheduled
     states: list[str] = field(default_factory=list)  # every state entered, in order
     error: str | None = None
     output: Any = None
@@ -149,7 +149,7 @@ class LocalStepFunctions:
     def _enter(self, execution: Execution, state: str) -> None:
         execution.state = state
         execution.states.append(state)
-        execution.attempts.pop(state, None)
+        execution.retries = {}  # as in AWS: each entry into a state has its retriers' full attempts
         self.transitions += 1
 
     def _run(self, execution: Execution) -> None:
@@ -158,11 +158,12 @@ class LocalStepFunctions:
             spec = self._definition["States"][execution.state]
             kind = spec["Type"]
             if kind == "Wait":
-                if not execution.attempts.pop(_WAITED, 0):  # just entered: wait; woken: go on
-                    execution.attempts[_WAITED] = 1
+                if not execution.waiting:  # just entered: wait; woken: go on
+                    execution.waiting = True
                     seconds = spec["Seconds"] if "Seconds" in spec else _path(execution.data, spec["SecondsPath"])
                     self._schedule(execution, self._clock() + float(seconds))
                     return
+                execution.waiting = False
                 self._next(execution, spec, execution.data)
             elif kind == "Task":
                 if not self._task(execution, spec):
@@ -225,10 +226,10 @@ class LocalStepFunctions:
         """Retry (the execution waits the interval), catch (it goes on), or fail the execution."""
         for retrier in spec.get("Retry", []):
             if _matches(retrier["ErrorEquals"], error.error):
-                key = f"retry:{execution.state}:{retrier['ErrorEquals']}"
-                attempt = execution.attempts.get(key, 0)
+                key = ",".join(retrier["ErrorEquals"])
+                attempt = execution.retries.get(key, 0)
                 if attempt < retrier.get("MaxAttempts", 3):
-                    execution.attempts[key] = attempt + 1
+                    execution.retries[key] = attempt + 1
                     self.transitions += 1  # every retry is billed as a transition
                     delay = retrier.get("IntervalSeconds", 1) * retrier.get("BackoffRate", 2.0) ** attempt
                     self._schedule(execution, self._clock() + min(delay, retrier.get("MaxDelaySeconds", delay)))
