@@ -23,8 +23,9 @@ GAUGES = {
 
 @kit.handler
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    summary = wiring.sweeper().run()
-    for name in ("due", "polled", "finished", "timed_out", "errors"):
+    # The run sizes itself by the request budget and stops starting pages as the function's timeout nears.
+    summary = wiring.sweeper().run(time_left=lambda: context.get_remaining_time_in_millis() / 1000)
+    for name in ("due", "polled", "finished", "timed_out", "errors", "pages"):
         kit.count(f"Poll{name.title().replace('_', '')}", getattr(summary, name))
     # One gauge per reason, every run: each alarm says which bad day VLM Run is having, for as long as it lasts.
     wiring.ledger().release_if_within_budget()  # a new month (or a raised budget) lets work through again

@@ -117,24 +117,31 @@ class JobStore:
         ).get("Items", [])
         return self.get(deserialize_item(items[0])["job_id"]) if items else None
 
-    def due(self, now: int, limit: int) -> list[Job]:
-        """Jobs whose next poll is due, oldest first. Reads only the sparse in-flight index."""
+    def due(self, now: int, limit: int, *, since: int | None = None, after: dict[str, Job] | None = None) -> list[Job]:
+        """Jobs due (from ``since``, if given, to ``now``), oldest first: ``limit`` read per shard, the oldest kept.
+        ``after`` pages on: per shard name, the last job a call returned from it (as ``LastEvaluatedKey`` would)."""
         jobs: list[Job] = []
-        for shard in range(self._shards):
+        span = "<= :now" if since is None else "BETWEEN :since AND :now"
+        for name in (f"s{shard}" for shard in range(self._shards)):
+            values = {":s": name, ":now": now} | ({} if since is None else {":since": since})
             kwargs: dict[str, Any] = {
                 "TableName": self._table,
                 "IndexName": IN_FLIGHT_INDEX,
-                "KeyConditionExpression": "poll_shard = :s AND next_poll_at <= :now",
-                "ExpressionAttributeValues": serialize_item({":s": f"s{shard}", ":now": now}),
+                "KeyConditionExpression": f"poll_shard = :s AND next_poll_at {span}",
+                "ExpressionAttributeValues": serialize_item(values),
                 "Limit": limit,
             }
-            while len(jobs) < limit:
+            if (last := (after or {}).get(name)) is not None:  # its key as read: the index's and the table's
+                key = {"job_id": last.job_id, "poll_shard": name, "next_poll_at": last.next_poll_at}
+                kwargs["ExclusiveStartKey"] = serialize_item(key)
+            first = len(jobs)  # counted per shard: one count for all let a full shard hide the others
+            while len(jobs) - first < limit:
                 page = self._client.query(**kwargs)
                 jobs.extend(Job.from_item(deserialize_item(item)) for item in page.get("Items", []))
                 if "LastEvaluatedKey" not in page:
                     break
                 kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
-        jobs.sort(key=lambda j: j.next_poll_at or 0)
+        jobs.sort(key=lambda j: j.next_poll_at or 0)  # stable: what is kept of a shard is a prefix of it
         return jobs[:limit]
 
     # -- writes --------------------------------------------------------------------------------

@@ -37,6 +37,7 @@ _ENV = {
     "JOB_DEADLINE_SECONDS": "job_deadline_seconds",
     "POLLER_CONCURRENCY": "poller_concurrency",
     "POLLER_MAX_JOBS": "poller_max_jobs",
+    "POLLER_MARGIN_SECONDS": "poller_margin_seconds",
     "POLL_SHARDS": "poll_shards",
     "CALLBACK_URL": "callback_url",
     "WEBHOOK_SECRET": "webhook_secret",
@@ -106,7 +107,15 @@ class Settings(BaseModel):
     poll_age_factor: float = Field(0.5, gt=0, le=10)
     job_deadline_seconds: int = Field(3600, ge=1)
     poller_concurrency: int = Field(4, ge=1, le=64)
+    # The page size of a poller run: due jobs read from the in-flight index, claimed and moved on at once.
+    # With a request budget (REQUESTS_PER_MINUTE) a run goes on page after page while the window's budget
+    # can serve them (counted in requests, the deliveries its polls set off included), within one budget
+    # window and the function's remaining time (POLLER_MARGIN_SECONDS). Without a budget nothing says how
+    # many requests VLM Run would take: a run takes one page, at most this many jobs a run.
     poller_max_jobs: int = Field(100, ge=1)
+    # A poller run starts another page only with at least this many seconds left before the function's
+    # timeout, beyond twice its slowest page so far: a page once claimed always finishes.
+    poller_margin_seconds: int = Field(30, ge=0)
     poll_shards: int = Field(1, ge=1, le=32)
     callback_url: str | None = None
     webhook_enabled: bool = False
