@@ -19,6 +19,8 @@ HANDLER_FOR = {
     "complete-stream.json": "complete",
     "pollonce-step.json": "pollonce",
     "pollonce-failure.json": "pollonce",
+    # AwaitCallback (stepfunctions + webhooks): the task token to keep on the job's row.
+    "pollonce-await-callback.json": "pollonce",
     "webhook-function-url.json": "webhook",
 }
 
@@ -49,8 +51,11 @@ def test_sample_event_is_handled(name, stack, local, emulator):
         assert result == {"batchItemFailures": []}  # a job this table does not have: nothing to deliver
     elif function == "poller":
         assert result["due"] == 0
+    elif name == "pollonce-await-callback.json":
+        assert result == {"job_id": event["job_id"]}  # a job this table does not have: released at once
     elif function == "pollonce":
-        assert result == {"job_id": event["job_id"], "status": "missing", "done": True, "wait_seconds": 0}
+        expected = {"job_id": event["job_id"], "status": "missing", "done": True, "wait_seconds": 0}
+        assert result == {**expected, "await_callback": False}
     else:
         assert result["statusCode"] == 401  # signed with a secret this deployment does not have
         assert json.loads(result["body"]) == {"message": "Unauthorized"}
