@@ -228,7 +228,8 @@ def test_with_webhooks_an_execution_waits_on_its_token_and_a_callback_that_never
     # No callback: the token's timeout (2 s) falls back to one poll, and the loop goes on until the job ends.
     drop(stack, "never-called-back.pdf", PDF_BYTES, "application/pdf")
     assert local.pump_ingest() == 1
-    silent = next(e for e in sfn.list_executions(stateMachineArn=machine)["executions"] if e["name"] != execution["name"])
+    executions = sfn.list_executions(stateMachineArn=machine)["executions"]
+    silent = next(e for e in executions if e["name"] != execution["name"])
     result = wait_for(sfn, silent["executionArn"], timeout=40)
     local.pump_stream()
     states = entered(sfn, silent["executionArn"])
