@@ -9,6 +9,7 @@ from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, pro
 from aws_lambda_powertools.utilities.data_classes.dynamo_db_stream_event import DynamoDBRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from vlmwatch.adapters.jobstore import TASK_TOKEN_FIELD
 from vlmwatch.runtime import wiring
 from vlmwatch.runtime.handler_kit import HandlerKit
 
@@ -23,8 +24,8 @@ def handle_record(record: DynamoDBRecord) -> None:
     job_id = change.keys["job_id"]
     kit.logger.append_keys(job_id=job_id)
     # stepfunctions + webhooks: the job just left flight, so its state machine stops waiting (one state a job).
-    token = change.old_image.get("task_token")
-    if token and wiring.step_loop().release(job_id, str(token), str(change.new_image.get("status"))):
+    token = change.old_image.get(TASK_TOKEN_FIELD)
+    if token and wiring.state_machine().release(job_id, str(token), str(change.new_image.get("status"))):
         kit.count("StateMachineReleased")
     delivery = wiring.deliverer().deliver(job_id)
     if delivery is not None:

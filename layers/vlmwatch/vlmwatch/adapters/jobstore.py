@@ -33,6 +33,8 @@ EXECUTION_INDEX = "ByExecutionId"
 # The operator's questions (keys only; see template.yaml): jobs for a key by creation, jobs in a status by update.
 KEY_INDEX = "ByKey"
 STATUS_INDEX = "ByStatus"
+# The task token of a job's waiting state machine (adapters/task_tokens.py); dropped when the job leaves flight.
+TASK_TOKEN_FIELD = "task_token"  # noqa: S105 - an attribute's name, not a secret
 # Text attributes and their bounds: remote text is cleaned and cut on its way to the row.
 TEXT_LIMITS = {"error": 4000, "last_poll_error": 4000, "delivery_error": 4000, "remote_status": 64}
 # What a reopened job forgets: everything about the execution it had and how it ended.
@@ -210,7 +212,7 @@ class JobStore:
             update.set("outcome", target.value)
             # A waiting state machine's token (adapters/task_tokens.py) has done its job once the job leaves
             # flight: the stream record's old image carries it to the release (CompleteFunction).
-            update.remove("task_token")
+            update.remove(TASK_TOKEN_FIELD)
             # Still in the index, due when delivery should long be done: if the stream record is lost
             # (retries exhausted, a crash), the sweeper delivers it. Delivery takes it out of the index.
             self.schedule(update, job_id, now + self._delivery_grace)

@@ -7,10 +7,8 @@ stream record of that transition carries it, in its old image, to the release (C
 
 from __future__ import annotations
 
-from vlmwatch.adapters.jobstore import JobStore, Written
+from vlmwatch.adapters.jobstore import TASK_TOKEN_FIELD, JobStore, Written
 from vlmwatch.core.lifecycle import IN_FLIGHT
-
-ATTRIBUTE = "task_token"  # on the job row
 
 
 class TaskTokens:
@@ -25,5 +23,5 @@ class TaskTokens:
         Falsy when the job already left flight (or is gone): the caller releases the token itself. The
         row's ``updated_at`` is left alone, so the ByStatus index is not written for this.
         """
-        update = self._store.update().set(ATTRIBUTE, token)
+        update = self._store.update().set(TASK_TOKEN_FIELD, token)
         return self._store.write(job_id, update.when_in("status", sorted(s.value for s in IN_FLIGHT)))

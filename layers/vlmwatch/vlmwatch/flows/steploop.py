@@ -2,7 +2,7 @@
 
 Without webhooks an execution loops Wait → PollOnce → Choice on the job's backoff. With webhooks it waits
 in AwaitCallback on a task token kept on the job's row (:meth:`StepLoop.await_callback`); the job's
-leaving flight releases it (:meth:`StepLoop.release`, from the job table's stream), so a job whose
+leaving flight releases it (:meth:`PollerStateMachine.release`, from the job table's stream), so a job whose
 callback comes costs one state, and only a callback that never comes costs a poll at the token's timeout.
 """
 
@@ -92,11 +92,8 @@ class StepLoop:
         written = self._tokens.keep(job_id, token)
         if not written:
             current = written.current
-            self.release(job_id, token, current.status.value if current else "missing")
-
-    def release(self, job_id: str, token: str, status: str) -> bool:
-        """The job left flight: end its execution waiting on ``token`` (False: nothing was waiting)."""
-        return self._machine.release(job_id, token, status) if self._machine is not None else False
+            if self._machine is not None:
+                self._machine.release(job_id, token, current.status.value if current else "missing")
 
     def record_failure(self, job_id: str, error: str, cause: str) -> StepResult:
         """The state machine's Catch: this loop gives up, the job does not.
