@@ -33,8 +33,9 @@ def handle_record(record: DynamoDBRecord) -> None:
         # JobsCompleted / JobsFailed / JobsTimedOut, and received -> document latency, for the dashboard.
         kit.count(f"Jobs{delivery.outcome.title().replace('_', '')}")
         kit.metrics.add_metric(name="EndToEndSeconds", unit=MetricUnit.Seconds, value=delivery.seconds)
-        # What the work costs, per rule and agent: its own EMF record (the dimensions differ per job).
-        credits = EphemeralMetrics(namespace="vlmwatch")
+        # What the work costs, per rule and agent: its own EMF record (the dimensions differ per job). The
+        # service is named as every other metric of this function's (not POWERTOOLS_SERVICE_NAME's value).
+        credits = EphemeralMetrics(namespace="vlmwatch", service="complete")
         credits.add_dimension(name="rule", value=delivery.rule or "none")
         credits.add_dimension(name="agent", value=delivery.agent or "prompt")
         credits.add_metric(name="CreditsUsed", unit=MetricUnit.Count, value=delivery.credits)
