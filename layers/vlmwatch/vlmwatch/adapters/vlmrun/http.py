@@ -60,9 +60,10 @@ def retry_after_seconds(response: httpx.Response, default: float) -> float:
 
 
 class BearerAuth(httpx.Auth):
-    """Bearer token auth that re-reads a rotated key once when the server says 401.
+    """Bearer token auth that re-reads a rotated key once when the server refuses it (401, or a 403 that
+    is not about credits): only a key refused *after* the re-read says the credentials are bad.
 
-    A 401 means the request was not acted on, so sending it again (even a POST) is safe.
+    A 401/403 means the request was not acted on, so sending it again (even a POST) is safe.
     """
 
     def __init__(self, key: str | Callable[[bool], str]) -> None:
@@ -74,7 +75,13 @@ class BearerAuth(httpx.Auth):
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
         request.headers["Authorization"] = f"Bearer {self._token(False)}"
         response = yield request
-        if response.status_code == 401 and callable(self._key):
+        if response.status_code == 403:
+            # A 403 may be the plan's quota, not the key (raise_for_4xx tells them apart): a fresh key
+            # changes nothing there. The body is small, and this client is synchronous.
+            response.read()
+            if about_credits(response.status_code, error_message(response)):
+                return
+        if response.status_code in (401, 403) and callable(self._key):
             request.headers["Authorization"] = f"Bearer {self._token(True)}"
             yield request
 
