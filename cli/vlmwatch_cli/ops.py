@@ -18,6 +18,7 @@ from typing import Any, get_args
 from vlmwatch.adapters.jobstore import UNBOUNDED
 from vlmwatch.core.identity import ObjectVersion, job_id_for
 from vlmwatch.core.job import Job
+from vlmwatch.core.layout import OutputLayout
 from vlmwatch.core.lifecycle import RETRYABLE, SETTLED, Status
 from vlmwatch.core.routing import ServiceTier
 from vlmwatch_cli.errors import UsageError
@@ -55,7 +56,8 @@ def wait(
 class BackfillReport:
     listed: int = 0
     enqueued: int = 0
-    known: int = 0
+    known: int = 0  # a job row, or (``documented``) only the outputs of one whose row expired
+    documented: int = 0
     ignored: int = 0
     keys: list[str] = field(default_factory=list)
 
@@ -72,13 +74,16 @@ def backfill(
     """Enqueue existing objects under ``s3://bucket/prefix`` as "Object Created" events.
 
     Objects whose job already exists are left alone, and the ingest writes one job per object version
-    whatever arrives twice: running it again never creates a second job or execution. ``rate`` caps the
+    whatever arrives twice: running it again never creates a second job or execution. So are versions
+    with anything in their output folder: their row expired (ResultTtlDays) but their documents stay, and
+    a new run 1 would write over them (`vlmwatch reprocess` starts a new run beside them instead). ``rate`` caps the
     messages per second (0 = as fast as SQS takes them). ``service_tier`` runs them on that VLM Run tier
     (``flex``: half the credits, more latency), whatever their rule says.
     """
     if service_tier is not None and service_tier not in get_args(ServiceTier):
         raise UsageError(f"unknown service tier {service_tier!r}: one of {', '.join(get_args(ServiceTier))}")
     bucket, prefix = input_prefix(target, uri)
+    target.need("output_bucket")  # where a version whose row expired shows it was processed
     report = BackfillReport()
     batch: list[dict[str, Any]] = []
     for obj in _current_objects(target, bucket, prefix):
@@ -89,6 +94,10 @@ def backfill(
             continue
         if target.store.get(job_id_for(bucket, key, version)) is not None:
             report.known += 1
+            continue
+        if _has_outputs(target, key, version):
+            report.known += 1
+            report.documented += 1
             continue
         report.keys.append(key)
         if dry_run:
@@ -252,6 +261,13 @@ def _send(target: Target, entries: list[dict[str, Any]]) -> int:
     if result.get("Failed"):
         raise UsageError(f"SQS refused {len(result['Failed'])} backfill messages: {result['Failed'][:2]}")
     return len(entries)
+
+
+def _has_outputs(target: Target, key: str, version: ObjectVersion) -> bool:
+    """Whether anything of ``version`` (a document, an artifact, a run's folder) is in the output bucket."""
+    folder = OutputLayout(target.output_bucket, target.output_prefix).version_folder(key, version)
+    listed = target.client("s3").list_objects_v2(Bucket=target.output_bucket, Prefix=folder, MaxKeys=1)
+    return bool(listed.get("KeyCount") or listed.get("Contents"))
 
 
 def _current_objects(target: Target, bucket: str, prefix: str) -> Iterator[dict[str, Any]]:

@@ -165,19 +165,30 @@ def register(app: typer.Typer, target_of: TargetOf) -> None:
     def get(
         ctx: typer.Context,
         ref: Annotated[str, typer.Argument(metavar="JOB", help="A key (?versionId=V), s3:// URI, job id or prefix.")],
+        version: Annotated[
+            str | None,
+            typer.Option("--version", help="This object version (S3 version id, or ETag); default: the newest."),
+        ] = None,
+        run: Annotated[
+            int | None, typer.Option("--run", min=1, help="This run of the version; default: its newest.")
+        ] = None,
         out: Annotated[Path | None, typer.Option(help="Write the document and its artifacts into this folder.")] = None,
         field: Annotated[str | None, typer.Option(help="Print one part of the response (a.b.0.c).")] = None,
         as_json: Annotated[bool, typer.Option("--json", help="Print the whole document as JSON.")] = False,
     ) -> None:
-        """A job's document (result or error): printed, one field of it, or saved with its artifacts."""
-        target = target_of(ctx, "table")
-        job = Resolver(target.queries, target.input_bucket).find(ref)
+        """A run's document (result or error): printed, one field of it, or saved with its artifacts.
+
+        Without --version/--run, the job JOB names (a key: its newest job). Runs whose row expired
+        (ResultTtlDays) are read from their documents, which stay."""
+        target = target_of(ctx, "table", "output_bucket")
+        job = _chosen_run(target, ref, version, run)
         if job is None:
-            warn(f"no job for {ref!r} (not a job id or prefix, key or s3:// URI, or execution id)")
+            asked = "".join(f" {name} {v}" for name, v in (("--version", version), ("--run", run)) if v is not None)
+            warn(f"no job for {ref!r}{asked} (not a job id or prefix, key or s3:// URI, or execution id)")
             raise typer.Exit(EXIT_PARTIAL)
         uri = job.result_uri or job.error_uri
         if not uri:
-            warn(f"{clean(job.key)}: no document yet (status {job.status.value})")
+            warn(f"{clean(job.key)}: run {job.run} has no document yet (status {job.status.value})")
             raise typer.Exit(EXIT_PARTIAL)
         s3 = target.client("s3")
         bucket, _, key = uri[5:].partition("/")
@@ -335,33 +346,45 @@ def _history_row(job: Job) -> dict[str, Any]:
 
 def _documented_runs(target: Target, key: str) -> list[dict[str, Any]]:
     """History rows from the documents in the key's output folder (every version, every run)."""
-    from vlmwatch.core.layout import ERROR_NAME, RESULT_NAME, OutputLayout
+    from vlmwatch_cli import runs
 
-    s3 = target.client("s3")
-    folder = OutputLayout(target.output_bucket, target.output_prefix).folder(key) + "versions/"
-    found = []
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=target.output_bucket, Prefix=folder):
-        for obj in page.get("Contents", []):
-            if not obj["Key"].endswith(("/" + RESULT_NAME, "/" + ERROR_NAME)):
-                continue
-            document = json.loads(s3.get_object(Bucket=target.output_bucket, Key=obj["Key"])["Body"].read())
-            ran, source = document.get("ran") or {}, document.get("source") or {}
-            usage = (document.get("execution") or {}).get("usage") or {}
-            received = (document.get("timings") or {}).get("received_at") or ""
-            found.append(
-                {
-                    "job_id": document.get("job_id", ""),
-                    "received": received[:19].replace("T", " "),
-                    "version": source.get("version_id") or (f"etag {source['etag']}" if source.get("etag") else None),
-                    "run": document.get("run", 1),
-                    "outcome": "completed" if "response" in document else document.get("status", "failed"),
-                    "config_version": ran.get("config_version", 0),
-                    "ran": f"agent {ran['agent']}" if ran.get("agent") else f"prompt (rule {ran.get('rule')})",
-                    "credits": usage.get("credits_used"),
-                    "document": f"s3://{target.output_bucket}/{obj['Key']}",
-                }
-            )
-    return found
+    return [_history_row(job) for job in runs.documented_runs(target, key)]
+
+
+def _chosen_run(target: Target, ref: str, version: str | None, run: int | None) -> Job | None:
+    """The run ``get`` shows: the job ``ref`` names, or with ``version``/``run`` that run of that version
+    of its key (by default the newest version, the newest run); from the rows, else from the documents."""
+    from vlmwatch_cli import runs
+
+    found = Resolver(target.queries, target.input_bucket).find(ref)
+    if found is not None and version is None and run is None:
+        return found
+    obj = parse_object(ref, target.input_bucket)
+    if found is not None and found.key != obj.key:
+        key, version = found.key, version or found.version.path_token  # named by its id: that job's version
+    else:
+        key, version = obj.key, version or obj.version
+    if not key:
+        return None
+    known = runs.known_runs(target, key)
+    chosen = _matching(known, version, run)
+    if chosen is None:  # that version's rows may all have expired while newer versions' are still there
+        ids = {j.job_id for j in known}
+        chosen = _matching(known + [j for j in runs.documented_runs(target, key) if j.job_id not in ids], version, run)
+    return chosen
+
+
+def _matching(jobs_: list[Job], version: str | None, run: int | None) -> Job | None:
+    from vlmwatch_cli import runs
+
+    if version is not None:
+        # A version id names one version; an ETag may be shared by uploads of the same bytes: the newest.
+        exact = [j for j in jobs_ if version in (j.version_id, j.version.path_token)]
+        jobs_ = exact or [j for j in jobs_ if version == j.etag]
+    jobs_ = runs.newest_version_runs(jobs_)
+    if run is not None:
+        jobs_ = [j for j in jobs_ if j.run == run]
+    return max(jobs_, key=lambda j: (j.run, j.created_at)) if jobs_ else None
 
 
 def _field(response: Any, path: str) -> Any:

@@ -9,6 +9,10 @@ arrives) and submits it through the usual protocol, under the request budget and
 number and the configuration version are decided here, before anything is sent, so running the same
 reprocess twice asks for the same runs: nothing starts twice. A file whose newest run already ran with that
 configuration (and tier), or is still in flight, is left alone with the reason.
+
+Rows expire after ``ResultTtlDays``; documents stay. A run whose row is gone is read back from its document
+(:func:`documented_runs`), so reprocess numbers the next run above every run written, `get` and `compare`
+still find it, and nothing is ever written over an earlier run's document.
 """
 
 from __future__ import annotations
@@ -17,14 +21,18 @@ import json
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, get_args
+
+from pydantic import ValidationError
 
 from vlmwatch.adapters.config_store import ConfigStore
 from vlmwatch.core.errors import ConfigError
 from vlmwatch.core.identity import ObjectVersion
 from vlmwatch.core.job import Job
+from vlmwatch.core.layout import ERROR_NAME, RESULT_NAME, RUNS, OutputLayout
 from vlmwatch.core.lifecycle import SETTLED, Status
-from vlmwatch.core.routing import ServiceTier
+from vlmwatch.core.routing import Route, ServiceTier
 from vlmwatch_cli.errors import UsageError
 from vlmwatch_cli.ops import input_prefix, object_created, send_messages
 
@@ -57,6 +65,101 @@ def runs_of(target: Target, key: str) -> list[Job]:
     """Every job (every version, every run) of one input key, newest created first."""
     entries = target.queries.for_key(key)
     return target.queries.rows(e.job_id for e in entries)
+
+
+def known_runs(target: Target, key: str) -> list[Job]:
+    """Every run of one input key: its rows, and for runs whose row expired, their documents.
+
+    The documents are read only when the rows cannot tell the whole story: no row at all, or a version
+    whose runs are not 1, 2, ... without a gap (rows expire a TTL after they settle, oldest run first)."""
+    rows = runs_of(target, key)
+    numbers: dict[ObjectVersion, set[int]] = defaultdict(set)
+    for job in rows:
+        numbers[job.version].add(job.run)
+    if rows and all(runs == set(range(1, max(runs) + 1)) for runs in numbers.values()):
+        return rows
+    known = {j.job_id for j in rows}
+    return rows + [j for j in documented_runs(target, key) if j.job_id not in known]
+
+
+def documented_runs(target: Target, key: str) -> list[Job]:
+    """Every run of ``key`` with a document in its output folder (every version), as the row it had."""
+    if not target.output_bucket:
+        return []
+    layout = OutputLayout(target.output_bucket, target.output_prefix)
+    s3 = target.client("s3")
+    folder = layout.folder(key) + "versions/"
+    found: dict[str, Job] = {}
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=target.output_bucket, Prefix=folder):
+        for obj in page.get("Contents", []):
+            inside = obj["Key"][len(folder) :].split("/")
+            # versions/<v>/<name> (run 1) or versions/<v>/runs/<n>/<name>: never an artifact of that name.
+            if inside[-1] not in (RESULT_NAME, ERROR_NAME) or len(inside) not in (2, 4):
+                continue
+            if len(inside) == 4 and (inside[1] + "/" != RUNS or not inside[2].isdigit()):
+                continue
+            body = s3.get_object(Bucket=target.output_bucket, Key=obj["Key"])["Body"].read()
+            job = job_of_document(json.loads(body), layout.uri(obj["Key"]))
+            if job is None or job.key != key:
+                continue
+            # One outcome per run; a result left beside an earlier attempt's error is the run's outcome.
+            if job.job_id not in found or job.result_uri:
+                found[job.job_id] = job
+    return list(found.values())
+
+
+def _epoch(iso: Any) -> int | None:
+    try:
+        return int(datetime.fromisoformat(iso).timestamp()) if isinstance(iso, str) else None
+    except ValueError:
+        return None
+
+
+def job_of_document(document: dict[str, Any], uri: str) -> Job | None:
+    """The row a result or error document was written from, as far as the document tells it (a delivered
+    run: its outcome, route, credits and times); None for anything that is not one of vlmwatch's documents."""
+    source, ran = document.get("source") or {}, document.get("ran") or {}
+    timings, execution = document.get("timings") or {}, document.get("execution") or {}
+    completed = str(document.get("schema", "")).startswith("vlmwatch.result")
+    route: Route | None = None
+    if ran.get("rule"):
+        try:
+            route = Route.model_validate({k: v for k, v in ran.items() if k in Route.model_fields})
+        except ValidationError:
+            route = None
+    try:
+        outcome = Status.COMPLETED if completed else Status(document.get("status") or "failed")
+    except ValueError:
+        outcome = Status.FAILED
+    received = _epoch(timings.get("received_at"))
+    delivered = _epoch(timings.get("delivered_at"))
+    usage = execution.get("usage") if isinstance(execution.get("usage"), dict) else None
+    try:
+        return Job(
+            job_id=document["job_id"],
+            bucket=source["bucket"],
+            key=source["key"],
+            version_id=source.get("version_id"),
+            etag=source.get("etag"),
+            run=int(document.get("run") or 1),
+            size=source.get("size"),
+            content_type=source.get("content_type"),
+            route=route,
+            status=Status.DELIVERED,
+            outcome=outcome,
+            execution_id=execution.get("id"),
+            error=None if completed else (document.get("error") or {}).get("message"),
+            result_uri=uri if completed else None,
+            error_uri=None if completed else uri,
+            usage=usage,
+            credits_used=(usage or {}).get("credits_used"),
+            created_at=received or delivered or 0,
+            updated_at=delivered or received or 0,
+            finished_at=_epoch(timings.get("finished_at")),
+            delivered_at=delivered,
+        )
+    except (KeyError, TypeError, ValidationError):
+        return None
 
 
 def newest_version_runs(jobs: list[Job]) -> list[Job]:
@@ -113,9 +216,11 @@ def plan_reprocess(
             store.get(config_version)
         except ConfigError as exc:
             raise UsageError(str(exc)) from exc
+    # The output folder says which runs exist beyond the rows (they expire): a new run is numbered above them.
+    target.need("output_bucket")
     plan = ReprocessPlan(config_version=config_version, service_tier=service_tier)
     for key in keys:
-        runs = newest_version_runs(runs_of(target, key))
+        runs = newest_version_runs(known_runs(target, key))
         if not runs:
             plan.left.append((key, "no job for this key (upload it, or `vlmwatch backfill` it, first)"))
             continue
@@ -142,8 +247,6 @@ def _runs_written(target: Target, job: Job) -> int:
     and a new run must never write into an older run's folder)."""
     from vlmwatch.adapters.outputs import OutputWriter
 
-    if not target.output_bucket:
-        return 0
     writer = OutputWriter(target.client("s3"), target.output_bucket, target.output_prefix)
     return max(writer.runs_written(job.key, job.version), default=0)
 
@@ -215,7 +318,7 @@ def compare(
     result = Comparison()
     for key in keys:
         result.files += 1
-        runs = newest_version_runs(runs_of(target, key))
+        runs = newest_version_runs(known_runs(target, key))
         a, b = _pick(runs, run=side_a[0], config=side_a[1]), _pick(runs, run=side_b[0], config=side_b[1])
         if a is None or b is None or not a.result_uri or not b.result_uri:
             which = "A" if a is None or not a.result_uri else "B"
