@@ -82,6 +82,9 @@ def main(argv: list[str] | None = None) -> int:
         "--top-up-after", type=float, default=30.0, metavar="SECONDS", help="...and is topped up this long after"
     )
     c.add_argument("--revoked-key", type=float, metavar="SECONDS", help="the API key refused (401) once half are in")
+    c.add_argument(
+        "--no-echo", action="store_true", help="executions do not echo their inputs (compare orphans and adoptions)"
+    )
     _polling_mode(c)
     c.set_defaults(func=_harness("chaos"))
     r = sub.add_parser("drain", help="a big drop at a small plan's rate: requests per file, rate used, time vs floor")

@@ -15,6 +15,7 @@ import boto3
 from boto3.dynamodb.conditions import Key
 
 from vlmwatch.adapters.jobstore import IN_FLIGHT_INDEX
+from vlmwatch.core.lifecycle import SETTLED
 from vlmwatch_local.cloud.stack import LocalStack
 from vlmwatch_local.emulator import EmulatorConfig
 from vlmwatch_local.harness.clock import Clock
@@ -98,7 +99,7 @@ def run(
             now = clock()
             if now - last[0] >= 5:
                 last[0] = now
-                done = sum(j["status"] in ("delivered", "skipped") for j in local.aws.rows.values())
+                done = sum(j["status"] in SETTLED for j in local.aws.rows.values())
                 print(f"  {now - started:5.0f} s  {done}/{files} delivered", flush=True)
 
         local.run_until_settled(expected=files, timeout=timeout, interval=0.2, on_change=progress)

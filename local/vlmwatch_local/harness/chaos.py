@@ -16,6 +16,9 @@ Faults (rates per request / per event / per step, from a seeded RNG):
   (``--credits N``, topped up ``--top-up-after SECONDS`` after they ran out), a revoked API key
   (``--revoked-key SECONDS``, once half of the files are dropped).
 
+``--no-echo`` turns off the emulator's echo of an execution's ``inputs`` (the SDK's bare response shape),
+so the orphans and adoptions of a run can be compared with and without that evidence.
+
 Time is compressed (a 1 s client timeout, deadlines of a minute, leases of seconds) so a 1,000-file run
 fits in about 10 minutes on 2 cores. The invariants checked at the end, and what the account's bad days
 did, are in :mod:`.invariants`.
@@ -32,8 +35,11 @@ from typing import Any
 
 import boto3
 
+from vlmwatch.adapters.breaker import CircuitBreaker
+from vlmwatch.core.lifecycle import SETTLED
 from vlmwatch_local.cloud.stack import LocalStack
 from vlmwatch_local.emulator import Emulator, EmulatorConfig
+from vlmwatch_local.harness.breaker_watch import BreakerWatch
 from vlmwatch_local.harness.clock import Clock
 from vlmwatch_local.harness.injection import FaultInjector
 from vlmwatch_local.harness.invariants import ChaosReport, check
@@ -62,6 +68,7 @@ class ChaosConfig:
     credits: int | None = None  # the account pays for this many executions, then answers 402...
     top_up_after: float = 30.0  # ...until topped up, this many seconds after the credits ran out
     revoked_key_seconds: float = 0.0  # the API key refused (401), once half of the files are dropped
+    echo_inputs: bool = True  # executions echo their inputs (evidence to adopt an ambiguous submit's)
 
     @property
     def scenarios(self) -> list[str]:
@@ -154,6 +161,7 @@ def run(config: ChaosConfig, *, log: Callable[[str], None] = print) -> ChaosRepo
         callback_drop_rate=config.callback_drop_rate if config.webhook else 0.0,
         callback_delay_seconds=3.0 if config.webhook else 0.0,
         credits_executions=config.credits,
+        echo_inputs=config.echo_inputs,
         seed=config.seed,
     )
     env = {
@@ -193,13 +201,17 @@ def run(config: ChaosConfig, *, log: Callable[[str], None] = print) -> ChaosRepo
     with local:
         assert local.emulator is not None
         scenario = AccountScenario(config, local.emulator, clock)
+        # The breaker through its own adapter (no handler's cached copy is touched), every tick.
+        watch = BreakerWatch(CircuitBreaker(boto3.client("dynamodb"), local.stack.table, clock=clock), clock)
+        watch.log_requests(local.emulator.app)
         faults.install(local.stack.output_bucket)
         try:
-            _drive(local, config, rng, faults, scenario, report, log, clock)
+            _drive(local, config, rng, faults, scenario, report, log, clock, watch)
         finally:
             faults.uninstall()
         report.wall_seconds = clock() - started
-        check(local, report)
+        watch.sample(local.aws.rows.values())
+        check(local, report, watch)
         if local.machines is not None:
             machines = local.machines
             machines.run_due()  # a release ends its execution on the next turn, as in AWS
@@ -221,6 +233,7 @@ def _drive(
     report: ChaosReport,
     log: Any,
     clock: Clock,
+    watch: BreakerWatch,
 ) -> None:
     sqs = boto3.client("sqs")
     queue = local.stack.ingest_queue_url
@@ -257,11 +270,12 @@ def _drive(
             outage_at = 0.0
         scenario.step(dropped / config.files)
         aws.step(ingest_batches=3)  # interleave: AWS runs ingest, poller and delivery side by side
+        watch.sample(aws.rows.values())
         if now - last_check < 0.5:
             continue
         last_check = now
         jobs = list(aws.rows.values())  # the job rows as the table's stream last wrote them: no scan
-        settled = sum(j["status"] in ("delivered", "skipped") for j in jobs)
+        settled = sum(j["status"] in SETTLED for j in jobs)
         if now - last_log >= 15:
             last_log = now
             statuses = Counter(j["status"] for j in jobs)
@@ -313,10 +327,11 @@ def main(args: Any) -> int:
         credits=args.credits,
         top_up_after=args.top_up_after,
         revoked_key_seconds=args.revoked_key or 0.0,
+        echo_inputs=not args.no_echo,
     )
     print(
         f"chaos: {config.files} files, webhooks {'on' if config.webhook else 'off'}, "
-        f"polling mode {config.polling_mode}, seed {config.seed}"
+        f"polling mode {config.polling_mode}, seed {config.seed}, inputs echoed {'yes' if config.echo_inputs else 'no'}"
     )
     if config.scenarios:
         print(f"account faults: {'; '.join(config.scenarios)}")

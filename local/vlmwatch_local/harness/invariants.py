@@ -3,8 +3,9 @@
 :func:`check` reads the input bucket's versions, the job rows, the output bucket, the ingest DLQ and the
 emulator's own record, and fills a :class:`ChaosReport`: the invariants (nothing lost, wrong or stale, no
 unexplained duplicate, nothing left in flight, every failure and DLQ entry accounted for) and, beside
-them, what the account's bad days did (requests sent while a fault was active, files failed for the
-account's reason, how long after a fault ended the last document came, orphans counted both ways).
+them, what the account's bad days did (requests sent while a fault was active and while the breaker was
+open, files failed for the account's reason, how long after a fault ended the breaker closed and the
+last document of a job that waited on it came, orphans counted both ways).
 """
 
 from __future__ import annotations
@@ -20,9 +21,11 @@ import boto3
 
 from vlmwatch.core.identity import ObjectVersion, job_id_for
 from vlmwatch.core.layout import OutputLayout
+from vlmwatch.core.lifecycle import SETTLED, Status
 from vlmwatch.flows.request import sent_fingerprint
 from vlmwatch_local.cloud.stack import LocalStack
 from vlmwatch_local.emulator.state import Execution
+from vlmwatch_local.harness.breaker_watch import BreakerWatch
 
 # Error text that says the account, not the file, was the trouble (the emulator's and the client's words).
 ACCOUNT_REASONS = (
@@ -60,6 +63,11 @@ class ChaosReport:
     refused_by_faults: dict[str, int] = field(default_factory=dict)  # of those, answered by the fault
     account_failures: dict[str, int] = field(default_factory=dict)  # error documents blaming the account
     fault_end_to_last_document: dict[str, float] = field(default_factory=dict)  # seconds, by fault
+    # The breaker as the run saw it (None: not watched): per reason (requests, POSTs, seconds open)...
+    while_breaker_open: dict[str, tuple[int, int, float]] | None = None
+    breaker_episodes: int = 0  # ...how many times it opened...
+    # ...and per fault: jobs that waited on it, fault end -> breaker closed and -> their last document.
+    breaker_recovery: dict[str, dict[str, Any]] = field(default_factory=dict)
     orphans_by_id: int = 0  # extra executions the row names (orphan_execution_ids)
     orphans_by_attempt: int = 0  # extra executions covered only by an ambiguous attempt on the row
     answers_lost: int = 0  # executions whose POST answer never reached vlmwatch (the emulator's hang)
@@ -99,8 +107,12 @@ class ChaosReport:
             ("VLM Run requests", f"{self.requests} ({self.requests / max(self.versions, 1):.1f} per version)"),
             ("account faults (active for)", self._windows() or "none"),
             ("requests sent while a fault was active", self._during() or "-"),
+            ("breaker open (times opened, seconds)", self._breaker_open()),
+            ("requests sent while the breaker was open", self._while_open()),
             ("failed for an account reason", _counts(self.account_failures) or "0"),
             ("fault end -> last document", self._recovery() or "-"),
+            ("fault end -> breaker closed", self._after_fault("closed") or "-"),
+            ("fault end -> last document of a job that waited on the breaker", self._after_fault("last_document")),
             ("orphans on record by id", self.orphans_by_id),
             ("orphans on record by ambiguous attempt only", self.orphans_by_attempt),
             ("adopted after an ambiguous POST", f"{self.adopted} ({self.answers_lost} POST answers lost)"),
@@ -127,6 +139,34 @@ class ChaosReport:
         recovery = sorted(self.fault_end_to_last_document.items())
         return ", ".join(f"{kind} {seconds:+.0f} s" for kind, seconds in recovery)
 
+    def _breaker_open(self) -> str:
+        if self.while_breaker_open is None:
+            return "-"
+        spans = ", ".join(f"{reason} {s:.0f} s" for reason, (_, _, s) in sorted(self.while_breaker_open.items()))
+        return f"{self.breaker_episodes} ({spans})" if self.breaker_episodes else "never"
+
+    def _while_open(self) -> str:
+        if self.while_breaker_open is None:
+            return "-"
+        counts = sorted(self.while_breaker_open.items())
+        return ", ".join(f"{reason} {n} ({posts} POSTs)" for reason, (n, posts, _) in counts) or "0"
+
+    def _after_fault(self, measure: str) -> str:
+        parts = []
+        for kind, seen in sorted(self.breaker_recovery.items()):
+            seconds = seen[measure]
+            if not seen["episodes"]:
+                parts.append(f"{kind}: breaker not opened for it")
+            elif measure == "closed":
+                parts.append(f"{kind} {seconds:+.0f} s" if seconds is not None else f"{kind} (still open)")
+            elif not seen["jobs"]:
+                parts.append(f"{kind}: no job waited")
+            else:
+                undelivered = f", {seen['undelivered']} without a document" if seen["undelivered"] else ""
+                when = f"{seconds:+.0f} s" if seconds is not None else "none delivered"
+                parts.append(f"{kind} {when} ({seen['jobs']} jobs waited{undelivered})")
+        return ", ".join(parts) or "-"
+
 
 def _counts(counts: dict[str, int]) -> str:
     return ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
@@ -142,10 +182,11 @@ def account_reason(message: str) -> str | None:
 # -- the invariants -----------------------------------------------------------------------------------
 
 
-def check(local: LocalStack, report: ChaosReport) -> None:
+def check(local: LocalStack, report: ChaosReport, watch: BreakerWatch | None = None) -> None:
     """Every object version has exactly one outcome; no document holds another file's response; the newest
     version's document is at the key; one execution per version unless an ambiguous submit is on record;
-    nothing left in flight; every DLQ entry accounted for; every failure says why."""
+    nothing left in flight; every DLQ entry accounted for; every failure says why. With ``watch``, what
+    the breaker did too."""
     s3 = boto3.client("s3")
     stack = local.stack
     writer = OutputLayout(stack.output_bucket, stack.parameters["OutputPrefix"])
@@ -180,11 +221,11 @@ def check(local: LocalStack, report: ChaosReport) -> None:
             report.problems.append(f"lost: {where} has no job")
             continue
         status = row["status"]
-        if status == "skipped":
+        if status == Status.SKIPPED:
             outcomes["skipped"] += 1
             accounted.add((key, vid))
             continue
-        if status != "delivered":
+        if status != Status.DELIVERED:
             report.left_in_flight += 1
             report.problems.append(f"in flight: {where} is {status}")
             continue
@@ -227,11 +268,15 @@ def check(local: LocalStack, report: ChaosReport) -> None:
     report.failure_reasons = dict(reasons)
     report.account_failures = dict(account)
     _account_faults(report, emulator, rows.values())
+    if watch is not None:
+        report.while_breaker_open = watch.while_open()
+        report.breaker_episodes = max(watch.opened, len(watch.episodes))
+        report.breaker_recovery = watch.recovery(report.account_windows, rows)
     # The newest version's document is the one at the key's stable path.
     current = {v["Key"]: v["VersionId"] for v in versions if v.get("IsLatest")}
     for key, vid in current.items():
         row = rows.get(job_id_for(stack.input_bucket, key, ObjectVersion.of(vid, None)))
-        if row is None or row["status"] != "delivered":
+        if row is None or row["status"] != Status.DELIVERED:
             continue
         result, error = writer.latest_keys(key)
         stable = result if result in outputs else error if error in outputs else None
@@ -257,7 +302,7 @@ def check(local: LocalStack, report: ChaosReport) -> None:
             if (obj.get("key"), obj.get("version-id")) not in accounted:
                 report.dlq_unaccounted += 1
     report.parked_deliveries = len(local.aws.parked)
-    report.left_in_flight = sum(1 for r in rows.values() if r["status"] not in ("delivered", "skipped"))
+    report.left_in_flight = sum(1 for r in rows.values() if r["status"] not in SETTLED)
 
 
 def _orphans(report: ChaosReport, row: dict[str, Any], made: list[Execution], extra: int) -> None:

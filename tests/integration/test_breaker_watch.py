@@ -1,0 +1,57 @@
+"""The chaos summary's breaker rows: what was sent while the breaker was open, and how long the jobs that
+waited on it took once the fault was over. The breaker is the real adapter on the job table (moto), the
+requests go to the emulator's app, and the clock is virtual: every edge is where the test put it."""
+
+from __future__ import annotations
+
+import boto3
+import httpx
+
+from vlmwatch.adapters.breaker import CircuitBreaker, Reason
+from vlmwatch_local.harness.breaker_watch import BreakerWatch
+from vlmwatch_local.harness.invariants import ChaosReport
+
+
+def test_requests_while_open_and_the_waiting_jobs_recovery(stack, emulator, clock):
+    breaker = CircuitBreaker(boto3.client("dynamodb", region_name=stack.region), stack.table, clock=clock)
+    watch = BreakerWatch(
+        CircuitBreaker(boto3.client("dynamodb", region_name=stack.region), stack.table, clock=clock), clock
+    )
+    watch.log_requests(emulator.app)
+    vlmrun = httpx.Client(transport=httpx.WSGITransport(app=emulator.app), base_url="http://emulator.localhost/v1/")
+    t0 = clock()
+
+    vlmrun.get("agent/execute/e-before")  # closed: not counted
+    watch.sample([])
+    clock.advance(10)
+    breaker.open(Reason.CREDITS, "HTTP 402: Insufficient credits")
+    clock.advance(1)
+    vlmrun.post("agent/execute", json={"name": "a:v1"})  # the probe, and two polls in flight when it opened
+    vlmrun.get("agent/execute/e-1")
+    vlmrun.get("agent/execute/e-2")
+    vlmrun.get("http://emulator.localhost/_emulator/stats")  # not the API
+    waiting = f"waiting: the VLM Run account is out of credits (circuit breaker open since {int(t0) + 10}): 402"
+    watch.sample([{"job_id": "a", "last_poll_error": waiting}, {"job_id": "b", "last_poll_error": "HTTP 429"}])
+    clock.advance(19)
+    breaker.succeeded(started=True)  # a submit went through: credits are back, it closes at t0 + 30
+    clock.advance(3)
+    watch.sample([{"job_id": "a", "last_poll_error": None}])
+    vlmrun.get("agent/execute/e-after")  # closed again: not counted
+
+    assert [(e.start - t0, None if e.end is None else e.end - t0, e.reasons) for e in watch.episodes] == [
+        (10, 30, {"credits"})
+    ]
+    assert watch.while_open() == {"credits": (3, 1, 20)}
+    window = {"kind": "no_credits", "start": t0 + 8, "end": t0 + 25, "seconds": 17}
+    rows = {"a": {"delivered_at": t0 + 60}, "b": {"delivered_at": t0 + 90}}  # b never waited on the breaker
+    recovery = watch.recovery([window, {"kind": "outage", "start": t0 + 1, "end": t0 + 2}], rows)
+    assert recovery["no_credits"] == {"episodes": 1, "jobs": 1, "closed": 5, "last_document": 35, "undelivered": 0}
+    assert recovery["outage"]["episodes"] == 0  # the breaker never opened for that one
+
+    report = ChaosReport(
+        while_breaker_open=watch.while_open(), breaker_episodes=watch.opened, breaker_recovery=recovery
+    )
+    table = report.table()
+    assert "| requests sent while the breaker was open" in table and "credits 3 (1 POSTs)" in table
+    assert "no_credits +35 s (1 jobs waited)" in table and "outage: breaker not opened for it" in table
+    assert "no_credits +5 s" in table  # fault end -> breaker closed
