@@ -44,9 +44,20 @@ def test_requests_while_open_and_the_waiting_jobs_recovery(stack, emulator, cloc
     assert watch.while_open() == {"credits": (3, 1, 20)}
     window = {"kind": "no_credits", "start": t0 + 8, "end": t0 + 25, "seconds": 17}
     rows = {"a": {"delivered_at": t0 + 60}, "b": {"delivered_at": t0 + 90}}  # b never waited on the breaker
-    recovery = watch.recovery([window, {"kind": "outage", "start": t0 + 1, "end": t0 + 2}], rows)
-    assert recovery["no_credits"] == {"episodes": 1, "jobs": 1, "closed": 5, "last_document": 35, "undelivered": 0}
+    outage = {"kind": "outage", "start": t0 + 1, "end": t0 + 2}  # over before the breaker opened
+    revoked = {"kind": "revoked_key", "start": t0 + 12, "end": t0 + 20}  # inside the credits episode
+    recovery = watch.recovery([window, outage, revoked], rows)
+    assert recovery["no_credits"] == {
+        "episodes": 1,
+        "reasons": ["credits"],
+        "jobs": 1,
+        "closed": 5,
+        "last_document": 35,
+        "undelivered": 0,
+    }
     assert recovery["outage"]["episodes"] == 0  # the breaker never opened for that one
+    # A fault inside another's episode: its jobs waited on the breaker all the same, and the row says why.
+    assert recovery["revoked_key"]["reasons"] == ["credits"] and recovery["revoked_key"]["last_document"] == 40
 
     report = ChaosReport(
         while_breaker_open=watch.while_open(), breaker_episodes=watch.opened, breaker_recovery=recovery
@@ -55,3 +66,4 @@ def test_requests_while_open_and_the_waiting_jobs_recovery(stack, emulator, cloc
     assert "| requests sent while the breaker was open" in table and "credits 3 (1 POSTs)" in table
     assert "no_credits +35 s (1 jobs waited)" in table and "outage: breaker not opened for it" in table
     assert "no_credits +5 s" in table  # fault end -> breaker closed
+    assert "revoked_key (breaker open for credits) +40 s (1 jobs waited)" in table

@@ -115,20 +115,17 @@ class BreakerWatch:
             if window["end"] is None:
                 continue
             start, end, reason = window["start"], window["end"], REASON_FOR_FAULT.get(window["kind"])
-            episodes = [
-                e
-                for e in self.episodes
-                if reason is not None
-                and reason.value in e.reasons
-                and e.start <= end
-                and (e.end is None or e.end >= start)
-            ]
+            overlapping = [e for e in self.episodes if e.start <= end and (e.end is None or e.end >= start)]
+            # Open for this fault's reason; else open anyway (one fault inside another's episode: an outage
+            # while out of credits leaves the breaker saying "credits", and its jobs wait all the same).
+            episodes = [e for e in overlapping if reason is not None and reason.value in e.reasons] or overlapping
             opened_at = {int(e.start) for e in episodes}
             jobs = [job_id for job_id, since in self.waited.items() if since & opened_at]
             delivered = [float(rows[j]["delivered_at"]) for j in jobs if rows.get(j, {}).get("delivered_at")]
             closed = [e.end for e in episodes if e.end is not None]
             out[window["kind"]] = {
                 "episodes": len(episodes),
+                "reasons": sorted(set().union(*(e.reasons for e in episodes))),
                 "jobs": len(jobs),
                 "closed": max(closed) - end if closed and len(closed) == len(episodes) else None,
                 "last_document": max(delivered) - end if delivered else None,

@@ -25,7 +25,7 @@ from vlmwatch.core.lifecycle import SETTLED, Status
 from vlmwatch.flows.request import sent_fingerprint
 from vlmwatch_local.cloud.stack import LocalStack
 from vlmwatch_local.emulator.state import Execution
-from vlmwatch_local.harness.breaker_watch import BreakerWatch
+from vlmwatch_local.harness.breaker_watch import REASON_FOR_FAULT, BreakerWatch
 
 # Error text that says the account, not the file, was the trouble (the emulator's and the client's words).
 ACCOUNT_REASONS = (
@@ -157,14 +157,18 @@ class ChaosReport:
             seconds = seen[measure]
             if not seen["episodes"]:
                 parts.append(f"{kind}: breaker not opened for it")
-            elif measure == "closed":
-                parts.append(f"{kind} {seconds:+.0f} s" if seconds is not None else f"{kind} (still open)")
+                continue
+            label = kind
+            if REASON_FOR_FAULT[kind].value not in seen["reasons"]:
+                label = f"{kind} (breaker open for {'+'.join(seen['reasons'])})"
+            if measure == "closed":
+                parts.append(f"{label} {seconds:+.0f} s" if seconds is not None else f"{label} (still open)")
             elif not seen["jobs"]:
-                parts.append(f"{kind}: no job waited")
+                parts.append(f"{label}: no job waited")
             else:
                 undelivered = f", {seen['undelivered']} without a document" if seen["undelivered"] else ""
                 when = f"{seconds:+.0f} s" if seconds is not None else "none delivered"
-                parts.append(f"{kind} {when} ({seen['jobs']} jobs waited{undelivered})")
+                parts.append(f"{label} {when} ({seen['jobs']} jobs waited{undelivered})")
         return ", ".join(parts) or "-"
 
 
