@@ -245,6 +245,13 @@ def register(app: typer.Typer, target_of: TargetOf) -> None:
         )
         if dry_run or not plan.runs:
             if dry_run:
+                for p in plan.runs[:50]:
+                    last = p.last
+                    was = f"v{last.route.config_version}" if last.route else "no route"
+                    outcome = (last.outcome or last.status).value
+                    say("  would run ", text(last.key, "bold"), f": run {p.run} (run {last.run}: {outcome}, {was})")
+                if len(plan.runs) > 50:
+                    say(f"  ... and {len(plan.runs) - 50} more")
                 say("dry run: nothing started")
             return
         if len(plan.runs) > 10 and not yes:
