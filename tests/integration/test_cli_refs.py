@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 
 from vlmwatch.adapters.dynamo import serialize_item
 from vlmwatch.adapters.job_queries import JobQueries
+from vlmwatch.adapters.jobstore import ID_PREFIX_FIELD, ID_PREFIX_INDEX, STATUS_INDEX, id_prefix
 from vlmwatch.core.identity import ObjectVersion, job_id_for
 from vlmwatch.core.job import Job
 from vlmwatch.core.lifecycle import FINISHED, Status
@@ -51,8 +52,11 @@ def cli(stack: StackResources, *args: str, input: str | None = None, **env: str)
     return result.exit_code, result.output
 
 
-def put_job(stack: StackResources, key: str, status: Status, *, at: int = NOW, **fields: Any) -> Job:
-    """A job row as the pipeline leaves it (status, outcome, timestamps), written directly."""
+def put_job(
+    stack: StackResources, key: str, status: Status, *, at: int = NOW, legacy: bool = False, **fields: Any
+) -> Job:
+    """A job row as the pipeline leaves it (status, outcome, timestamps, the ``id_prefix`` JobStore.create
+    writes), written directly. ``legacy``: as written before the ``ByIdPrefix`` index (no ``id_prefix``)."""
     version = ObjectVersion.of(fields.pop("version_id", f"v-{key}-{at}"), None)
     job_id = fields.pop("job_id", None) or job_id_for(stack.input_bucket, key, version)
     row: dict[str, Any] = {
@@ -69,7 +73,8 @@ def put_job(stack: StackResources, key: str, status: Status, *, at: int = NOW, *
         **fields,
     }
     job = Job.model_validate(row)
-    boto3.client("dynamodb").put_item(TableName=stack.table, Item=serialize_item(job.to_item()))
+    item = job.to_item() | ({} if legacy else {ID_PREFIX_FIELD: id_prefix(job_id)})
+    boto3.client("dynamodb").put_item(TableName=stack.table, Item=serialize_item(item))
     return job
 
 
@@ -107,6 +112,92 @@ def test_an_ambiguous_prefix_is_an_error_that_lists_the_candidates(stack):
     assert "matches 2 jobs" in out and a.job_id[:12] in out and b.job_id[:12] in out and "amb/two.txt" in out
     assert "Traceback" not in out
     assert cli(stack, "retry", "abcd1")[0] == 0  # one more character is enough
+
+
+class MovesDuringLookup:
+    """Records the DynamoDB calls the CLI makes; right after the CLI first reads ``index`` (for ByStatus: its
+    ``submitted`` entries), the pipeline moves the job from submitted to running (a poll landing between the
+    lookup's requests)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, stack: StackResources, job: Job, index: str) -> None:
+        import botocore.client
+
+        self.calls: list[tuple[str, str | None]] = []
+        real = botocore.client.BaseClient._make_api_call
+        moved = False
+
+        def spy(client: Any, operation: str, params: dict[str, Any]) -> Any:
+            nonlocal moved
+            answer = real(client, operation, params)
+            if client.meta.service_model.service_name != "dynamodb":
+                return answer
+            self.calls.append((operation, params.get("IndexName")))
+            values = params.get("ExpressionAttributeValues", {})
+            read = operation == "Query" and params.get("IndexName") == index
+            if read and not moved and values.get(":s", {"S": "submitted"}) == {"S": "submitted"}:
+                moved = True
+                real(
+                    client,
+                    "UpdateItem",
+                    {
+                        "TableName": stack.table,
+                        "Key": serialize_item({"job_id": job.job_id}),
+                        "UpdateExpression": "SET #s = :r, updated_at = :u",
+                        "ExpressionAttributeNames": {"#s": "status"},
+                        "ExpressionAttributeValues": serialize_item({":r": "running", ":u": NOW + 5}),
+                    },
+                )
+            return answer
+
+        monkeypatch.setattr(botocore.client.BaseClient, "_make_api_call", spy)
+
+
+@pytest.mark.parametrize("legacy", [False, True], ids=["indexed", "written-before-the-index"])
+def test_a_job_that_moves_on_during_a_short_id_lookup_is_found_once(stack, monkeypatch, legacy):
+    job = put_job(
+        stack, "race/running.txt", Status.SUBMITTED, job_id="ab12cd34" + "e" * 32, execution_id="x-1", legacy=legacy
+    )
+    # Rows written before the index are found by walking ByStatus one status at a time: the job is read in
+    # "submitted", then again in "running". Indexed rows are one entry of one query.
+    spy = MovesDuringLookup(monkeypatch, stack, job, STATUS_INDEX if legacy else ID_PREFIX_INDEX)
+
+    code, out = cli(stack, "retry", job.job_id[:8])
+
+    assert code == 1 and "in flight (running): not retried" in out and "0 of 1" in out, out
+    assert "matches" not in out  # never "matches 1 jobs" (exit 2)
+    queries = [index for operation, index in spy.calls if operation == "Query"]
+    assert ("Scan", None) not in spy.calls
+    if legacy:  # the old rows: the index finds nothing, then the walk of ByStatus (once, de-duplicated)
+        assert queries.count(ID_PREFIX_INDEX) == 1 and queries.count(STATUS_INDEX) == len(Status)
+    else:  # one query of the id-prefix index answers it: no walk of ByStatus
+        assert queries.count(ID_PREFIX_INDEX) == 1 and STATUS_INDEX not in queries
+
+
+def test_a_short_id_costs_one_small_query_whatever_the_table_holds(stack):
+    client = boto3.client("dynamodb")
+    for start in range(0, 500, 25):
+        batch = []
+        for i in range(start, start + 25):
+            job_id = f"{i:040x}"[::-1]  # spread over many id prefixes, as sha256 ids are
+            row = Job(
+                job_id=job_id,
+                bucket=stack.input_bucket,
+                key=f"bulk/{i}.txt",
+                status=Status.DELIVERED,
+                created_at=NOW + i,
+                updated_at=NOW + i,
+            ).to_item() | {ID_PREFIX_FIELD: id_prefix(job_id)}
+            batch.append({"PutRequest": {"Item": serialize_item(row)}})
+        client.batch_write_item(RequestItems={stack.table: batch})
+    wanted = f"{321:040x}"[::-1]
+
+    queries = JobQueries(client, stack.table)
+    found = queries.job_ids_with_prefix(wanted[:8])
+
+    assert found == [wanted]
+    assert queries.meter.by_operation == {"query ByIdPrefix": 1} and queries.meter.requests == 1
+    assert queries.meter.estimated_units == 0.5  # one eventually consistent read of a few index entries
+    assert queries.job_ids_with_prefix("ffff") == []  # no match: the index, then the old rows' walk
 
 
 def test_retry_and_cancel_take_every_kind_of_reference(stack):

@@ -1,13 +1,15 @@
 """The operator's questions about the job table, answered with index queries instead of table scans.
 
-Two keys-only indexes (``template.yaml``) carry the questions; the rows shown are then read by key:
+Keys-only indexes (``template.yaml``) carry the questions; the rows shown are then read by key:
 
 * "jobs for this key": :data:`~vlmwatch.adapters.jobstore.KEY_INDEX` (hash ``key``, range ``created_at``);
 * "jobs in status S (changed since T)": :data:`~vlmwatch.adapters.jobstore.STATUS_INDEX` (hash ``status``,
   range ``updated_at``);
-* "newest N": one ``ByStatus`` query per status, newest first with ``Limit=N``, merged.
+* "newest N": one ``ByStatus`` query per status, newest first with ``Limit=N``, merged;
+* "the job whose id starts with ab12cd34": :data:`~vlmwatch.adapters.jobstore.ID_PREFIX_INDEX` (hash
+  ``id_prefix``, the id's first 4 hex digits; range ``job_id``).
 
-Control rows (ids starting with ``#``) carry neither ``key`` nor ``status``, so both indexes hold jobs only.
+Control rows (ids starting with ``#``) carry no ``key``, ``status`` or ``id_prefix``: the indexes hold jobs only.
 A keys-only index answers with the table key and the index keys; rows are fetched with ``BatchGetItem``
 (100 keys a request), so a ``list --limit 10`` reads at most 11 small index pages and 10 rows, whatever
 the table holds. An index is eventually consistent: a row fetched may have moved on since the index
@@ -27,7 +29,15 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from vlmwatch.adapters.dynamo import deserialize_item, serialize_item
-from vlmwatch.adapters.jobstore import EXECUTION_INDEX, KEY_INDEX, STATUS_INDEX
+from vlmwatch.adapters.jobstore import (
+    EXECUTION_INDEX,
+    ID_PREFIX_FIELD,
+    ID_PREFIX_INDEX,
+    ID_PREFIX_LENGTH,
+    KEY_INDEX,
+    STATUS_INDEX,
+    id_prefix,
+)
 from vlmwatch.core.job import Job
 from vlmwatch.core.lifecycle import Status
 
@@ -222,13 +232,36 @@ class JobQueries:
         return [IndexEntry(str(i["job_id"]), int(i["updated_at"]), outcome.value) for i in items]
 
     def job_ids_with_prefix(self, prefix: str, *, limit: int = 20) -> list[str]:
-        """Job ids starting with ``prefix`` (at most ``limit``).
+        """Distinct job ids starting with ``prefix`` (at most ``limit``).
 
-        There is no index on a part of the id, so this reads the keys-only ``ByStatus`` entries (about
-        70 bytes each, not the rows): a short id costs one pass over the index, never the table.
+        A prefix of :data:`~vlmwatch.adapters.jobstore.ID_PREFIX_LENGTH` or more hex digits is one query of
+        the keys-only ``ByIdPrefix`` index (hash: the id's first digits, range: the id, ``begins_with``): an
+        answer the size of the matches, whatever the table holds, and a job that changes status meanwhile is
+        one entry there, found once. Rows created before that index existed carry no ``id_prefix``; only
+        when the index finds nothing are they looked for the old way (:meth:`_ids_by_status_walk`).
         """
         found: list[str] = []
-        for status in Status:
+        if len(prefix) >= ID_PREFIX_LENGTH:
+            found = self._ids_by_prefix_index(prefix, limit)
+        return found or self._ids_by_status_walk(prefix, limit)
+
+    def _ids_by_prefix_index(self, prefix: str, limit: int) -> list[str]:
+        items = self._query(
+            "query ByIdPrefix",
+            limit,
+            IndexName=ID_PREFIX_INDEX,
+            KeyConditionExpression="#h = :h AND begins_with(job_id, :p)",
+            ExpressionAttributeNames={"#h": ID_PREFIX_FIELD},
+            ExpressionAttributeValues=serialize_item({":h": id_prefix(prefix), ":p": prefix}),
+        )
+        return list(dict.fromkeys(str(i["job_id"]) for i in items))
+
+    def _ids_by_status_walk(self, prefix: str, limit: int) -> list[str]:
+        """Rows without ``id_prefix`` (written before ``ByIdPrefix``): every ``ByStatus`` entry read, one status
+        at a time, filtered by prefix (keys only, about 70 bytes an entry, never the rows). A job that moves
+        on between two statuses' queries is read twice: ids are counted once."""
+        found: dict[str, None] = {}
+        for status in Status:  # lifecycle order: a job moving forward is met again later, never missed
             for item in self._query(
                 "query ByStatus (id prefix)",
                 None,
@@ -238,10 +271,10 @@ class JobQueries:
                 ExpressionAttributeNames={"#s": "status"},
                 ExpressionAttributeValues=serialize_item({":s": status.value, ":p": prefix}),
             ):
-                found.append(str(item["job_id"]))
+                found[str(item["job_id"])] = None
                 if len(found) >= limit:
-                    return found
-        return found
+                    return list(found)
+        return list(found)
 
     def job_id_for_execution(self, execution_id: str) -> str | None:
         items = list(

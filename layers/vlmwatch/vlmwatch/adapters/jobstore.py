@@ -20,6 +20,7 @@ from botocore.exceptions import ClientError
 
 from vlmwatch.adapters.aws_errors import AwsErrorKind, classify
 from vlmwatch.adapters.dynamo import Update, conditional_update, deserialize_item, serialize_item
+from vlmwatch.adapters.execution_owners import ExecutionOwners
 from vlmwatch.core.job import Job
 from vlmwatch.core.lifecycle import FINISHED, RETRYABLE, SETTLED, Status, allowed_from
 from vlmwatch.core.redact import sanitize
@@ -33,6 +34,11 @@ EXECUTION_INDEX = "ByExecutionId"
 # The operator's questions (keys only; see template.yaml): jobs for a key by creation, jobs in a status by update.
 KEY_INDEX = "ByKey"
 STATUS_INDEX = "ByStatus"
+# Short ids (`vlmwatch status ab12cd34`): keys only, hash the id's first hex digits, range the id, so a prefix
+# of 4+ digits is one Query (begins_with on job_id). Written once, when the row is created (see create).
+ID_PREFIX_INDEX = "ByIdPrefix"
+ID_PREFIX_FIELD = "id_prefix"
+ID_PREFIX_LENGTH = 4
 # The task token of a job's waiting state machine (adapters/task_tokens.py); dropped when the job leaves flight.
 TASK_TOKEN_FIELD = "task_token"  # noqa: S105 - an attribute's name, not a secret
 # Text attributes and their bounds: remote text is cleaned and cut on its way to the row.
@@ -68,14 +74,12 @@ class JobStore:
     """Conditional reads and writes on the job table.
 
     Args:
-        client: a boto3 DynamoDB client. A client, not a ``Table`` resource: the poller shares the
-            store across threads, and boto3 clients are thread-safe where resources are not.
-        table_name: the job table.
-        shards: how many partitions the in-flight index is spread over.
-        ttl_days: how long a settled row is kept.
-        delivery_grace_seconds: how long after a finished transition the sweeper steps in if the
-            job is still not delivered.
-        clock: seconds since the epoch; injected for tests.
+        client: a boto3 DynamoDB client (not a ``Table`` resource: the poller shares the store across
+            threads, and boto3 clients are thread-safe where resources are not).
+        table_name: the job table. shards: how many partitions the in-flight index is spread over.
+        ttl_days: how long a settled row is kept. clock: seconds since the epoch; injected for tests.
+        delivery_grace_seconds: how long after a finished transition the sweeper steps in if the job is
+            still not delivered.
     """
 
     def __init__(
@@ -94,6 +98,7 @@ class JobStore:
         self._shards = shards
         self._ttl_seconds = ttl_days * 86400
         self._clock = clock
+        self.owners = ExecutionOwners(client, table_name, ttl_seconds=self._ttl_seconds, clock=clock)
 
     def now(self) -> int:
         return int(self._clock())
@@ -148,11 +153,10 @@ class JobStore:
 
     # -- writes --------------------------------------------------------------------------------
 
-    def create(self, job: Job, *, due_at: int | None = None) -> bool:
-        """Insert a new job; False if a job with this id already exists (a duplicate event).
-
-        A ``received`` job goes into the in-flight index at once (due at ``due_at``): if the process
-        that created it dies before it is submitted, the sweeper still finds it.
+    def create(self, job: Job, *, due_at: int | None = None) -> Written:
+        """Insert a new job; falsy if a job with this id already exists (a duplicate event), and then
+        ``current`` is that row, as the lost put returned it (no second read). A ``received`` job goes into the
+        in-flight index at once (due at ``due_at``): if its creator dies before submitting, the sweeper finds it.
         """
         item = job.to_item()
         if job.status in SETTLED:
@@ -160,15 +164,7 @@ class JobStore:
         elif due_at is not None:
             item["poll_shard"] = self.shard(job.job_id)
             item["next_poll_at"] = due_at
-        try:
-            self._client.put_item(
-                TableName=self._table, Item=serialize_item(item), ConditionExpression="attribute_not_exists(job_id)"
-            )
-        except ClientError as exc:
-            if classify(exc) == AwsErrorKind.CONDITION_FAILED:
-                return False
-            raise
-        return True
+        return _put_new(self._client, self._table, item)
 
     def update(self) -> Update:
         """A new conditional update of one row (see :meth:`write`)."""
@@ -256,7 +252,9 @@ class JobStore:
         return self.write(job_id, update)
 
     def add_orphan(self, job_id: str, execution_id: str) -> Written:
-        """Record an execution that belongs to this job but is not the one it tracks (paid for, not delivered)."""
+        """Record an execution that belongs to this job but is not the one it tracks (paid for, not delivered),
+        marked first as this job's (:mod:`~vlmwatch.adapters.execution_owners`): no other job may adopt it."""
+        self.owners.record(execution_id, job_id)
         update = self.update().append("orphan_execution_ids", [execution_id]).set("updated_at", self.now())
         return self.write(job_id, update.when_not_listed("orphan_execution_ids", execution_id))
 
@@ -279,11 +277,41 @@ class JobStore:
         update = self.update().set("status", Status.RECEIVED.value).set("updated_at", self.now())
         update = self.schedule(update, job.job_id, due_at).increment("retries")
         update.set("retried_at_attempt", job.attempts).set("delivery_attempts", 0)
+        if job.execution_id:  # marked first: from here on only the row's list names it, no index does
+            self.owners.record(job.execution_id, job.job_id)
         update.append("previous_execution_ids", [job.execution_id] if job.execution_id else [])
         update.remove(*_CLEARED_ON_REOPEN).when_equals("status", job.status.value)
         # Rows store attempts=0 (a job that gave up before any submit, e.g. while the breaker was open).
         update.when_absent_or_equals("attempts", job.attempts)
         return self.write(job.job_id, update)
+
+
+def _put_new(client: DynamoDBClient, table: str, item: dict[str, Any]) -> Written:
+    """Put a new job row unless its id exists; when it does, the lost put returns that row (``ALL_OLD``).
+
+    Every job row is created here, so here is the only write of its ``id_prefix``: one write to the keys-only
+    ``ByIdPrefix`` index per created row (later updates never change ``job_id`` or ``id_prefix``, so DynamoDB
+    writes nothing more to that index for them).
+    """
+    item = item | {ID_PREFIX_FIELD: id_prefix(str(item["job_id"]))}
+    try:
+        client.put_item(
+            TableName=table,
+            Item=serialize_item(item),
+            ConditionExpression="attribute_not_exists(job_id)",
+            ReturnValuesOnConditionCheckFailure="ALL_OLD",
+        )
+    except ClientError as exc:
+        if classify(exc) == AwsErrorKind.CONDITION_FAILED:
+            existing: dict[str, Any] = exc.response.get("Item") or {}  # type: ignore[assignment]
+            return Written(False, deserialize_item(existing))
+        raise
+    return Written(True, {})
+
+
+def id_prefix(job_id: str) -> str:
+    """The ``ByIdPrefix`` hash key of a job id: its first :data:`ID_PREFIX_LENGTH` hex digits."""
+    return job_id[:ID_PREFIX_LENGTH]
 
 
 def _text_placeholders(update: Update) -> list[tuple[str, str]]:

@@ -161,8 +161,9 @@ class Evidence:
         """Why ``execution`` cannot be this job's (attempt's), whatever the evidence says; None: it can be.
 
         Evidence can be replayed: a genuine signed body of one job sent to another job's callback URL carries
-        a valid signature and a valid token. So an execution is never adopted when another job tracks it,
-        when it was created outside the attempt's claim window, or when it echoes an input the job never sent.
+        a valid signature and a valid token. So an execution is never adopted when another job tracks it or
+        recorded it (an orphan, or an execution it had before a retry), when it was created outside the
+        attempt's claim window, or when it echoes an input the job never sent.
         """
         if not plausible(job, execution):
             return "another agent's execution"
@@ -177,6 +178,10 @@ class Evidence:
         owner = self._store.find_by_execution(execution.id)
         if owner is not None and owner.job_id != job.job_id:
             return "another job tracks this execution"
+        if owner is None:  # not tracked: maybe recorded (one GetItem of its mark, adapters/execution_owners.py)
+            recorded_by = self._store.owners.owner(execution.id)
+            if recorded_by is not None and recorded_by != job.job_id:
+                return "another job recorded this execution (an orphan or an earlier execution of it)"
         return None
 
     def adopt(self, job_id: str, execution: Execution, attempt: int) -> str:

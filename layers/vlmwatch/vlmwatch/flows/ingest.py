@@ -159,8 +159,9 @@ class Ingestor:
             created_at=now,
             updated_at=now,
         )
-        if not self._store.create(job, due_at=now + self._settings.submit_lease_seconds):
-            existing = self._store.get(job_id)
+        created = self._store.create(job, due_at=now + self._settings.submit_lease_seconds)
+        if not created:
+            existing = created.current  # the row that was there, as the lost put returned it
             if (
                 existing is not None
                 and existing.status == Status.RECEIVED
