@@ -9,6 +9,7 @@ version, one submit at a time) make every command safe to run twice.
 from __future__ import annotations
 
 import json
+import os
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -160,20 +161,46 @@ class ServiceReport:
     message: str | None
     since: int | None
     next_probe_at: int | None
-    probes: int
+    probes: int  # in all
     opened: int
     downtime_seconds: int
     waiting: dict[str, int]
+    episode_probes: int = 0  # since it last opened
+    ramp_until: int | None = None  # while ramping: when every caller is let through again
 
 
-def service(target: Target) -> ServiceReport:
-    """The breaker's row and a count of the jobs waiting in the in-flight index, by status."""
-    breaker = target.breaker
-    state = breaker.state(fresh=True)
-    now = int(time.time())
+def deployment_ramp_seconds() -> int:
+    """The deployment's breaker ramp (BREAKER_RAMP_SECONDS, as the functions read it; the settings' default
+    when this shell does not set it)."""
+    from vlmwatch.core.settings import Settings
+
+    value = os.environ.get("BREAKER_RAMP_SECONDS")
+    default = Settings.model_fields["breaker_ramp_seconds"].default
+    return int(value) if value and value.isdigit() else int(default)
+
+
+def _breaker(target: Target) -> Any:
+    """The breaker as an operator sees it: fresh reads, and the deployment's ramp when a resume closes it."""
+    from vlmwatch.adapters.breaker import CircuitBreaker
+
+    client = target.need("table").client("dynamodb")
+    return CircuitBreaker(client, target.table, refresh_seconds=0, ramp_seconds=deployment_ramp_seconds())
+
+
+def service(target: Target, *, now: int | None = None) -> ServiceReport:
+    """The breaker's row and a count of the jobs waiting in the in-flight index, by status.
+
+    Half-open: a probe went out since it last opened (and the next is not due yet); ramping: closed less
+    than a ramp ago (the ramp its closer applied, recorded on the row)."""
+    state = _breaker(target).state(fresh=True)
+    now = int(time.time()) if now is None else now
+    ramp_until = None
+    if state.ramp_from is not None:
+        ramp = state.ramp_seconds if state.ramp_seconds is not None else deployment_ramp_seconds()
+        ramp_until = state.ramp_from + ramp
     if state.open:
-        label = "half-open" if state.next_probe_at > now and state.probes else "open"
-    elif state.ramp_from is not None and now < state.ramp_from + 60:
+        label = "half-open" if state.next_probe_at > now and state.episode_probes else "open"
+    elif ramp_until is not None and now < ramp_until:
         label = "ramping"
     else:
         label = "closed"
@@ -190,6 +217,8 @@ def service(target: Target) -> ServiceReport:
         opened=state.opened,
         downtime_seconds=state.downtime_until(now),
         waiting=waiting,
+        episode_probes=state.episode_probes if state.open else 0,
+        ramp_until=ramp_until if label == "ramping" else None,
     )
 
 
@@ -233,13 +262,13 @@ def usage(target: Target, *, since: int | None, by: str) -> list[UsageRow]:
 
 def pause(target: Target, message: str) -> ServiceReport:
     """Stop intake by hand (no request reaches VLM Run, no probes) until :func:`resume`."""
-    target.breaker.pause(message)
+    _breaker(target).pause(message)
     return service(target)
 
 
 def resume(target: Target) -> ServiceReport:
     """Close the breaker whatever opened it; intake comes back at the ramp."""
-    target.breaker.resume()
+    _breaker(target).resume()
     return service(target)
 
 

@@ -81,11 +81,13 @@ class BreakerState:
     message: str | None = None
     since: int | None = None
     next_probe_at: int = 0
-    probes: int = 0
+    probes: int = 0  # in all, over every episode
+    episode_probes: int = 0  # since it last opened (what makes it half-open)
     failures: int = 0
     opened: int = 0
     downtime: int = 0  # seconds open, summed over closed episodes
     ramp_from: int | None = None
+    ramp_seconds: int | None = None  # the ramp of whoever closed it last (None: closed before it was recorded)
 
     @classmethod
     def from_item(cls, item: dict[str, Any]) -> BreakerState:
@@ -96,10 +98,12 @@ class BreakerState:
             since=int(item["since"]) if item.get("since") is not None else None,
             next_probe_at=int(item.get("next_probe_at", 0)),
             probes=int(item.get("probes", 0)),
+            episode_probes=int(item.get("episode_probes", 0)),
             failures=int(item.get("failures", 0)),
             opened=int(item.get("opened", 0)),
             downtime=int(item.get("downtime", 0)),
             ramp_from=int(item["ramp_from"]) if item.get("ramp_from") is not None else None,
+            ramp_seconds=int(item["ramp_seconds"]) if item.get("ramp_seconds") is not None else None,
         )
 
     def downtime_until(self, now: int) -> int:
@@ -216,6 +220,7 @@ class CircuitBreaker:
 
     def _take_probe(self, now: int) -> bool:
         update = Update("job_id").set("next_probe_at", now + self._probe).increment("probes")
+        update.increment("episode_probes")
         update.when_equals("state", "open").when(f"{update.ref('next_probe_at')} <= {update.val(now)}")
         item = self._write(update)
         if item is None:
@@ -264,6 +269,7 @@ class CircuitBreaker:
         text = sanitize(message, 500)
         update = Update("job_id", create=True).set("state", "open").set("reason", reason.value).set("message", text)
         update.set("since", now).set("next_probe_at", now + self._probe).set("failures", 0).increment("opened")
+        update.set("episode_probes", 0)
         if self._write(update.when_absent_or_equals("state", "closed")) is not None:
             self.transitions.append(f"opened:{reason.value}")
             return
@@ -274,6 +280,7 @@ class CircuitBreaker:
     def _close(self, state: BreakerState) -> None:
         now = self.now()
         update = Update("job_id").set("state", "closed").set("failures", 0).set("ramp_from", now)
+        update.set("ramp_seconds", self._ramp)  # `vlmwatch service` says "ramping" for as long as this ramp
         update.increment("downtime", state.downtime_until(now) - state.downtime).remove("since")
         # The same episode, for the same reason this success proves resolved (the cached copy may be stale).
         assert state.reason is not None
@@ -293,6 +300,7 @@ class CircuitBreaker:
             return state
         now = self.now()
         update = Update("job_id").set("state", "closed").set("failures", 0).set("ramp_from", now)
+        update.set("ramp_seconds", self._ramp)  # `vlmwatch service` says "ramping" for as long as this ramp
         update.increment("downtime", state.downtime_until(now) - state.downtime).remove("since")
         update.when_equals("state", "open").when_equals("since", state.since)
         if only is not None:
