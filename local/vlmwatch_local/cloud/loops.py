@@ -170,13 +170,17 @@ class LocalAws:
                     raise
                 result = {"batchItemFailures": [{"itemIdentifier": m["MessageId"]} for m in messages]}
             failed = {f["itemIdentifier"] for f in result.get("batchItemFailures", [])}
+            done = [m for m in messages if m["MessageId"] not in failed]
+            if done:  # one DeleteMessageBatch for what succeeded, as the event source mapping does
+                entries = [{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(done)]
+                deleted = self.sqs.delete_message_batch(QueueUrl=url, Entries=entries)
+                if deleted.get("Failed"):
+                    raise RuntimeError(f"DeleteMessageBatch failed: {deleted['Failed']}")
             for message in messages:
                 if message["MessageId"] in failed:
                     self.sqs.change_message_visibility(
                         QueueUrl=url, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=self.retry_delay
                     )
-                else:
-                    self.sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
             handled += len(messages)
         return handled
 
