@@ -50,6 +50,11 @@ StackOpt = Annotated[
 NameOpt = Annotated[str | None, typer.Option(help="Overrides the stack's name for this resource.")]
 SinceOpt = Annotated[str | None, typer.Option(help="Only what changed since: 30m, 2h, 3d or an ISO time.")]
 LimitOpt = Annotated[int | None, typer.Option(min=1, help="At most this many (newest first).")]
+# Dead letters are taken oldest first (deadletters.Batch.read sorts by SentTimestamp; undelivered jobs by
+# updated_at): the ones waiting longest go back to work first, the rest stay where they are.
+OldestLimitOpt = Annotated[
+    int | None, typer.Option("--limit", min=1, help="At most this many (oldest first; the rest stay parked).")
+]
 YesOpt = Annotated[bool, typer.Option("--yes", "-y", help=f"Do not ask before touching more than {CONFIRM_ABOVE}.")]
 DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Show what would be done; change nothing.")]
 QueueOpt = Annotated[str, typer.Option("--queue", help="ingest (the ingest DLQ) or deliveries (failed deliveries).")]
@@ -435,7 +440,7 @@ def dlq_redrive(
     ctx: typer.Context,
     queue: QueueOpt = "ingest",
     since: SinceOpt = None,
-    limit: LimitOpt = None,
+    limit: OldestLimitOpt = None,
     dry_run: DryRunOpt = False,
     yes: YesOpt = False,
 ) -> None:

@@ -63,3 +63,12 @@ def test_a_stack_env_file_names_the_deployment_and_how_to_reach_it(tmp_path, mon
     assert (target.table, target.dlq_url) == ("jobs-local", "http://127.0.0.1:5999/q/dlq")
     client = target.client("dynamodb")
     assert client.meta.endpoint_url == "http://127.0.0.1:5999" and client.meta.region_name == "eu-west-1"
+
+
+def test_every_output_the_cli_reads_from_a_stack_is_an_output_of_the_template():
+    from vlmwatch_cli.target import _OUTPUTS
+    from vlmwatch_local.cloud.provision import load_template
+
+    declared = set(load_template()["Outputs"])
+
+    assert set(_OUTPUTS) <= declared, f"the CLI reads outputs the template does not declare: {set(_OUTPUTS) - declared}"
