@@ -218,30 +218,25 @@ class OutputWriter:
     def _newest_outcome(self, input_key: str, version: ObjectVersion) -> str | None:
         """The document of the highest-numbered run of ``version`` that has one (runs are numbered in the
         order they were started, so a run that finishes late never outranks a newer one that finished).
-
-        One listing of the version's folder answers it when there is only run 1 (almost always): its
-        documents are the folder's files, later runs its ``runs/`` folder. Only then are runs looked up.
-        """
+        One listing answers it when there is only run 1, whose documents are the version folder's files."""
         layout = self.layout
-        folder = layout.version_folder(input_key, version)
-        files: set[str] = set()
-        has_runs = False
-        for page in self._s3.get_paginator("list_objects_v2").paginate(
-            Bucket=self.bucket, Prefix=folder, Delimiter="/"
-        ):
-            files.update(item["Key"] for item in page.get("Contents", []))
-            has_runs = has_runs or any(
-                c["Prefix"] == layout.runs_prefix(input_key, version) for c in page.get("CommonPrefixes", [])
+        pages = list(
+            self._s3.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=layout.version_folder(input_key, version), Delimiter="/"
             )
-        if has_runs:
-            for run in sorted(self.runs_written(input_key, version), reverse=True):
-                for key in (layout.result_key(input_key, version, run), layout.error_key(input_key, version, run)):
-                    if self._exists(key):
-                        return key
-        for key in (layout.result_key(input_key, version), layout.error_key(input_key, version)):
-            if key in files:
-                return key
-        return None
+        )
+        later = any(
+            c["Prefix"] == layout.runs_prefix(input_key, version) for p in pages for c in p.get("CommonPrefixes", [])
+        )
+        for run in sorted(self.runs_written(input_key, version), reverse=True) if later else []:
+            for key in (layout.result_key(input_key, version, run), layout.error_key(input_key, version, run)):
+                if self._exists(key):
+                    return key
+        files = {item["Key"] for p in pages for item in p.get("Contents", [])}
+        return next(
+            (k for k in (layout.result_key(input_key, version), layout.error_key(input_key, version)) if k in files),
+            None,
+        )
 
     def _exists(self, key: str) -> bool:
         try:
