@@ -21,14 +21,14 @@ def test_requests_while_open_and_the_waiting_jobs_recovery(stack, emulator, cloc
     vlmrun = httpx.Client(transport=httpx.WSGITransport(app=emulator.app), base_url="http://emulator.localhost/v1/")
     t0 = clock()
 
-    vlmrun.get("agent/execute/e-before")  # closed: not counted
+    vlmrun.get("agent/executions/e-before")  # closed: not counted
     watch.sample([])
     clock.advance(10)
     breaker.open(Reason.CREDITS, "HTTP 402: Insufficient credits")
     clock.advance(1)
     vlmrun.post("agent/execute", json={"name": "a:v1"})  # the probe, and two polls in flight when it opened
-    vlmrun.get("agent/execute/e-1")
-    vlmrun.get("agent/execute/e-2")
+    vlmrun.get("agent/executions/e-1")
+    vlmrun.get("agent/executions/e-2")
     vlmrun.get("http://emulator.localhost/_emulator/stats")  # not the API
     waiting = f"waiting: the VLM Run account is out of credits (circuit breaker open since {int(t0) + 10}): 402"
     watch.sample([{"job_id": "a", "last_poll_error": waiting}, {"job_id": "b", "last_poll_error": "HTTP 429"}])
@@ -36,12 +36,12 @@ def test_requests_while_open_and_the_waiting_jobs_recovery(stack, emulator, cloc
     breaker.succeeded(started=True)  # a submit went through: credits are back, it closes at t0 + 30
     clock.advance(3)
     watch.sample([{"job_id": "a", "last_poll_error": None}])
-    vlmrun.get("agent/execute/e-after")  # closed again: not counted
+    vlmrun.get("agent/executions/e-after")  # closed again: not counted
 
     assert [(e.start - t0, None if e.end is None else e.end - t0, e.reasons) for e in watch.episodes] == [
         (10, 30, {"credits"})
     ]
-    assert watch.while_open() == {"credits": (3, 1, 20)}
+    assert watch.while_open() == {"credits": ({"submits": 1, "polls": 2}, 20)}
     window = {"kind": "no_credits", "start": t0 + 8, "end": t0 + 25, "seconds": 17}
     rows = {"a": {"delivered_at": t0 + 60}, "b": {"delivered_at": t0 + 90}}  # b never waited on the breaker
     outage = {"kind": "outage", "start": t0 + 1, "end": t0 + 2}  # over before the breaker opened
@@ -53,6 +53,7 @@ def test_requests_while_open_and_the_waiting_jobs_recovery(stack, emulator, cloc
         "jobs": 1,
         "closed": 5,
         "last_document": 35,
+        "median_document": 35,
         "undelivered": 0,
     }
     assert recovery["outage"]["episodes"] == 0  # the breaker never opened for that one
@@ -63,7 +64,7 @@ def test_requests_while_open_and_the_waiting_jobs_recovery(stack, emulator, cloc
         while_breaker_open=watch.while_open(), breaker_episodes=watch.opened, breaker_recovery=recovery
     )
     table = report.table()
-    assert "| requests sent while the breaker was open" in table and "credits 3 (1 POSTs)" in table
-    assert "no_credits +35 s (1 jobs waited)" in table and "outage: breaker not opened for it" in table
+    assert "| requests sent while the breaker was open" in table and "credits 3 (polls 2, submits 1)" in table
+    assert "no_credits +35 s (half by +35 s) (1 jobs waited)" in table and "outage: breaker not opened for it" in table
     assert "no_credits +5 s" in table  # fault end -> breaker closed
-    assert "revoked_key (breaker open for credits) +40 s (1 jobs waited)" in table
+    assert "revoked_key (breaker open for credits) +40 s (half by +40 s) (1 jobs waited)" in table

@@ -16,6 +16,8 @@ how long the jobs that waited on it took to finish once VLM Run was back.
 from __future__ import annotations
 
 import re
+import statistics
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,7 +27,18 @@ from vlmwatch.adapters.breaker import CircuitBreaker, Reason
 # The emulator's account faults and the breaker reason each should open it with.
 REASON_FOR_FAULT = {"outage": Reason.UNAVAILABLE, "no_credits": Reason.CREDITS, "revoked_key": Reason.CREDENTIALS}
 _WAITING = re.compile(r"circuit breaker open since (\d+)")
-_EXECUTE = "POST /v1/agent/execute"
+# What a request was for, by its route (the emulator's, as VLM Run's): the first prefix that matches.
+KINDS = (
+    ("submits", "POST /v1/agent/execute"),
+    ("polls", "GET /v1/agent/executions/"),
+    ("lists", "GET /v1/agent/executions"),
+    ("artifacts", "GET /v1/artifacts"),
+    ("files", "POST /v1/files"),
+)
+
+
+def kind_of(route: str) -> str:
+    return next((kind for kind, prefix in KINDS if route.startswith(prefix)), "other")
 
 
 @dataclass
@@ -95,16 +108,18 @@ class BreakerWatch:
 
     # -- the summary ---------------------------------------------------------------------------------
 
-    def while_open(self) -> dict[str, tuple[int, int, float]]:
-        """Per reason: (API requests, of them POST /agent/execute, seconds open) while the breaker was open."""
-        out: dict[str, tuple[int, int, float]] = {}
+    def while_open(self) -> dict[str, tuple[dict[str, int], float]]:
+        """Per reason: the API requests sent while the breaker was open, by kind (submits, polls, ...),
+        and the seconds it was open. Edges are to the second (the row keeps whole seconds)."""
+        out: dict[str, tuple[dict[str, int], float]] = {}
         end_of_run = self._clock()
         for episode in self.episodes:
-            sent = [route for t, route in self.requests if episode.holds(t)]
             reason = "+".join(sorted(episode.reasons)) or "?"
-            n, posts, seconds = out.get(reason, (0, 0, 0.0))
+            counts, seconds = out.get(reason, ({}, 0.0))
+            sent = Counter(counts)
+            sent.update(kind_of(route) for t, route in self.requests if episode.holds(t))
             length = (episode.end if episode.end is not None else end_of_run) - episode.start
-            out[reason] = (n + len(sent), posts + sent.count(_EXECUTE), seconds + length)
+            out[reason] = (dict(sent), seconds + length)
         return out
 
     def recovery(self, windows: list[dict[str, Any]], rows: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -129,6 +144,7 @@ class BreakerWatch:
                 "jobs": len(jobs),
                 "closed": max(closed) - end if closed and len(closed) == len(episodes) else None,
                 "last_document": max(delivered) - end if delivered else None,
+                "median_document": statistics.median(delivered) - end if delivered else None,
                 "undelivered": len(jobs) - len(delivered),
             }
         return out

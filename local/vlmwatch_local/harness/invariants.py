@@ -64,7 +64,7 @@ class ChaosReport:
     account_failures: dict[str, int] = field(default_factory=dict)  # error documents blaming the account
     fault_end_to_last_document: dict[str, float] = field(default_factory=dict)  # seconds, by fault
     # The breaker as the run saw it (None: not watched): per reason (requests, POSTs, seconds open)...
-    while_breaker_open: dict[str, tuple[int, int, float]] | None = None
+    while_breaker_open: dict[str, tuple[dict[str, int], float]] | None = None
     breaker_episodes: int = 0  # ...how many times it opened...
     # ...and per fault: jobs that waited on it, fault end -> breaker closed and -> their last document.
     breaker_recovery: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -142,14 +142,17 @@ class ChaosReport:
     def _breaker_open(self) -> str:
         if self.while_breaker_open is None:
             return "-"
-        spans = ", ".join(f"{reason} {s:.0f} s" for reason, (_, _, s) in sorted(self.while_breaker_open.items()))
+        spans = ", ".join(f"{reason} {s:.0f} s" for reason, (_, s) in sorted(self.while_breaker_open.items()))
         return f"{self.breaker_episodes} ({spans})" if self.breaker_episodes else "never"
 
     def _while_open(self) -> str:
         if self.while_breaker_open is None:
             return "-"
-        counts = sorted(self.while_breaker_open.items())
-        return ", ".join(f"{reason} {n} ({posts} POSTs)" for reason, (n, posts, _) in counts) or "0"
+        parts = []
+        for reason, (sent, _) in sorted(self.while_breaker_open.items()):
+            kinds = ", ".join(f"{kind} {n}" for kind, n in sorted(sent.items(), key=lambda kv: (-kv[1], kv[0])))
+            parts.append(f"{reason} {sum(sent.values())}" + (f" ({kinds})" if kinds else ""))
+        return ", ".join(parts) or "0"
 
     def _after_fault(self, measure: str) -> str:
         parts = []
@@ -167,7 +170,9 @@ class ChaosReport:
                 parts.append(f"{label}: no job waited")
             else:
                 undelivered = f", {seen['undelivered']} without a document" if seen["undelivered"] else ""
-                when = f"{seconds:+.0f} s" if seconds is not None else "none delivered"
+                when = "none delivered"
+                if seconds is not None:
+                    when = f"{seconds:+.0f} s (half by {seen['median_document']:+.0f} s)"
                 parts.append(f"{label} {when} ({seen['jobs']} jobs waited{undelivered})")
         return ", ".join(parts) or "-"
 
