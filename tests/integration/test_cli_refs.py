@@ -200,6 +200,17 @@ def test_a_short_id_costs_one_small_query_whatever_the_table_holds(stack):
     assert queries.job_ids_with_prefix("ffff") == []  # no match: the index, then the old rows' walk
 
 
+def test_short_ids_work_on_a_table_still_without_the_id_prefix_index(stack):
+    # A stack upgraded one index per deploy: until ByIdPrefix exists, short ids are found the old way.
+    client = boto3.client("dynamodb")
+    client.update_table(TableName=stack.table, GlobalSecondaryIndexUpdates=[{"Delete": {"IndexName": ID_PREFIX_INDEX}}])
+    job = put_job(stack, "upgrade/old.txt", Status.FAILED, legacy=True)
+
+    code, out = cli(stack, "status", job.job_id[:8], "--json")
+
+    assert code == 0 and json.loads(out)["job_id"] == job.job_id, out
+
+
 def test_retry_and_cancel_take_every_kind_of_reference(stack):
     failed = put_job(stack, "kinds/failed.txt", Status.FAILED, execution_id="exec-f", error="boom")
     running = put_job(stack, "kinds/running.txt", Status.RUNNING, execution_id="exec-r")

@@ -101,6 +101,14 @@ def _value_size(value: dict[str, Any]) -> int:
     return 1
 
 
+def _missing_index(exc: ClientError, index: str) -> bool:
+    """DynamoDB's answer to a query of an index the table does not have: ValidationException ("The table does
+    not have the specified index"), the only one a well-formed query meets; moto says ResourceNotFound."""
+    error = exc.response.get("Error", {})
+    code, message = str(error.get("Code", "")), str(error.get("Message", ""))
+    return code == "ValidationException" or (code == "ResourceNotFoundException" and index in message)
+
+
 def merge_newest(lists: list[list[IndexEntry]], limit: int | None) -> list[IndexEntry]:
     """Newest-first lists merged newest first, at most ``limit``."""
     entries = list(heapq.merge(*lists, key=lambda e: (-e.at, e.job_id)))
@@ -238,11 +246,16 @@ class JobQueries:
         the keys-only ``ByIdPrefix`` index (hash: the id's first digits, range: the id, ``begins_with``): an
         answer the size of the matches, whatever the table holds, and a job that changes status meanwhile is
         one entry there, found once. Rows created before that index existed carry no ``id_prefix``; only
-        when the index finds nothing are they looked for the old way (:meth:`_ids_by_status_walk`).
+        when the index finds nothing (or the table does not have it yet: a stack being upgraded, one index
+        per deploy) are they looked for the old way (:meth:`_ids_by_status_walk`).
         """
         found: list[str] = []
         if len(prefix) >= ID_PREFIX_LENGTH:
-            found = self._ids_by_prefix_index(prefix, limit)
+            try:
+                found = self._ids_by_prefix_index(prefix, limit)
+            except ClientError as exc:
+                if not _missing_index(exc, ID_PREFIX_INDEX):
+                    raise
         return found or self._ids_by_status_walk(prefix, limit)
 
     def _ids_by_prefix_index(self, prefix: str, limit: int) -> list[str]:
