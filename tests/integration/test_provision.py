@@ -58,7 +58,18 @@ def test_table_keys_indexes_stream_and_ttl_match_the_template(stack):
     assert table["KeySchema"] == props["KeySchema"]
     declared = {i["IndexName"]: i for i in props["GlobalSecondaryIndexes"]}
     actual = {i["IndexName"]: i for i in table["GlobalSecondaryIndexes"]}
-    assert set(actual) == set(declared) == {"ByExecutionId", "InFlightByNextPoll", "ByKey", "ByStatus", "ByOutcome"}
+    assert (
+        set(actual)
+        == set(declared)
+        == {
+            "ByExecutionId",
+            "InFlightByNextPoll",
+            "ByKey",
+            "ByStatus",
+            "ByOutcome",
+            "ByIdPrefix",
+        }
+    )
     for name, index in declared.items():
         assert actual[name]["KeySchema"] == index["KeySchema"]
         assert actual[name]["Projection"]["ProjectionType"] == index["Projection"]["ProjectionType"]
@@ -69,11 +80,11 @@ def test_table_keys_indexes_stream_and_ttl_match_the_template(stack):
 
 def test_code_uses_the_index_names_the_template_declares():
     from vlmwatch.adapters.job_queries import OUTCOME_INDEX
-    from vlmwatch.adapters.jobstore import EXECUTION_INDEX, IN_FLIGHT_INDEX, KEY_INDEX, STATUS_INDEX
+    from vlmwatch.adapters.jobstore import EXECUTION_INDEX, ID_PREFIX_INDEX, IN_FLIGHT_INDEX, KEY_INDEX, STATUS_INDEX
 
     (props,) = resources("AWS::DynamoDB::Table").values()
     declared = {i["IndexName"] for i in props["GlobalSecondaryIndexes"]}
-    assert declared == {EXECUTION_INDEX, IN_FLIGHT_INDEX, KEY_INDEX, STATUS_INDEX, OUTCOME_INDEX}
+    assert declared == {EXECUTION_INDEX, IN_FLIGHT_INDEX, KEY_INDEX, STATUS_INDEX, OUTCOME_INDEX, ID_PREFIX_INDEX}
 
 
 def test_function_environment_covers_every_setting_the_code_reads():

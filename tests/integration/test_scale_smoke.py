@@ -14,7 +14,7 @@ pytestmark = pytest.mark.e2e
 
 def test_the_scale_table_has_a_row_per_size_with_every_measure(capsys):
     args = SimpleNamespace(
-        sizes="40,300", rpm=600, job_seconds=120, full_max=40, window=3, json=None, env=["POLLER_MAX_JOBS=20"]
+        sizes="40,120", rpm=120, job_seconds=120, full_max=40, window=3, json=None, env=["POLLER_MAX_JOBS=20"]
     )
 
     assert scale.main(args) == 0
@@ -25,7 +25,7 @@ def test_the_scale_table_has_a_row_per_size_with_every_measure(capsys):
         assert column in header
     assert "AWS $ / 1,000 docs" in header and "drain at the plan's rate" in header and "rate floor" in header
     rows = {m.group(1): m.group(0) for m in re.finditer(r"^\| ([\d,]+) \|.*\|$", out, re.MULTILINE)}
-    assert set(rows) == {"40", "300"}
+    assert set(rows) == {"40", "120"}
     # Every job the poller claimed in one run and the pages it read, by name the rows written hardest, a cost
     # and a drain time against the rate floor.
     for row in rows.values():
@@ -33,13 +33,13 @@ def test_the_scale_table_has_a_row_per_size_with_every_measure(capsys):
         assert re.search(r"`(#[\w#-]+|job [0-9a-f]{8}…)` \d+ / [\d.]+", row)
         assert "`InFlightByNextPoll=s0`" in row
         assert re.search(r"\| [\d.]+ \| \d+ min", row) and re.search(r"\d+ min \(x[\d.]+\) \|$", row)
-    # 40 files run to their last document; 300 are sampled over 3 runs and extrapolated, and said so.
-    assert "(extrapolated)" in rows["300"] and "(extrapolated)" not in rows["40"]
+    # 40 files run to their last document; 120 are sampled over 3 runs and extrapolated, and said so.
+    assert "(extrapolated)" in rows["120"] and "(extrapolated)" not in rows["40"]
     assert "40 of 40 documents" in out
     assert "sampled: drain extrapolated" in out
-    assert "300 vs 40: AWS $ per document x" in out
+    assert "120 vs 40: AWS $ per document x" in out
     # POLLER_MAX_JOBS is a page: a run reads page after page while the minute's requests serve them.
-    most = int(re.search(r"- 300: .*Poller runs: at most (\d+) jobs in (\d+) pages", out).group(1))
+    most = int(re.search(r"- 120: .*Poller runs: at most (\d+) jobs in (\d+) pages", out).group(1))
     assert most > 20
 
 
