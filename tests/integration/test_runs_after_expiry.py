@@ -111,3 +111,26 @@ def test_a_key_whose_rows_expired_is_reprocessed_beside_its_first_run_never_over
     assert read_json(stack, result_key(KEY))["run"] == 3
     code, out = cli(stack, "history", KEY, "--json")
     assert sorted(h["run"] for h in map(json.loads, out.splitlines())) == [1, 2, 3]
+
+
+def test_an_event_replayed_after_the_row_expired_starts_nothing_over_the_written_run(
+    stack, local, wire, emulator, clock
+):
+    from vlmwatch_cli.ops import object_created
+
+    wire()
+    version_id = drop(stack, KEY, b"processed long ago")
+    settle_stack(local, clock)
+    run1_key = OutputLayout(stack.output_bucket, "results/").result_key(KEY, ObjectVersion.of(version_id, None))
+    run1, index_before = raw(stack, run1_key), index_records(stack)
+    # ResultTtlDays (30) later DynamoDB has deleted the row; the upload's event is replayed (an EventBridge
+    # archive, a late DLQ redrive).
+    clock.advance(30 * 86400)
+    assert expire_rows(stack, KEY) == 1
+    etag = boto3.client("s3").head_object(Bucket=stack.input_bucket, Key=KEY)["ETag"]
+    event = object_created(stack.input_bucket, KEY, 18, ObjectVersion.of(version_id, etag))
+    boto3.client("sqs").send_message(QueueUrl=stack.ingest_queue_url, MessageBody=json.dumps(event))
+    settle_stack(local, clock)
+
+    assert raw(stack, run1_key) == run1 and index_records(stack) == index_before
+    assert len(emulator.executions) == 1 and jobs(stack) == []

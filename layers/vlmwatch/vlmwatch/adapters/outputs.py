@@ -257,3 +257,11 @@ def _metadata(job: Job) -> dict[str, str]:
     if job.execution_id:
         metadata["vlmwatch-execution-id"] = job.execution_id
     return metadata
+
+
+def run_written(s3: S3Client, layout: OutputLayout, input_key: str, version: ObjectVersion, run: int) -> bool:
+    """Whether anything of this run is in the output bucket: a document, an artifact or (run 1's folder is the
+    version's) a later run. One listing of at most one key: a job row expires after ``ResultTtlDays``, the
+    outputs it wrote never do."""
+    listed = s3.list_objects_v2(Bucket=layout.bucket, Prefix=layout.run_folder(input_key, version, run), MaxKeys=1)
+    return bool(listed.get("KeyCount") or listed.get("Contents"))

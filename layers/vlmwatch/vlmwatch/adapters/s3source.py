@@ -27,6 +27,7 @@ class SourceObject:
     size: int | None = None
     content_type: str | None = None
     metadata: dict[str, str] = field(default_factory=dict)
+    last_modified: int | None = None  # epoch seconds: when this version was written
 
     @classmethod
     def from_head(cls, key: str, head: Mapping[str, Any]) -> SourceObject:
@@ -36,6 +37,7 @@ class SourceObject:
             size=head.get("ContentLength"),
             content_type=head.get("ContentType"),
             metadata=dict(head.get("Metadata") or {}),
+            last_modified=int(head["LastModified"].timestamp()) if head.get("LastModified") else None,
         )
 
 

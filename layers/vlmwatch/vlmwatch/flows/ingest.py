@@ -46,6 +46,7 @@ class Ingestor:
         submitter: Submitter,
         config: Callable[[], ConfigVersion] | None = None,
         config_at: Callable[[int], ConfigVersion] | None = None,
+        written: Callable[[str, ObjectVersion, int], bool] | None = None,
     ) -> None:
         self._settings = settings
         self._store = store
@@ -56,6 +57,8 @@ class Ingestor:
         self._config = config or (lambda: parameters)
         # A named version (`vlmwatch reprocess --config-version N`); 0 is always the parameters.
         self._config_at = config_at or (lambda number: parameters)
+        # Whether a run of an object version has outputs in the output bucket (one listing of one key).
+        self._written = written or (lambda key, version, run: False)
 
     def accept(self, ref: S3ObjectRef) -> Outcome:
         """Record a job for ``ref`` and start its execution, exactly once per object version.
@@ -159,6 +162,15 @@ class Ingestor:
             created_at=now,
             updated_at=now,
         )
+        expired = isinstance(decision, Route) and self._row_may_have_expired(source, now)
+        if expired and self._written(source.key, version, ref.run):
+            # Its row expired (ResultTtlDays) but its outputs never do: a redriven or replayed event must not run
+            # it again over its documents (`vlmwatch reprocess` starts a new run beside them).
+            logger.warning(
+                "run already written and its row expired: event ignored",
+                extra={"job_id": job_id, "key": source.key, "run": ref.run},
+            )
+            return Outcome.DUPLICATE
         created = self._store.create(job, due_at=now + self._settings.submit_lease_seconds)
         if not created:
             existing = created.current  # the row that was there, as the lost put returned it
@@ -185,6 +197,13 @@ class Ingestor:
             logger.info("object skipped", extra={"job_id": job_id, "reason": decision.reason})
             return Outcome.SKIPPED
         return self._submitter.submit(job)
+
+    def _row_may_have_expired(self, source: SourceObject, now: int) -> bool:
+        """A version's rows are written after the version itself and kept ``ResultTtlDays`` at least, so only a
+        version older than that can have lost a row: only then are its outputs looked for (fresh uploads, all
+        but a replay's or a late redrive's, cost no listing)."""
+        ttl = self._settings.result_ttl_days * 86400 - 3600  # an hour for S3's and our clocks to disagree
+        return source.last_modified is None or now - source.last_modified >= ttl
 
     def _locate(self, ref: S3ObjectRef) -> tuple[SourceObject | None, SourceObject | None]:
         """(the object version the event names, None), or (None, what the key holds now if it changed).

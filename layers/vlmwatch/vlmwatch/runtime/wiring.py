@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from vlmwatch.adapters.statemachine import PollerStateMachine
     from vlmwatch.adapters.throttle import Backpressure
     from vlmwatch.adapters.vlmrun.client import VlmRunClient
+    from vlmwatch.core.identity import ObjectVersion
     from vlmwatch.flows.delivery import Deliverer
     from vlmwatch.flows.ingest import Ingestor
     from vlmwatch.flows.steploop import StepLoop
@@ -305,8 +306,17 @@ def ingestor() -> Ingestor:
     from vlmwatch.flows.ingest import Ingestor
 
     config = config_source()
+    cfg = settings()
+
+    def written(key: str, version: ObjectVersion, run: int) -> bool:
+        # Imported when first asked (only for a version older than the rows' TTL): ingest's cold start stays small.
+        from vlmwatch.adapters.outputs import run_written
+        from vlmwatch.core.layout import OutputLayout
+
+        return run_written(s3(), OutputLayout(cfg.output_bucket, cfg.output_prefix), key, version, run)
+
     return Ingestor(
-        settings(), job_store(), source_reader(), submitter(), config=config.current, config_at=config.version
+        cfg, job_store(), source_reader(), submitter(), config=config.current, config_at=config.version, written=written
     )
 
 
