@@ -401,8 +401,10 @@ def backfill(
         for key in report.keys:
             say(f"would enqueue {key}", soft_wrap=True)
     say(
-        f"{report.listed} object(s) listed: {report.enqueued} enqueued, {report.known} already have a job, "
-        f"{report.ignored} folder marker(s) ignored" + (" (dry run)" if dry_run else "")
+        f"{report.listed} object(s) listed: {report.enqueued} enqueued, {report.known} already processed"
+        + (f" ({report.documented} by their documents: row expired)" if report.documented else "")
+        + f", {report.ignored} folder marker(s) ignored"
+        + (" (dry run)" if dry_run else "")
     )
 
 
@@ -496,7 +498,10 @@ def _show_service(report: ops.ServiceReport) -> None:
             say(f"  next probe:   {_when(report.next_probe_at)}")
         if report.message:
             say(f"  why:          {_short(report.message, 300)}", soft_wrap=True)
-    say(f"  probes sent:  {report.probes}   times opened: {report.opened}")
+    probes = f"{report.episode_probes} since it opened, {report.probes} in all"
+    say(f"  probes sent:  {probes}   times opened: {report.opened}")
+    if report.ramp_until:
+        say(f"  ramping until: {_when(report.ramp_until)} (a growing share of work goes through)")
     say(f"  time open:    {report.downtime_seconds} s in all (deadlines of jobs in flight move by it)")
     waiting = ", ".join(f"{n} {status}" for status, n in sorted(report.waiting.items())) or "none"
     say(f"  jobs waiting: {sum(report.waiting.values())} ({waiting})")

@@ -169,7 +169,7 @@ def test_backfill_of_50_existing_objects_twice_makes_50_jobs(local):
     assert executions(local) == before + 50  # the second run (events twice) started nothing more
 
     code, third = cli(local, "backfill", f"s3://{local.stack.input_bucket}/old/")
-    assert "0 enqueued, 50 already have a job, 1 folder marker(s) ignored" in third
+    assert "0 enqueued, 50 already processed, 1 folder marker(s) ignored" in third
 
 
 def test_dlq_list_and_redrive(local):
