@@ -63,14 +63,23 @@ def test_another_jobs_recorded_orphan_offered_as_evidence_is_refused_and_the_job
 
     # The probe: b.txt's recorded orphan, genuinely signed, sent to a.txt's callback URL (the signature
     # covers only the body; the URL's token is a.txt's own).
+    gets = dict(emulator.requests)
     with caplog.at_level(logging.WARNING):
         answer = post(local, orphan_body + b" ", a_query)  # another body: not a replay of b.txt's callback
 
     assert json.loads(answer["body"]) == {"status": "refused"}
-    refusals = [r for r in caplog.records if r.getMessage() == "evidence refused"]
-    assert [getattr(r, "reason", None) for r in refusals] == [
-        "another job recorded this execution (an orphan or an earlier execution of it)"
+    refusals = [r for r in caplog.records if r.getMessage().startswith("evidence refused")]
+    b_job = {j["key"]: j for j in jobs(stack)}["b.txt"]["job_id"]
+    assert [(r.getMessage(), getattr(r, "owner", None)) for r in refusals] == [
+        ("evidence refused: another job tracks or recorded this execution", b_job)
     ]
+    assert dict(emulator.requests) == gets  # refused by its mark alone: no request to VLM Run
+    # The sweeper's path (an execution found by its echoed input) asks the same question of the same mark.
+    a_job = wiring.job_store().get(a_row_id := {j["key"]: j for j in jobs(stack)}["a.txt"]["job_id"])
+    assert a_job is not None and a_job.job_id == a_row_id
+    assert wiring.submitter().evidence.refusal(a_job, wiring.vlmrun_client().get_execution(orphan.id), 1) == (
+        "another job recorded this execution (an orphan or an earlier execution of it)"
+    )
     a_row = {j["key"]: j for j in jobs(stack)}["a.txt"]
     assert a_row["status"] == "received" and "execution_id" not in a_row
 
