@@ -42,6 +42,7 @@ def test_requests_while_open_and_the_waiting_jobs_recovery(stack, emulator, cloc
         (10, 30, {"credits"})
     ]
     assert watch.while_open() == {"credits": ({"submits": 1, "polls": 2}, 20)}
+    assert (watch.opened, watch.probes) == (1, 0)  # the test sent its "probe" without asking the breaker
     window = {"kind": "no_credits", "start": t0 + 8, "end": t0 + 25, "seconds": 17}
     rows = {"a": {"delivered_at": t0 + 60}, "b": {"delivered_at": t0 + 90}}  # b never waited on the breaker
     outage = {"kind": "outage", "start": t0 + 1, "end": t0 + 2}  # over before the breaker opened
@@ -66,5 +67,6 @@ def test_requests_while_open_and_the_waiting_jobs_recovery(stack, emulator, cloc
     table = report.table()
     assert "| requests sent while the breaker was open" in table and "credits 3 (polls 2, submits 1)" in table
     assert "no_credits +35 s (half by +35 s) (1 jobs waited)" in table and "outage: breaker not opened for it" in table
+    assert "| 1 times, 0 probes (credits 20 s) |" in table
     assert "no_credits +5 s" in table  # fault end -> breaker closed
     assert "revoked_key (breaker open for credits) +40 s (half by +40 s) (1 jobs waited)" in table

@@ -68,7 +68,8 @@ class BreakerWatch:
         self.requests: list[tuple[float, str]] = []  # (when, "METHOD /path") of every API request
         self.waited: dict[str, set[int]] = {}  # job id -> the ``since`` of each episode it waited on
         self.opened = 0  # episodes the row counted (``opened``), seen or not
-        self._opened_at_start: int | None = None
+        self.probes = 0  # probe slots taken while open (the row's ``probes``): one a probe interval at most
+        self._at_start: tuple[int, int] | None = None
 
     def log_requests(self, app: Any) -> None:
         """Wrap ``app`` (a Flask app) so every API request it receives is logged with its time."""
@@ -84,9 +85,9 @@ class BreakerWatch:
 
     def sample(self, rows: Iterable[dict[str, Any]]) -> None:
         state = self._breaker.state(fresh=True)
-        if self._opened_at_start is None:
-            self._opened_at_start = state.opened
-        self.opened = state.opened - self._opened_at_start
+        if self._at_start is None:
+            self._at_start = (state.opened, state.probes)
+        self.opened, self.probes = state.opened - self._at_start[0], state.probes - self._at_start[1]
         current = self.episodes[-1] if self.episodes and self.episodes[-1].end is None else None
         if state.open and state.since is not None:
             if current is not None and current.start != state.since:

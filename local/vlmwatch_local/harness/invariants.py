@@ -65,7 +65,8 @@ class ChaosReport:
     fault_end_to_last_document: dict[str, float] = field(default_factory=dict)  # seconds, by fault
     # The breaker as the run saw it (None: not watched): per reason (requests, POSTs, seconds open)...
     while_breaker_open: dict[str, tuple[dict[str, int], float]] | None = None
-    breaker_episodes: int = 0  # ...how many times it opened...
+    breaker_episodes: int = 0  # ...how many times it opened, the probes it let through...
+    breaker_probes: int = 0
     # ...and per fault: jobs that waited on it, fault end -> breaker closed and -> their last document.
     breaker_recovery: dict[str, dict[str, Any]] = field(default_factory=dict)
     orphans_by_id: int = 0  # extra executions the row names (orphan_execution_ids)
@@ -107,7 +108,7 @@ class ChaosReport:
             ("VLM Run requests", f"{self.requests} ({self.requests / max(self.versions, 1):.1f} per version)"),
             ("account faults (active for)", self._windows() or "none"),
             ("requests sent while a fault was active", self._during() or "-"),
-            ("breaker open (times opened, seconds)", self._breaker_open()),
+            ("breaker open (times opened, probes, seconds)", self._breaker_open()),
             ("requests sent while the breaker was open", self._while_open()),
             ("failed for an account reason", _counts(self.account_failures) or "0"),
             ("fault end -> last document", self._recovery() or "-"),
@@ -143,7 +144,8 @@ class ChaosReport:
         if self.while_breaker_open is None:
             return "-"
         spans = ", ".join(f"{reason} {s:.0f} s" for reason, (_, s) in sorted(self.while_breaker_open.items()))
-        return f"{self.breaker_episodes} ({spans})" if self.breaker_episodes else "never"
+        opened = f"{self.breaker_episodes} times, {self.breaker_probes} probes"
+        return f"{opened} ({spans})" if self.breaker_episodes else "never"
 
     def _while_open(self) -> str:
         if self.while_breaker_open is None:
@@ -280,6 +282,7 @@ def check(local: LocalStack, report: ChaosReport, watch: BreakerWatch | None = N
     if watch is not None:
         report.while_breaker_open = watch.while_open()
         report.breaker_episodes = max(watch.opened, len(watch.episodes))
+        report.breaker_probes = watch.probes
         report.breaker_recovery = watch.recovery(report.account_windows, rows)
     # The newest version's document is the one at the key's stable path.
     current = {v["Key"]: v["VersionId"] for v in versions if v.get("IsLatest")}
