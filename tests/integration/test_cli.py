@@ -162,10 +162,14 @@ def test_backfill_of_50_existing_objects_twice_makes_50_jobs(local):
     code2, _ = cli(local, "backfill", f"s3://{local.stack.input_bucket}/old/", "--rate", "100")
     assert code == code2 == 0 and "50 enqueued" in first
 
-    for i in range(50):
-        _wait_for(local, None, "delivered", key=f"old/doc-{i:02d}.txt")
-    jobs = [j for j in local.jobs() if j["key"].startswith("old/")]
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:  # one read of the table a turn (50 `status` calls a turn took longer)
+        jobs = [j for j in local.jobs() if j["key"].startswith("old/")]
+        if len(jobs) >= 50 and all(j["status"] == "delivered" for j in jobs):
+            break
+        time.sleep(0.5)
     assert len(jobs) == 50 and all(j["outcome"] == "completed" for j in jobs)
+    assert cli(local, "status", "old/doc-07.txt")[0] == 0
     assert executions(local) == before + 50  # the second run (events twice) started nothing more
 
     code, third = cli(local, "backfill", f"s3://{local.stack.input_bucket}/old/")
