@@ -184,7 +184,10 @@ def register(app: typer.Typer, target_of: TargetOf) -> None:
         job = _chosen_run(target, ref, version, run)
         if job is None:
             asked = "".join(f" {name} {v}" for name, v in (("--version", version), ("--run", run)) if v is not None)
-            warn(f"no job for {ref!r}{asked} (not a job id or prefix, key or s3:// URI, or execution id)")
+            if asked:  # the file may well be known: it is the version or run that is not
+                warn(f"no{asked} of {ref!r}: `vlmwatch history KEY` lists a file's versions and runs")
+            else:
+                warn(f"no job for {ref!r} (not a job id or prefix, key or s3:// URI, or execution id)")
             raise typer.Exit(EXIT_PARTIAL)
         uri = job.result_uri or job.error_uri
         if not uri:

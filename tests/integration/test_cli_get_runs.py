@@ -42,7 +42,7 @@ def test_get_picks_a_run_of_a_version_by_number(stack, local, wire, clock, tmp_p
     assert field(stack, KEY, "--field", "file.text") == "second upload"
     assert field(stack, KEY, "--run", "1", "--field", "file.text") == "second upload"
     code, out = cli(stack, "get", KEY, "--run", "2")  # the newest version has one run
-    assert code == 1 and "--run 2" in out
+    assert code == 1 and "no --run 2 of" in out and "vlmwatch history" in out
     assert field(stack, KEY, "--version", str(first), "--run", "1", "--field", "agent") == "doc-extractor:v1"
     assert field(stack, KEY, "--version", str(first), "--field", "agent") == "doc-extractor:v2"  # its newest run
     assert field(stack, f"{KEY}?versionId={first}", "--run", "1", "--field", "file.text") == "first upload"
