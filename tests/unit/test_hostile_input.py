@@ -25,12 +25,15 @@ SECRET = "whsec-hostile-0123456789"
 
 
 class LoseResponses(httpx.BaseTransport):
-    """Forwards to the emulator, but the POST /agent/execute of the listed files reaches VLM Run (the
-    execution exists) and then times out: an ambiguous submit."""
+    """Forwards to the emulator, but the first POST /agent/execute of each listed file times out: after reaching
+    VLM Run (the execution exists), or with ``arrives=False`` before (nothing is created). Either way the
+    submitter cannot know which: an ambiguous submit. ``lost`` keeps each such request's body."""
 
-    def __init__(self, app, names: set[str]) -> None:
+    def __init__(self, app, names: set[str], *, arrives: bool = True) -> None:
         self._inner = httpx.WSGITransport(app=app)
         self._names = set(names)
+        self._arrives = arrives
+        self.lost: dict[str, dict] = {}
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         if request.url.path.endswith("/agent/execute"):
@@ -38,7 +41,9 @@ class LoseResponses(httpx.BaseTransport):
             name = (file_input if isinstance(file_input, str) else "").split("?")[0].rsplit("/", 1)[-1]
             if name in self._names:
                 self._names.discard(name)
-                self._inner.handle_request(request)
+                self.lost[name] = json.loads(request.content)
+                if self._arrives:
+                    self._inner.handle_request(request)
                 raise httpx.ReadTimeout("read timed out", request=request)
         return self._inner.handle_request(request)
 

@@ -6,31 +6,10 @@ from __future__ import annotations
 import json
 import logging
 
-import httpx
-from test_hostile_input import hooked, post, settle  # noqa: F401 - hooked is a fixture used by name
+from test_hostile_input import LoseResponses, hooked, post, settle  # noqa: F401 - hooked is a fixture used by name
 
 from helpers import drop, jobs, read_json, result_key
 from vlmwatch.runtime import wiring
-
-
-class NeverArrives(httpx.BaseTransport):
-    """Forwards to the emulator, except the first POST /agent/execute of the listed files: it times out
-    before reaching VLM Run (nothing is created, but the submitter cannot know: an ambiguous attempt)."""
-
-    def __init__(self, app, names: set[str]) -> None:
-        self._inner = httpx.WSGITransport(app=app)
-        self._names = set(names)
-        self.lost: dict[str, dict] = {}  # file name -> the body that never arrived
-
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        if request.url.path.endswith("/agent/execute"):
-            file_input = json.loads(request.content)["inputs"]["file"]
-            name = (file_input if isinstance(file_input, str) else "").split("?")[0].rsplit("/", 1)[-1]
-            if name in self._names:
-                self._names.discard(name)
-                self.lost[name] = json.loads(request.content)
-                raise httpx.ReadTimeout("read timed out", request=request)
-        return self._inner.handle_request(request)
 
 
 def test_another_jobs_recorded_orphan_offered_as_evidence_is_refused_and_the_job_submits_anew(
@@ -41,7 +20,7 @@ def test_another_jobs_recorded_orphan_offered_as_evidence_is_refused_and_the_job
     caplog,
 ):
     # b.txt runs normally; a.txt's POST timed out (ambiguous), so a.txt waits for evidence.
-    transport = NeverArrives(emulator.app, {"a.txt"})
+    transport = LoseResponses(emulator.app, {"a.txt"}, arrives=False)
     local, _ = hooked(transport)
     emulator.config.echo_inputs = False  # nothing echoed: neither the input nor the session tells them apart
     emulator.config.status_sequence = ["running", "completed"]
