@@ -4,7 +4,9 @@ key's rows, as DynamoDB would."""
 
 from __future__ import annotations
 
+import datetime
 import json
+from email.utils import format_datetime
 
 import boto3
 
@@ -12,6 +14,7 @@ from helpers import drop, jobs, output_keys, read_json, result_key, run_cli
 from helpers import settle as settle_stack
 from vlmwatch.core.identity import ObjectVersion
 from vlmwatch.core.layout import OutputLayout
+from vlmwatch.runtime import wiring
 from vlmwatch_local.cloud.provision import StackResources
 
 KEY = "expired/a.txt"
@@ -124,9 +127,17 @@ def test_an_event_replayed_after_the_row_expired_starts_nothing_over_the_written
     run1_key = OutputLayout(stack.output_bucket, "results/").result_key(KEY, ObjectVersion.of(version_id, None))
     run1, index_before = raw(stack, run1_key), index_records(stack)
     # ResultTtlDays (30) later DynamoDB has deleted the row; the upload's event is replayed (an EventBridge
-    # archive, a late DLQ redrive).
-    clock.advance(30 * 86400)
+    # archive, a late DLQ redrive). S3 says how old the object is: its HEAD's Date is 31 days after LastModified.
+    clock.advance(31 * 86400)
     assert expire_rows(stack, KEY) == 1
+
+    def s3_date(parsed, **_):
+        modified = parsed.get("LastModified")
+        if modified is not None:
+            later = (modified + datetime.timedelta(days=31)).astimezone(datetime.UTC)
+            parsed["ResponseMetadata"].setdefault("HTTPHeaders", {})["date"] = format_datetime(later, usegmt=True)
+
+    wiring.s3().meta.events.register("after-call.s3.HeadObject", s3_date)
     etag = boto3.client("s3").head_object(Bucket=stack.input_bucket, Key=KEY)["ETag"]
     event = object_created(stack.input_bucket, KEY, 18, ObjectVersion.of(version_id, etag))
     boto3.client("sqs").send_message(QueueUrl=stack.ingest_queue_url, MessageBody=json.dumps(event))
@@ -134,3 +145,5 @@ def test_an_event_replayed_after_the_row_expired_starts_nothing_over_the_written
 
     assert raw(stack, run1_key) == run1 and index_records(stack) == index_before
     assert len(emulator.executions) == 1 and jobs(stack) == []
+    waiting = boto3.client("sqs").get_queue_attributes(QueueUrl=stack.ingest_queue_url, AttributeNames=["All"])
+    assert waiting["Attributes"]["ApproximateNumberOfMessagesNotVisible"] == "0"  # handled, not failing

@@ -27,7 +27,7 @@ class SourceObject:
     size: int | None = None
     content_type: str | None = None
     metadata: dict[str, str] = field(default_factory=dict)
-    last_modified: int | None = None  # epoch seconds: when this version was written
+    age_seconds: int | None = None  # how long ago this version was written, by S3's own clock (its Date header)
 
     @classmethod
     def from_head(cls, key: str, head: Mapping[str, Any]) -> SourceObject:
@@ -37,8 +37,23 @@ class SourceObject:
             size=head.get("ContentLength"),
             content_type=head.get("ContentType"),
             metadata=dict(head.get("Metadata") or {}),
-            last_modified=int(head["LastModified"].timestamp()) if head.get("LastModified") else None,
+            age_seconds=_age(head),
         )
+
+
+def _age(head: Mapping[str, Any]) -> int | None:
+    """The object's age as S3 measures it: the response's ``Date`` minus ``LastModified`` (one clock, S3's,
+    whatever ours says), or None when either is missing."""
+    from email.utils import parsedate_to_datetime
+
+    modified = head.get("LastModified")
+    date = (head.get("ResponseMetadata") or {}).get("HTTPHeaders", {}).get("date")
+    if modified is None or not date:
+        return None
+    try:
+        return int((parsedate_to_datetime(date) - modified).total_seconds())
+    except (TypeError, ValueError):
+        return None
 
 
 class SourceReader:

@@ -162,7 +162,7 @@ class Ingestor:
             created_at=now,
             updated_at=now,
         )
-        expired = isinstance(decision, Route) and self._row_may_have_expired(source, now)
+        expired = isinstance(decision, Route) and self._row_may_have_expired(source)
         if expired and self._written(source.key, version, ref.run):
             # Its row expired (ResultTtlDays) but its outputs never do: a redriven or replayed event must not run
             # it again over its documents (`vlmwatch reprocess` starts a new run beside them).
@@ -198,12 +198,13 @@ class Ingestor:
             return Outcome.SKIPPED
         return self._submitter.submit(job)
 
-    def _row_may_have_expired(self, source: SourceObject, now: int) -> bool:
+    def _row_may_have_expired(self, source: SourceObject) -> bool:
         """A version's rows are written after the version itself and kept ``ResultTtlDays`` at least, so only a
         version older than that can have lost a row: only then are its outputs looked for (fresh uploads, all
-        but a replay's or a late redrive's, cost no listing)."""
-        ttl = self._settings.result_ttl_days * 86400 - 3600  # an hour for S3's and our clocks to disagree
-        return source.last_modified is None or now - source.last_modified >= ttl
+        but a replay's or a late redrive's, cost no listing). Its age is S3's own (``Date`` minus
+        ``LastModified``, with an hour's margin); S3 always sends ``Date``, moto in-process does not."""
+        ttl = self._settings.result_ttl_days * 86400 - 3600
+        return source.age_seconds is not None and source.age_seconds >= ttl
 
     def _locate(self, ref: S3ObjectRef) -> tuple[SourceObject | None, SourceObject | None]:
         """(the object version the event names, None), or (None, what the key holds now if it changed).

@@ -82,9 +82,8 @@ class VlmRunClient:
 
     Args:
         base_url: e.g. ``https://api.vlm.run/v1``.
-        api_key: the bearer token, or a callable ``(refresh: bool) -> str`` that supplies it; on a 401 (or
-            a 403 not about the quota) the callable is asked once more with ``refresh=True`` (a rotated key)
-            before giving up.
+        api_key: the bearer token, or a callable ``(refresh: bool) -> str`` that supplies it; on a 401 (or a
+            403 not about the quota) it is asked once more with ``refresh=True`` (a rotated key) before giving up.
         timeout: per-request timeouts; every request has one.
         transport: an ``httpx.BaseTransport`` to swap the network out (tests, the emulator).
         max_attempts: tries per idempotent request, including the first.
