@@ -32,6 +32,7 @@ def test_faults_everywhere_and_still_nothing_lost_wrong_stale_or_duplicated(webh
         job_deadline_seconds=15,
         late_seconds=10,
         second_versions=0.1,
+        output_outage_seconds=5,  # every output write denied for 5 s, once (20 s in the 1,000-file run)
     )
     report = run(config, log=lambda _: None)
 
@@ -58,6 +59,7 @@ def test_the_accounts_bad_days_are_played_lifted_and_reported(monkeypatch):
         job_deadline_seconds=15,
         late_seconds=10,
         second_versions=0,
+        output_outage_seconds=5,
         outage_seconds=4,
         credits=6,
         top_up_after=4,
