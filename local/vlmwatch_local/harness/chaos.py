@@ -269,9 +269,11 @@ def _drive(
             faults.outage_until = clock() + config.output_outage_seconds
             outage_at = 0.0
         scenario.step(dropped / config.files)
-        aws.step(ingest_batches=3)  # interleave: AWS runs ingest, poller and delivery side by side
+        done = aws.step(ingest_batches=3)  # interleave: AWS runs ingest, poller and delivery side by side
         watch.sample(aws.rows.values())
         if now - last_check < 0.5:
+            if not any(done.values()):
+                clock.sleep(0.05)  # a turn that found nothing to do: do not spin (every turn runs the poller)
             continue
         last_check = now
         jobs = list(aws.rows.values())  # the job rows as the table's stream last wrote them: no scan
