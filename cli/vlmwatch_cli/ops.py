@@ -293,10 +293,12 @@ def _send(target: Target, entries: list[dict[str, Any]]) -> int:
 
 
 def _has_outputs(target: Target, key: str, version: ObjectVersion) -> bool:
-    """Whether anything of ``version`` (a document, an artifact, a run's folder) is in the output bucket."""
-    folder = OutputLayout(target.output_bucket, target.output_prefix).version_folder(key, version)
-    listed = target.client("s3").list_objects_v2(Bucket=target.output_bucket, Prefix=folder, MaxKeys=1)
-    return bool(listed.get("KeyCount") or listed.get("Contents"))
+    """Whether anything of ``version`` (a document, an artifact, a run's folder) is in the output bucket: the
+    ingest's own check (run 1's folder is the version's)."""
+    from vlmwatch.adapters.outputs import run_written
+
+    layout = OutputLayout(target.output_bucket, target.output_prefix)
+    return run_written(target.client("s3"), layout, key, version, 1)
 
 
 def _current_objects(target: Target, bucket: str, prefix: str) -> Iterator[dict[str, Any]]:

@@ -36,7 +36,8 @@ _KINDS: dict[str, AwsErrorKind] = {
         ("403", "AccessDenied", "Forbidden", "AccessDeniedException", "DecryptionFailure", "KMSAccessDeniedException"),
         AwsErrorKind.ACCESS_DENIED,
     ),
-    **dict.fromkeys(("400", "InvalidRequestException", "InvalidArgument"), AwsErrorKind.INVALID),
+    # DynamoDB's ValidationException: a malformed request, or (for a well-formed query) an index the table lacks.
+    **dict.fromkeys(("400", "InvalidRequestException", "InvalidArgument", "ValidationException"), AwsErrorKind.INVALID),
     **dict.fromkeys(("ExecutionAlreadyExists", "ResourceInUseException"), AwsErrorKind.ALREADY_EXISTS),
     **dict.fromkeys(
         (

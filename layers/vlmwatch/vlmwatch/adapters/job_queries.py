@@ -28,6 +28,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from vlmwatch.adapters.aws_errors import AwsErrorKind, classify
 from vlmwatch.adapters.dynamo import deserialize_item, serialize_item
 from vlmwatch.adapters.jobstore import (
     EXECUTION_INDEX,
@@ -104,9 +105,10 @@ def _value_size(value: dict[str, Any]) -> int:
 def _missing_index(exc: ClientError, index: str) -> bool:
     """DynamoDB's answer to a query of an index the table does not have: ValidationException ("The table does
     not have the specified index"), the only one a well-formed query meets; moto says ResourceNotFound."""
-    error = exc.response.get("Error", {})
-    code, message = str(error.get("Code", "")), str(error.get("Message", ""))
-    return code == "ValidationException" or (code == "ResourceNotFoundException" and index in message)
+    kind = classify(exc)
+    return kind == AwsErrorKind.INVALID or (
+        kind == AwsErrorKind.NOT_FOUND and index in str(exc.response.get("Error", {}).get("Message", ""))
+    )
 
 
 def merge_newest(lists: list[list[IndexEntry]], limit: int | None) -> list[IndexEntry]:
