@@ -175,13 +175,18 @@ class Evidence:
             return "the execution was created outside the attempt's claim window"
         if echo_contradicts(job, execution, attempt):
             return "the execution echoes an input this job did not send"
-        owner = self._store.find_by_execution(execution.id)
-        if owner is not None and owner.job_id != job.job_id:
-            return "another job tracks this execution"
-        if owner is None:  # not tracked: maybe recorded (one GetItem of its mark, adapters/execution_owners.py)
-            recorded_by = self._store.owners.owner(execution.id)
-            if recorded_by is not None and recorded_by != job.job_id:
-                return "another job recorded this execution (an orphan or an earlier execution of it)"
+        other = self.other_owner(job.job_id, execution.id)
+        return other[1] if other is not None else None
+
+    def other_owner(self, job_id: str, execution_id: str) -> tuple[str, str] | None:
+        """(the other job, why) when another job tracks ``execution_id`` or recorded it (an orphan, or an
+        execution it had before a retry: its mark, one GetItem, adapters/execution_owners.py); None otherwise."""
+        owner = self._store.find_by_execution(execution_id)
+        if owner is not None:
+            return (owner.job_id, "another job tracks this execution") if owner.job_id != job_id else None
+        recorded_by = self._store.owners.owner(execution_id)
+        if recorded_by is not None and recorded_by != job_id:
+            return recorded_by, "another job recorded this execution (an orphan or an earlier execution of it)"
         return None
 
     def adopt(self, job_id: str, execution: Execution, attempt: int) -> str:

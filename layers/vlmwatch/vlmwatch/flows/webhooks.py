@@ -204,17 +204,15 @@ class WebhookReceiver:
 
     def _adopt(self, job: Job, execution_id: str, attempt: int, digest: str) -> tuple[int, dict[str, Any]]:
         """A callback to one attempt's URL for an execution the row does not track: evidence, if nothing refutes it."""
-        owner = self._store.find_by_execution(execution_id)
-        # Tracked by another job, or recorded by one (an orphan, an earlier execution: its #exec# mark).
-        other = owner.job_id if owner is not None else self._store.owners.owner(execution_id)
-        if other is not None and other != job.job_id:
+        assert self._submitter is not None
+        other = self._submitter.evidence.other_owner(job.job_id, execution_id)
+        if other is not None:
             # Another job's genuine signed body sent to this job's URL: never adopted, and no request spent.
             logger.warning(
                 "evidence refused: another job tracks or recorded this execution",
-                extra={"job_id": job.job_id, "execution_id": execution_id, "owner": other},
+                extra={"job_id": job.job_id, "execution_id": execution_id, "owner": other[0], "reason": other[1]},
             )
             return 200, {"status": "refused"}
-        assert self._submitter is not None
         pressure = self._submitter.pressure
         # Evidence cannot wait on the row (nothing else brings it back): if VLM Run may not be asked now,
         # answer 503 and VLM Run sends the callback again later.
