@@ -30,7 +30,7 @@ from vlmwatch.adapters.config_store import ConfigStore
 from vlmwatch.core.errors import ConfigError
 from vlmwatch.core.identity import ObjectVersion
 from vlmwatch.core.job import Job
-from vlmwatch.core.layout import ERROR_NAME, RESULT_NAME, RUNS, OutputLayout
+from vlmwatch.core.layout import OutputLayout
 from vlmwatch.core.lifecycle import SETTLED, Status
 from vlmwatch.core.routing import Route, ServiceTier
 from vlmwatch_cli.errors import UsageError
@@ -88,15 +88,11 @@ def documented_runs(target: Target, key: str) -> list[Job]:
         return []
     layout = OutputLayout(target.output_bucket, target.output_prefix)
     s3 = target.client("s3")
-    folder = layout.folder(key) + "versions/"
+    folder = layout.versions_folder(key)
     found: dict[str, Job] = {}
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=target.output_bucket, Prefix=folder):
         for obj in page.get("Contents", []):
-            inside = obj["Key"][len(folder) :].split("/")
-            # versions/<v>/<name> (run 1) or versions/<v>/runs/<n>/<name>: never an artifact of that name.
-            if inside[-1] not in (RESULT_NAME, ERROR_NAME) or len(inside) not in (2, 4):
-                continue
-            if len(inside) == 4 and (inside[1] + "/" != RUNS or not inside[2].isdigit()):
+            if layout.document_run(key, obj["Key"]) is None:  # an artifact, not a run's document
                 continue
             body = s3.get_object(Bucket=target.output_bucket, Key=obj["Key"])["Body"].read()
             job = job_of_document(json.loads(body), layout.uri(obj["Key"]))

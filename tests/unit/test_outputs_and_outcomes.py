@@ -221,3 +221,15 @@ def test_an_artifact_above_the_size_limit_is_listed_with_the_reason_and_the_resu
     (missing,) = document["missing_artifacts"]
     assert "above the 50-byte limit (MaxObjectBytes): not copied" in missing["error"]
     assert not [k for k in output_keys(stack) if "/artifacts/" in k]
+
+
+def test_a_runs_document_is_told_from_artifacts_and_other_keys_by_the_layout():
+    from vlmwatch.core.identity import ObjectVersion
+    from vlmwatch.core.layout import OutputLayout
+
+    layout, v = OutputLayout("out", "results/"), ObjectVersion.of("v1", None)
+    assert layout.document_run("a.pdf", layout.result_key("a.pdf", v)) == 1
+    assert layout.document_run("a.pdf", layout.error_key("a.pdf", v, 3)) == 3
+    assert layout.document_run("a.pdf", layout.artifact_key("a.pdf", v, "img_1", "image/png")) is None
+    assert layout.document_run("a.pdf", layout.latest_keys("a.pdf")[0]) is None
+    assert layout.document_run("b.pdf", layout.result_key("a.pdf", v)) is None

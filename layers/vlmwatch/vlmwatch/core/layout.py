@@ -92,8 +92,12 @@ class OutputLayout:
             folder = f"{self.prefix}{LONG_FOLDER}{hashlib.sha256(input_key.encode()).hexdigest()}/"
         return folder
 
+    def versions_folder(self, input_key: str) -> str:
+        """Where every version of the key has its folder."""
+        return f"{self.folder(input_key)}versions/"
+
     def version_folder(self, input_key: str, version: ObjectVersion) -> str:
-        return f"{self.folder(input_key)}versions/{version.path_token}/"
+        return f"{self.versions_folder(input_key)}{version.path_token}/"
 
     def run_folder(self, input_key: str, version: ObjectVersion, run: int = 1) -> str:
         """Run 1 writes in the version's folder (where it always has); run N in ``runs/<N>/`` inside it."""
@@ -114,6 +118,19 @@ class OutputLayout:
     ) -> str:
         ext = artifact_extension(object_id, content_type)
         return f"{self.run_folder(input_key, version, run)}artifacts/{object_id}.{ext}"
+
+    def document_run(self, input_key: str, key: str) -> int | None:
+        """The run whose result or error document ``key`` is (1 in a version's folder, N in its ``runs/N/``);
+        None for anything else (an artifact, the stable copies, another key's folder)."""
+        folder = self.versions_folder(input_key)
+        inside = key[len(folder) :].split("/") if key.startswith(folder) else []
+        if not inside or inside[-1] not in (RESULT_NAME, ERROR_NAME):
+            return None
+        if len(inside) == 2:
+            return 1
+        if len(inside) == 4 and inside[1] + "/" == RUNS and inside[2].isdigit():
+            return int(inside[2])
+        return None
 
     def latest_keys(self, input_key: str) -> tuple[str, str]:
         """(result, error) at the key's stable path."""
