@@ -50,7 +50,7 @@ up: $(VENV)/.installed ## keep a local stack running for the vlmwatch CLI (write
 TEST_WORKERS ?= 3
 
 test: $(VENV)/.installed ## run the test suite (unit + end-to-end on the local stack), TEST_WORKERS=3 processes
-	$(VENV)/bin/python -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) $(ARGS)
+	$(VENV)/bin/python -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --maxschedchunk 1 $(ARGS)
 
 lint: $(VENV)/.installed lint-template lint-security ## ruff + template checks + checkov
 	$(VENV)/bin/ruff check .

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ from moto import mock_aws
 
 from vlmwatch.core.settings import Settings
 from vlmwatch.runtime import wiring
-from vlmwatch_local.cloud import moto_speedups
+from vlmwatch_local.cloud import botocore_models, moto_speedups
 from vlmwatch_local.cloud.loops import LocalAws
 from vlmwatch_local.cloud.provision import StackResources, provision
 from vlmwatch_local.cloud.stack import fetch_from_moto
@@ -25,6 +26,32 @@ REGION = "us-east-1"
 # moto without its two hot spots (a quadratic SQS receive, a slow serializer for items): same responses,
 # several times faster (tests/integration/test_moto_speedups.py checks they are the same).
 moto_speedups.install()
+# One botocore loader for every session of the run: each test's sessions would parse the same service
+# models again (see the module).
+botocore_models.install()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Start the long tests first, one on each worker, each beside a short one.
+
+    The long ones (the chaos smokes: a minute of real time each, mostly waiting on the stack's compressed
+    deadlines) collected side by side would all go to one worker, which then ran alone for two minutes
+    after the others were done. With ``--maxschedchunk 1`` (``make test``) xdist gives each worker two
+    tests to start with, in collection order, then one at a time: so the first two per worker are a long
+    one and a short one, and the rest of the long ones come next, longest first.
+    """
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+
+    def seconds(item: pytest.Item) -> float:
+        marker = item.get_closest_marker("long")
+        return float(marker.kwargs.get("seconds", 30)) if marker else 0.0
+
+    long = sorted((i for i in items if seconds(i)), key=seconds, reverse=True)
+    short = [i for i in items if not seconds(i)]
+    head: list[pytest.Item] = []
+    for _ in range(workers):
+        head += [x for x in (long.pop(0) if long else None, short.pop(0) if short else None) if x]
+    items[:] = head + long + short
 
 
 def load_event(name: str) -> dict[str, Any]:

@@ -80,6 +80,7 @@ def job() -> Job:
     )
 
 
+@pytest.mark.long(seconds=12)
 def test_a_300_mb_artifact_goes_to_s3_through_a_bounded_buffer(s3_elsewhere):
     client = VlmRunClient("https://api.vlm.run/v1", "key", transport=video_api(SIZE))
     writer = OutputWriter(s3_elsewhere, "out", "results/")

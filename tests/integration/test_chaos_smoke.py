@@ -14,7 +14,12 @@ from vlmwatch_local.harness.invariants import ChaosReport, _orphans, account_rea
 
 pytestmark = pytest.mark.e2e
 
+# The pipeline's own waits compressed further than in the 1,000-file run (claims and grace 8 s, probes 5 s,
+# a 10 s ramp): 30 files settle in half the time, and every wait is still longer than the 1 s client timeout.
+SMOKE_TIME = {"grace_seconds": 4, "breaker_probe_seconds": 2, "breaker_ramp_seconds": 3}
 
+
+@pytest.mark.long(seconds=40)
 @pytest.mark.parametrize(
     ("webhook", "polling_mode"),
     [(False, "schedule"), (True, "schedule"), (True, "stepfunctions")],
@@ -33,6 +38,7 @@ def test_faults_everywhere_and_still_nothing_lost_wrong_stale_or_duplicated(webh
         late_seconds=10,
         second_versions=0.1,
         output_outage_seconds=5,  # every output write denied for 5 s, once (20 s in the 1,000-file run)
+        **SMOKE_TIME,
     )
     report = run(config, log=lambda _: None)
 
@@ -49,6 +55,7 @@ def test_faults_everywhere_and_still_nothing_lost_wrong_stale_or_duplicated(webh
         assert "executions" in report.state_machines  # the state machines ran (dropped callbacks, killed steps)
 
 
+@pytest.mark.long(seconds=45)
 def test_the_accounts_bad_days_are_played_lifted_and_reported(monkeypatch):
     """The harness's part only: whether the pipeline rode them out is the table's to say (printed)."""
     monkeypatch.setattr(logging.getLogger("vlmwatch"), "level", logging.CRITICAL)
@@ -64,6 +71,7 @@ def test_the_accounts_bad_days_are_played_lifted_and_reported(monkeypatch):
         credits=6,
         top_up_after=4,
         revoked_key_seconds=3,
+        **SMOKE_TIME,
     )
     report = run(config, log=lambda _: None)
 

@@ -146,6 +146,7 @@ def test_retry_makes_one_new_execution_and_never_touches_a_job_in_flight(local, 
     assert code == 1 and "completed: only failed or timed-out jobs" in again  # a success is not re-run
 
 
+@pytest.mark.long(seconds=13)
 def test_backfill_of_50_existing_objects_twice_makes_50_jobs(local):
     s3 = boto3.client("s3")
     sqs = boto3.client("sqs")
@@ -219,6 +220,7 @@ def _wait_for(
     raise AssertionError(f"{job_id or key} not {status} after {timeout} s")
 
 
+@pytest.mark.long(seconds=10)
 def test_pause_holds_new_files_service_says_why_and_resume_lets_every_one_through(local, tmp_path: Path):
     before = executions(local)
     code, out = cli(local, "pause", "--reason", "plan change at 10:00")

@@ -31,6 +31,7 @@ FILES = {
 }
 
 
+@pytest.mark.long(seconds=10)
 def test_mixed_outcomes_duplicates_and_a_flaky_api_end_with_a_document_for_every_file():
     # The first 6 API requests get 429, the next 3 get 503: submits are retried via SQS or reconciled,
     # polls are retried in the client. Duplicated events must not start second executions.

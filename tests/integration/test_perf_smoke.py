@@ -11,6 +11,7 @@ from vlmwatch_local.harness import perf
 pytestmark = pytest.mark.e2e
 
 
+@pytest.mark.long(seconds=10)
 def test_requests_per_job_and_cost_per_mode_at_a_small_size(monkeypatch):
     monkeypatch.setenv("POWERTOOLS_METRICS_DISABLED", "1")
     results = {m: perf.run_mode(m, jobs=8, job_seconds=120) for m in perf.MODES}

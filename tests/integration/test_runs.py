@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import boto3
+import pytest
 
 from helpers import drop, jobs, output_keys, read_json, result_key, run_cli
 from helpers import settle as settle_stack
@@ -23,6 +24,7 @@ def settle(local, clock, rounds: int = 14) -> None:
     settle_stack(local, clock, rounds)
 
 
+@pytest.mark.long(seconds=15)
 def test_reprocessing_50_files_with_a_new_prompt_keeps_the_old_runs_and_moves_the_stable_paths(
     stack, local, wire, emulator, clock, tmp_path
 ):

@@ -12,6 +12,7 @@ from vlmwatch_local.harness import scale
 pytestmark = pytest.mark.e2e
 
 
+@pytest.mark.long(seconds=11)
 def test_the_scale_table_has_a_row_per_size_with_every_measure(capsys):
     args = SimpleNamespace(
         sizes="40,120", rpm=120, job_seconds=120, full_max=40, window=3, json=None, env=["POLLER_MAX_JOBS=20"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections import Counter
 
 import httpx
+import pytest
 
 from helpers import drop, jobs, read_json, result_key
 from vlmwatch.adapters.breaker import Reason
@@ -78,6 +79,7 @@ def test_out_of_credits_leaves_files_waiting_and_they_complete_after_the_top_up(
     assert not wiring.breaker().state(fresh=True).open
 
 
+@pytest.mark.long(seconds=12)
 def test_an_outage_with_sixty_files_in_flight_sends_one_probe_per_interval(stack, local, wire, emulator, clock):
     vlmrun = AccountFaults(emulator.app)
     settings = wire(transport=vlmrun, BREAKER_PROBE_SECONDS="15", POLL_BASE_SECONDS="5", POLL_CAP_SECONDS="5")

@@ -39,7 +39,7 @@ import httpx
 from werkzeug.serving import make_server
 
 from vlmwatch.runtime import wiring
-from vlmwatch_local.cloud import moto_speedups
+from vlmwatch_local.cloud import botocore_models, moto_speedups
 from vlmwatch_local.cloud.loops import FunctionUrlApp, LocalAws, function_url_event
 from vlmwatch_local.cloud.provision import StackResources, provision
 from vlmwatch_local.cloud.stepfunctions import LocalStepFunctions
@@ -93,6 +93,7 @@ class LocalStack:
 
     def start(self) -> LocalStack:
         self._saved_env = dict(os.environ)
+        botocore_models.install()  # every function's session here parses the service models once
         self.endpoint: str | None = None
         if self.in_process:
             from moto import mock_aws

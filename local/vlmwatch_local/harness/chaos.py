@@ -69,6 +69,12 @@ class ChaosConfig:
     top_up_after: float = 30.0  # ...until topped up, this many seconds after the credits ran out
     revoked_key_seconds: float = 0.0  # the API key refused (401), once half of the files are dropped
     echo_inputs: bool = True  # executions echo their inputs (evidence to adopt an ambiguous submit's)
+    # Compressed time for the pipeline's own waits: how long a claim, an ambiguous submit's evidence window
+    # and the sweeper's delivery grace last (15 min to 5 min in AWS), and the breaker's probe interval and
+    # ramp (30 s and 60 s in AWS). The smokes compress them further than the 1,000-file run.
+    grace_seconds: int = 8
+    breaker_probe_seconds: int = 5
+    breaker_ramp_seconds: int = 10
 
     @property
     def scenarios(self) -> list[str]:
@@ -170,15 +176,14 @@ def run(config: ChaosConfig, *, log: Callable[[str], None] = print) -> ChaosRepo
         "JOB_DEADLINE_SECONDS": str(config.job_deadline_seconds),
         "SUBMIT_LEASE_SECONDS": "5",
         "SUBMIT_DEADLINE_SECONDS": "900",
-        "EVIDENCE_WINDOW_SECONDS": "8",
-        "DELIVERY_GRACE_SECONDS": "8",
-        "POLL_CLAIM_SECONDS": "8",
+        "EVIDENCE_WINDOW_SECONDS": str(config.grace_seconds),
+        "DELIVERY_GRACE_SECONDS": str(config.grace_seconds),
+        "POLL_CLAIM_SECONDS": str(config.grace_seconds),
         "VLMRUN_TIMEOUT_SECONDS": "1",
         "POLLER_MAX_JOBS": "300",
         "POLLER_CONCURRENCY": "8",
-        # The account's circuit breaker, compressed like the rest (30 s probes and a 60 s ramp in AWS).
-        "BREAKER_PROBE_SECONDS": "5",
-        "BREAKER_RAMP_SECONDS": "10",
+        "BREAKER_PROBE_SECONDS": str(config.breaker_probe_seconds),
+        "BREAKER_RAMP_SECONDS": str(config.breaker_ramp_seconds),
     }
     if config.webhook:
         env["POLL_CAP_SECONDS"] = "6"  # the safety net; callbacks do the work
