@@ -235,3 +235,50 @@ def test_the_budget_never_lifts_an_operators_pause(stack, wire, clock):
     clock.advance(40 * 86400)  # a new month: the budget's release must not resume an operator's pause
     assert not wiring.ledger().release_if_within_budget()
     assert breaker.state(fresh=True).open
+
+
+def test_a_probe_answered_429_is_never_sent_again_on_a_grant_an_earlier_flow_left(stack, clock):
+    """The chaos credits run saw POSTs in pairs ~60 ms apart while the breaker was open: the probe met a 429
+    (Retry-After 0.05 s) and its retry went out on a grant an earlier flow on the thread admitted and never
+    sent (a submit whose claim was lost), past the breaker. A grant is its own flow's: the retry asks the
+    breaker, which says wait."""
+    import boto3
+
+    from vlmwatch.adapters.breaker import CircuitBreaker
+    from vlmwatch.adapters.throttle import Backpressure
+    from vlmwatch.adapters.vlmrun.client import VlmRunClient
+    from vlmwatch.adapters.vlmrun.gating import RequestDeferredError
+    from vlmwatch.core.errors import VlmRunRateLimitedError
+
+    sent: list[str] = []
+
+    def busy(request: httpx.Request) -> httpx.Response:
+        sent.append(f"{request.method} {request.url.path}")
+        return httpx.Response(429, headers={"Retry-After": "0"}, json={"detail": "Too Many Requests"})
+
+    breaker = CircuitBreaker(boto3.client("dynamodb"), stack.table, probe_seconds=30, clock=clock)
+    pressure = Backpressure(clock=clock, breaker=breaker)
+    client = VlmRunClient(
+        "https://api.test/v1",
+        "k",
+        transport=httpx.MockTransport(busy),
+        gate=pressure,
+        observer=breaker,
+        sleep=lambda _: None,
+    )
+    assert pressure.admit("start") is None  # a submit admitted, then lost its claim: nothing sent
+    breaker.open(Reason.CREDITS, "HTTP 402: Insufficient credits")
+    clock.advance(31)
+    assert pressure.admit("start") is None  # this submit is the interval's probe
+    with pytest.raises(VlmRunRateLimitedError):
+        client.execute({"agent_name": "doc-extractor:v1", "inputs": {}})
+    assert sent == ["POST /v1/agent/execute"]  # the probe, once; its retry waits with everyone else
+    assert breaker.state(fresh=True).probes == 1
+
+    # And a flow that gives up what it admitted leaves nothing for a request that never asked the gate.
+    clock.advance(31)
+    assert pressure.admit("start") is None  # the next probe...
+    pressure.forfeit()  # ...whose flow sent nothing
+    with pytest.raises(RequestDeferredError):
+        client.list_executions()  # polls wait while the credits are out
+    assert len(sent) == 1

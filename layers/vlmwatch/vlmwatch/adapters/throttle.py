@@ -232,13 +232,20 @@ class Backpressure:
         return int(self._clock() // (self._budget.window_seconds if self._budget is not None else 60))
 
     def _prepay(self, count: int = 1) -> None:
-        """The flow admitted ``count`` requests: the client's gate lets them through without spending again."""
-        window = self._window_now()
-        paid = getattr(self._paid, "value", None)
-        held = paid[1] if paid and paid[0] == window else 0
+        """The flow admitted ``count`` requests: the client's gate lets them through without spending again.
+
+        The grant is this flow's alone: it replaces whatever an earlier flow on this thread admitted and did
+        not send (a submit whose claim was lost sends nothing). Added up, such leftovers let a later request
+        skip the gate: a breaker probe answered 429 was sent again at once, past the open breaker (the pairs
+        of POSTs ~60 ms apart in the credits chaos run)."""
         if self._budget is not None:
             count = min(count, self._budget.limit())  # what take() actually spent
-        self._paid.value = (window, held + count)
+        self._paid.value = (self._window_now(), count)
+
+    def forfeit(self) -> None:
+        """The flow is over: what it admitted and did not send is given up (no later request on this thread
+        may go out on it, past the gate)."""
+        self._paid.value = None
 
     def _spend_prepaid(self) -> bool:
         # Only within the window it was paid in: an old grant must not add to a later window's count.

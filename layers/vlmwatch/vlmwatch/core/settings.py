@@ -155,13 +155,13 @@ class Settings(BaseModel):
     # With at least this many in-flight jobs due in one poller run, one executions-list request tells which
     # are still running (no GET for them); 0 = always one GET per job.
     list_poll_min_jobs: int = Field(5, ge=0)
-    # The account's circuit breaker: this many 5xx / connection failures in a row (across all calls) open
-    # it; while open, one probe per BREAKER_PROBE_SECONDS for the whole deployment; once it closes, intake
-    # ramps back up over BREAKER_RAMP_SECONDS.
     # Executions in flight at VLM Run at once, for the deployment (a plan's concurrency limit); 0 = no cap.
     max_in_flight: int = Field(0, ge=0)
     # Credits a calendar month (UTC) may use; reaching it opens the breaker with reason "budget". 0 = no cap.
     monthly_credit_budget: float = Field(0, ge=0)
+    # The account's circuit breaker: this many 5xx / connection failures in a row (across all calls) open
+    # it; while open, one probe per BREAKER_PROBE_SECONDS for the whole deployment; once it closes, intake
+    # ramps back up over BREAKER_RAMP_SECONDS.
     breaker_failures: int = Field(5, ge=1)
     breaker_probe_seconds: int = Field(30, ge=1)
     breaker_ramp_seconds: int = Field(60, ge=0)

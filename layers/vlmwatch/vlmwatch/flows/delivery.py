@@ -135,6 +135,9 @@ class Deliverer:
             retry_at = self._store.now() + int(self._retry.delay(job.delivery_attempts + 1))
             self._store.delivery_failed(job.job_id, f"{type(exc).__name__}: {exc}", retry_at)
             raise
+        finally:
+            if self._pressure is not None:
+                self._pressure.forfeit()  # downloads reserved and not needed (or cut short) are given up
 
     def _deliver(self, job: Job) -> Delivery:
         now = self._store.now()

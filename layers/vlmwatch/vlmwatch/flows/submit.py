@@ -151,6 +151,7 @@ class Submitter:
         attempt = self._claims.claim(job.job_id, self._settings.submit_lease_seconds)
         if attempt is None:
             self._slots.give_back()
+            self._pressure.forfeit()  # the admitted POST is not sent (a breaker probe included)
             return Outcome.DUPLICATE  # someone else holds the claim, or the job moved on
         body: dict[str, Any] = {}
         try:
