@@ -70,8 +70,8 @@ class ChaosConfig:
     revoked_key_seconds: float = 0.0  # the API key refused (401), once half of the files are dropped
     echo_inputs: bool = True  # executions echo their inputs (evidence to adopt an ambiguous submit's)
     # Compressed time for the pipeline's own waits: how long a claim, an ambiguous submit's evidence window
-    # and the sweeper's delivery grace last (15 min to 5 min in AWS), and the breaker's probe interval and
-    # ramp (30 s and 60 s in AWS). The smokes compress them further than the 1,000-file run.
+    # and the sweeper's delivery grace last (2, 15 and 5 min by default in AWS), and the breaker's probe
+    # interval and ramp (30 s and 60 s). The smokes compress them further than the 1,000-file run.
     grace_seconds: int = 8
     breaker_probe_seconds: int = 5
     breaker_ramp_seconds: int = 10

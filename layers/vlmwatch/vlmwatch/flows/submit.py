@@ -148,10 +148,17 @@ class Submitter:
         if pacing.hold(self._pressure, self._store, job.job_id, "start"):
             self._slots.give_back()
             return Outcome.DEFERRED
+        try:
+            return self._claim_and_send(job)
+        finally:
+            # The admitted POST was sent, or never will be (the claim was lost, the upload failed): no later
+            # request of this thread may go out on it, past the gate (a breaker probe included).
+            self._pressure.forfeit()
+
+    def _claim_and_send(self, job: Job) -> Outcome:
         attempt = self._claims.claim(job.job_id, self._settings.submit_lease_seconds)
         if attempt is None:
             self._slots.give_back()
-            self._pressure.forfeit()  # the admitted POST is not sent (a breaker probe included)
             return Outcome.DUPLICATE  # someone else holds the claim, or the job moved on
         body: dict[str, Any] = {}
         try:
